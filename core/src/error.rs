@@ -1,0 +1,117 @@
+//! Every user-facing failure of the core, with the message and the hint a user acts on.
+//! The SQL layer maps [`ErrorKind`] to a SQLSTATE; nothing here knows Postgres.
+
+use std::fmt;
+
+/// The class of a failure, which decides the SQLSTATE at the SQL edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The image bytes are wrong: empty, corrupt, unknown or unsupported format.
+    InvalidImage,
+    /// The image is valid but larger than `pg_clip.max_image_pixels`.
+    ImageTooLarge,
+    /// The model folder is missing files or its files disagree.
+    InvalidModel,
+    /// The ONNX Runtime library cannot be loaded or initialised.
+    Runtime,
+    /// The requested device (CUDA) is not available.
+    DeviceUnavailable,
+    /// Inference itself failed.
+    Inference,
+    /// Text could not be tokenised.
+    InvalidText,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+pub type Result<T> = std::result::Result<T, ClipError>;
+
+impl ClipError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ClipError { kind, message: message.into(), detail: None, hint: None }
+    }
+
+    pub fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+
+    pub fn hint(mut self, h: impl Into<String>) -> Self {
+        self.hint = Some(h.into());
+        self
+    }
+
+    /// Prefix the message with where it happened ("element 3", "row 17"), keeping kind and hint.
+    pub fn context(mut self, ctx: impl fmt::Display) -> Self {
+        self.message = format!("{ctx}: {}", self.message);
+        self
+    }
+
+    pub fn empty_image() -> Self {
+        Self::new(ErrorKind::InvalidImage, "image is empty (0 bytes)")
+            .hint("Check that the column holds the image bytes, not a path or an empty value.")
+    }
+
+    pub fn unknown_format(head: &[u8]) -> Self {
+        let shown: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        Self::new(ErrorKind::InvalidImage, "image data is not in a recognised format")
+            .detail(format!("first bytes: {}", shown.join(" ")))
+            .hint(SUPPORTED_HINT)
+    }
+
+    pub fn unsupported_format(format: &str) -> Self {
+        Self::new(ErrorKind::InvalidImage, format!("image format {format} is not supported")).hint(SUPPORTED_HINT)
+    }
+
+    pub fn decode(format: &str, reason: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::InvalidImage, format!("could not decode {format} image: {reason}"))
+            .hint("The file may be truncated or corrupt; re-export or re-upload it.")
+    }
+
+    pub fn too_many_pixels(width: u32, height: u32, max: u64) -> Self {
+        Self::new(
+            ErrorKind::ImageTooLarge,
+            format!(
+                "image of {width}x{height} = {} pixels exceeds pg_clip.max_image_pixels ({max})",
+                u64::from(width) * u64::from(height)
+            ),
+        )
+        .hint("Downscale the image, or raise pg_clip.max_image_pixels if it is trusted.")
+    }
+
+    pub fn model(folder: &str, message: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::InvalidModel, format!("model folder \"{folder}\": {message}")).hint(
+            "A model folder holds config.json, visual/{model.onnx,preprocess_cfg.json} and \
+             textual/{model.onnx,tokenizer.json,tokenizer_config.json}, as open_clip and immich export them.",
+        )
+    }
+
+    pub fn runtime(library: &str, reason: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Runtime, format!("could not load the ONNX Runtime library \"{library}\": {reason}"))
+            .hint("Set pg_clip.onnxruntime_library to the path of libonnxruntime.so (1.32 or newer), readable by the server.")
+    }
+
+    pub fn inference(what: &str, reason: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Inference, format!("{what} model failed: {reason}"))
+    }
+}
+
+const SUPPORTED_HINT: &str = "Supported formats: JPEG, PNG, WebP, GIF (first frame), BMP, TIFF.";
+
+impl fmt::Display for ClipError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(d) = &self.detail {
+            write!(f, " ({d})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ClipError {}

@@ -1,0 +1,10 @@
+//! pg_clip's core: everything that does not need Postgres. Image preprocessing, tokenising,
+//! model folders and ONNX Runtime sessions, each unit-tested with plain `cargo test`.
+
+pub mod error;
+pub mod model;
+pub mod preprocess;
+pub mod runtime;
+pub mod tokenize;
+
+pub use error::{ClipError, ErrorKind, Result};

@@ -1,0 +1,306 @@
+//! Image bytes to the model's input tensor, the way open_clip's eval transform does it:
+//! decode, EXIF orientation, Resize(shortest side, bicubic), CenterCrop, convert("RGB"),
+//! ToTensor, Normalize.
+//!
+//! The reference runs torchvision on a PIL image, so the PIL details that change pixels are
+//! reproduced: palette and 1-bit images are resized with NEAREST (PIL ignores the requested
+//! filter for them), images with alpha are resized premultiplied (PIL's RGBa) and the alpha is
+//! dropped afterwards, the long side is truncated as torchvision computes it, and the crop
+//! offset is rounded half-to-even as Python's `round` does.
+
+use std::io::Cursor;
+
+use fast_image_resize::images::Image as FirImage;
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use serde::Deserialize;
+
+use crate::error::{ClipError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interpolation {
+    Bicubic,
+    Bilinear,
+    Nearest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeMode {
+    /// Shortest side to `size`, then centre crop (open_clip's default).
+    Shortest,
+    /// Both sides to `size`, ignoring the aspect ratio.
+    Squash,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreprocessConfig {
+    pub size: u32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub interpolation: Interpolation,
+    pub resize_mode: ResizeMode,
+}
+
+/// `visual/preprocess_cfg.json` as open_clip writes it; `size` is an int or `[h, w]`.
+#[derive(Deserialize)]
+struct RawConfig {
+    size: serde_json::Value,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    #[serde(default = "default_interp")]
+    interpolation: String,
+    #[serde(default = "default_resize_mode")]
+    resize_mode: String,
+}
+
+fn default_interp() -> String {
+    "bicubic".into()
+}
+fn default_resize_mode() -> String {
+    "shortest".into()
+}
+
+impl PreprocessConfig {
+    pub fn from_json(text: &str) -> std::result::Result<Self, String> {
+        let raw: RawConfig = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let size = match &raw.size {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::Array(a) if a.len() == 2 && a[0] == a[1] => a[0].as_u64(),
+            _ => None,
+        }
+        .filter(|s| (1..=4096).contains(s))
+        .ok_or_else(|| format!("\"size\" must be a positive integer or a square [h, w], got {}", raw.size))?;
+        let three = |v: &Vec<f32>, what: &str| -> std::result::Result<[f32; 3], String> {
+            <[f32; 3]>::try_from(v.as_slice()).map_err(|_| format!("\"{what}\" must have 3 values, got {}", v.len()))
+        };
+        let std = three(&raw.std, "std")?;
+        if std.iter().any(|s| *s <= 0.0) {
+            return Err("\"std\" values must be positive".into());
+        }
+        let interpolation = match raw.interpolation.as_str() {
+            "bicubic" => Interpolation::Bicubic,
+            "bilinear" => Interpolation::Bilinear,
+            "nearest" => Interpolation::Nearest,
+            other => return Err(format!("unsupported interpolation \"{other}\" (bicubic, bilinear, nearest)")),
+        };
+        let resize_mode = match raw.resize_mode.as_str() {
+            "shortest" => ResizeMode::Shortest,
+            "squash" => ResizeMode::Squash,
+            other => return Err(format!("unsupported resize_mode \"{other}\" (shortest, squash)")),
+        };
+        Ok(PreprocessConfig { size: size as u32, mean: three(&raw.mean, "mean")?, std, interpolation, resize_mode })
+    }
+
+    /// Number of f32 values one image occupies in the NCHW input.
+    pub fn tensor_len(&self) -> usize {
+        3 * (self.size as usize) * (self.size as usize)
+    }
+}
+
+/// A decoded image, already turned upright, plus what PIL would have called its mode.
+#[derive(Debug)]
+pub struct Decoded {
+    pub image: DynamicImage,
+    /// PIL opens it as mode "P" or "1" and so resizes it with NEAREST.
+    pub pil_nearest: bool,
+}
+
+const ACCEPTED: &[ImageFormat] =
+    &[ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP, ImageFormat::Gif, ImageFormat::Bmp, ImageFormat::Tiff];
+
+/// Decode image bytes, refusing anything above `max_pixels` before its pixels are decoded.
+pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
+    if bytes.is_empty() {
+        return Err(ClipError::empty_image());
+    }
+    let format = image::guess_format(bytes).map_err(|_| ClipError::unknown_format(bytes))?;
+    let name = format_name(format);
+    if !ACCEPTED.contains(&format) {
+        return Err(ClipError::unsupported_format(name));
+    }
+    let reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut decoder = reader.into_decoder().map_err(|e| ClipError::decode(name, e))?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(ClipError::decode(name, format!("image has no pixels ({w}x{h})")));
+    }
+    if u64::from(w) * u64::from(h) > max_pixels {
+        return Err(ClipError::too_many_pixels(w, h, max_pixels));
+    }
+    // A bad EXIF block is not worth losing the image for: PIL's exif_transpose ignores it too.
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| ClipError::decode(name, e))?;
+    image.apply_orientation(orientation);
+    Ok(Decoded { image, pil_nearest: pil_resizes_nearest(format, bytes) })
+}
+
+fn format_name(f: ImageFormat) -> &'static str {
+    match f {
+        ImageFormat::Jpeg => "JPEG",
+        ImageFormat::Png => "PNG",
+        ImageFormat::WebP => "WebP",
+        ImageFormat::Gif => "GIF",
+        ImageFormat::Bmp => "BMP",
+        ImageFormat::Tiff => "TIFF",
+        ImageFormat::Pnm => "PNM",
+        ImageFormat::Tga => "TGA",
+        ImageFormat::Ico => "ICO",
+        ImageFormat::Hdr => "HDR",
+        ImageFormat::OpenExr => "OpenEXR",
+        ImageFormat::Avif => "AVIF",
+        ImageFormat::Qoi => "QOI",
+        ImageFormat::Dds => "DDS",
+        ImageFormat::Farbfeld => "farbfeld",
+        _ => "unknown",
+    }
+}
+
+/// GIFs are always palette images in PIL; PNGs are when their IHDR colour type is 3 (indexed)
+/// or they are 1-bit grey (mode "1").
+fn pil_resizes_nearest(format: ImageFormat, bytes: &[u8]) -> bool {
+    match format {
+        ImageFormat::Gif => true,
+        // IHDR sits right after the 8-byte signature: length(4) type(4) w(4) h(4) depth(1) colour(1)
+        ImageFormat::Png if bytes.len() > 25 => bytes[25] == 3 || (bytes[25] == 0 && bytes[24] == 1),
+        _ => false,
+    }
+}
+
+/// Resized and centre-cropped RGB pixels, before scaling and normalisation.
+pub fn resize_crop(decoded: &Decoded, cfg: &PreprocessConfig) -> Result<RgbImage> {
+    let img = &decoded.image;
+    let (w, h) = (img.width(), img.height());
+    let size = cfg.size;
+    let (new_w, new_h) = match cfg.resize_mode {
+        ResizeMode::Squash => (size, size),
+        ResizeMode::Shortest => {
+            // torchvision: new_long = int(size * long / short), computed in double precision
+            let (short, long) = if w <= h { (w, h) } else { (h, w) };
+            let new_long = ((size as f64) * (long as f64) / (short as f64)) as u32;
+            if w <= h { (size, new_long) } else { (new_long, size) }
+        }
+    };
+    let alg = if decoded.pil_nearest {
+        ResizeAlg::Nearest
+    } else {
+        match cfg.interpolation {
+            Interpolation::Bicubic => ResizeAlg::Convolution(FilterType::CatmullRom),
+            Interpolation::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
+            Interpolation::Nearest => ResizeAlg::Nearest,
+        }
+    };
+    // With alpha, resize premultiplied RGBA (as PIL does via mode RGBa), then drop alpha.
+    let (src, pixel_type, channels) = if img.color().has_alpha() && !decoded.pil_nearest {
+        (img.to_rgba8().into_raw(), PixelType::U8x4, 4usize)
+    } else {
+        (img.to_rgb8().into_raw(), PixelType::U8x3, 3usize)
+    };
+    let resized = if (new_w, new_h) == (w, h) {
+        src
+    } else {
+        let src_img = FirImage::from_vec_u8(w, h, src, pixel_type)
+            .map_err(|e| ClipError::decode("resized", e))?;
+        let mut dst = FirImage::new(new_w, new_h, pixel_type);
+        Resizer::new()
+            .resize(&src_img, &mut dst, &ResizeOptions::new().resize_alg(alg))
+            .map_err(|e| ClipError::decode("resized", e))?;
+        dst.into_vec()
+    };
+    // torchvision center_crop: int(round((h - size) / 2.0)), Python rounds half to even
+    let top = round_half_even(f64::from(new_h - size) / 2.0) as usize;
+    let left = round_half_even(f64::from(new_w - size) / 2.0) as usize;
+    let (size_u, row_len) = (size as usize, new_w as usize * channels);
+    let mut out = Vec::with_capacity(size_u * size_u * 3);
+    for y in top..top + size_u {
+        let row = &resized[y * row_len + left * channels..][..size_u * channels];
+        if channels == 3 {
+            out.extend_from_slice(row);
+        } else {
+            for px in row.chunks_exact(4) {
+                out.extend_from_slice(&px[..3]);
+            }
+        }
+    }
+    Ok(RgbImage::from_raw(size, size, out).expect("crop buffer has size*size*3 bytes"))
+}
+
+fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 { r - x.signum() } else { r }
+}
+
+/// ToTensor + Normalize into `out` (one image, CHW), through a per-channel lookup table.
+pub fn normalize_into(crop: &RgbImage, cfg: &PreprocessConfig, out: &mut [f32]) {
+    let plane = (cfg.size * cfg.size) as usize;
+    debug_assert_eq!(out.len(), 3 * plane);
+    let mut lut = [[0f32; 256]; 3];
+    for (c, table) in lut.iter_mut().enumerate() {
+        for (v, slot) in table.iter_mut().enumerate() {
+            *slot = (v as f32 / 255.0 - cfg.mean[c]) / cfg.std[c];
+        }
+    }
+    for (i, px) in crop.as_raw().chunks_exact(3).enumerate() {
+        out[i] = lut[0][px[0] as usize];
+        out[plane + i] = lut[1][px[1] as usize];
+        out[2 * plane + i] = lut[2][px[2] as usize];
+    }
+}
+
+/// The whole pipeline for one image, writing its CHW tensor into `out`.
+pub fn preprocess_into(bytes: &[u8], cfg: &PreprocessConfig, max_pixels: u64, out: &mut [f32]) -> Result<()> {
+    let decoded = decode(bytes, max_pixels)?;
+    let crop = resize_crop(&decoded, cfg)?;
+    normalize_into(&crop, cfg, out);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_even_rounding_matches_python() {
+        assert_eq!(round_half_even(0.5), 0.0);
+        assert_eq!(round_half_even(1.5), 2.0);
+        assert_eq!(round_half_even(2.5), 2.0);
+        assert_eq!(round_half_even(3.0), 3.0);
+        assert_eq!(round_half_even(37.0), 37.0);
+    }
+
+    #[test]
+    fn config_accepts_int_and_square_sizes_and_rejects_others() {
+        let ok = r#"{"size": 224, "mean": [0.5,0.5,0.5], "std": [0.5,0.5,0.5]}"#;
+        assert_eq!(PreprocessConfig::from_json(ok).unwrap().size, 224);
+        let sq = r#"{"size": [336, 336], "mean": [0,0,0], "std": [1,1,1], "interpolation": "bilinear"}"#;
+        let c = PreprocessConfig::from_json(sq).unwrap();
+        assert_eq!((c.size, c.interpolation), (336, Interpolation::Bilinear));
+        let rect = r#"{"size": [224, 336], "mean": [0,0,0], "std": [1,1,1]}"#;
+        assert!(PreprocessConfig::from_json(rect).unwrap_err().contains("square"));
+        let bad = r#"{"size": 224, "mean": [0,0], "std": [1,1,1]}"#;
+        assert!(PreprocessConfig::from_json(bad).unwrap_err().contains("mean"));
+        let mode = r#"{"size": 224, "mean": [0,0,0], "std": [1,1,1], "resize_mode": "longest"}"#;
+        assert!(PreprocessConfig::from_json(mode).unwrap_err().contains("longest"));
+    }
+
+    #[test]
+    fn normalisation_is_totensor_then_normalize() {
+        let cfg = PreprocessConfig {
+            size: 1,
+            mean: [0.5, 0.25, 0.0],
+            std: [0.5, 0.25, 2.0],
+            interpolation: Interpolation::Bicubic,
+            resize_mode: ResizeMode::Shortest,
+        };
+        let crop = RgbImage::from_raw(1, 1, vec![255, 0, 51]).unwrap();
+        let mut out = [0f32; 3];
+        normalize_into(&crop, &cfg, &mut out);
+        assert!((out[0] - 1.0).abs() < 1e-6 && (out[1] + 1.0).abs() < 1e-6 && (out[2] - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn empty_and_garbage_bytes_are_invalid_images() {
+        assert!(decode(&[], 100).unwrap_err().message.contains("empty"));
+        let e = decode(b"definitely not an image", 100).unwrap_err();
+        assert!(e.message.contains("not in a recognised format"), "{e}");
+    }
+}

@@ -1,0 +1,20 @@
+-- pg_clip catalog: registered models.
+
+CREATE TABLE clip.model (
+    name           text PRIMARY KEY CHECK (name <> ''),
+    folder         text NOT NULL,
+    embed_dim      integer NOT NULL CHECK (embed_dim > 0),
+    image_size     integer NOT NULL CHECK (image_size > 0),
+    context_length integer NOT NULL CHECK (context_length > 1),
+    -- SHA-256 over the model's files: embeddings made under another stamp are stale
+    stamp          text NOT NULL,
+    registered_at  timestamptz NOT NULL DEFAULT now(),
+    registered_by  name NOT NULL DEFAULT current_user
+);
+COMMENT ON TABLE clip.model IS 'CLIP models registered with clip.register_model(name, folder)';
+
+-- registered models are user data: pg_dump keeps them
+SELECT pg_catalog.pg_extension_config_dump('clip.model', '');
+
+-- reading model files from the server's disk is for superusers and those they grant it to
+REVOKE ALL ON FUNCTION clip.register_model(text, text) FROM PUBLIC;

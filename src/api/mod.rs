@@ -1,0 +1,4 @@
+//! The SQL surface: one file per area, each function validating input and calling the core.
+
+pub mod embed;
+pub mod model;

@@ -1,0 +1,137 @@
+//! Every pg_clip setting: declared here, registered by [`init`], read through the getters.
+
+use std::ffi::CString;
+
+use pgrx::prelude::*;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pg_clip_core::runtime::Device;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+pub enum DeviceSetting {
+    #[name = c"cpu"]
+    Cpu,
+    #[name = c"cuda"]
+    Cuda,
+    #[name = c"auto"]
+    Auto,
+}
+
+/// Name of the registered model used when a function's `model` argument is NULL.
+static MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// Path of libonnxruntime.so, loaded once per backend on first use. Superuser only: the
+/// server process executes this file.
+static ONNXRUNTIME_LIBRARY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// Folder against which relative model folders in clip.register_model are resolved.
+static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// Where inference runs: cpu, cuda (an ERROR when unavailable) or auto (CUDA if usable).
+static DEVICE: GucSetting<DeviceSetting> = GucSetting::<DeviceSetting>::new(DeviceSetting::Auto);
+/// ONNX Runtime intra-op threads per session; 0 lets ONNX Runtime pick (physical cores).
+static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Images (or texts) per model call on bulk paths.
+static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(32);
+/// Largest image, in pixels, that is decoded; larger ones are refused from their header,
+/// before any pixel is decoded (decompression bombs).
+static MAX_IMAGE_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(100_000_000);
+
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"pg_clip.model",
+        c"Default CLIP model (a name in clip.model).",
+        c"Used by clip.embed_* when their model argument is NULL.",
+        &MODEL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_clip.onnxruntime_library",
+        c"Path of the ONNX Runtime shared library (libonnxruntime.so).",
+        c"Loaded once per backend on first use; changing it affects new sessions only.",
+        &ONNXRUNTIME_LIBRARY,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_clip.model_dir",
+        c"Folder that relative model folders are resolved against.",
+        c"clip.register_model(name, 'ViT-B-32__openai') looks in this folder.",
+        &MODEL_DIR,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"pg_clip.device",
+        c"Where CLIP inference runs: cpu, cuda or auto.",
+        c"auto uses CUDA when the ONNX Runtime library has the CUDA provider and a GPU is present, else CPU with a NOTICE; cuda without one is an ERROR.",
+        &DEVICE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_clip.intra_op_threads",
+        c"ONNX Runtime threads per model session (0 = one per physical core).",
+        c"",
+        &INTRA_OP_THREADS,
+        0,
+        1024,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_clip.batch_size",
+        c"Images or texts per model call on bulk paths.",
+        c"",
+        &BATCH_SIZE,
+        1,
+        4096,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_clip.max_image_pixels",
+        c"Largest image (width x height) that is decoded.",
+        c"Checked from the image header before decoding, so a decompression bomb costs nothing.",
+        &MAX_IMAGE_PIXELS,
+        1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    // SAFETY: called from _PG_init, in the postmaster or a backend's main thread.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"pg_clip".as_ptr()) };
+}
+
+fn string(s: &GucSetting<Option<CString>>) -> Option<String> {
+    s.get().map(|c| c.to_string_lossy().into_owned()).filter(|s| !s.is_empty())
+}
+
+pub fn model() -> Option<String> {
+    string(&MODEL)
+}
+
+pub fn onnxruntime_library() -> Option<String> {
+    string(&ONNXRUNTIME_LIBRARY)
+}
+
+pub fn model_dir() -> Option<String> {
+    string(&MODEL_DIR)
+}
+
+pub fn device() -> Device {
+    match DEVICE.get() {
+        DeviceSetting::Cpu => Device::Cpu,
+        DeviceSetting::Cuda => Device::Cuda,
+        DeviceSetting::Auto => Device::Auto,
+    }
+}
+
+pub fn intra_op_threads() -> usize {
+    INTRA_OP_THREADS.get().max(0) as usize
+}
+
+pub fn batch_size() -> usize {
+    BATCH_SIZE.get().max(1) as usize
+}
+
+pub fn max_image_pixels() -> u64 {
+    MAX_IMAGE_PIXELS.get().max(1) as u64
+}

@@ -1,0 +1,37 @@
+//! pg_clip: CLIP embeddings inside PostgreSQL. The logic lives in the `pg_clip_core` crate
+//! (core/); this crate is the Postgres glue: settings, the `vector` return type, the model
+//! registry with its session cache, and the SQL functions in `api/`.
+
+use pgrx::prelude::*;
+
+mod api;
+mod errors;
+mod gucs;
+mod models;
+mod vector;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/catalog.sql", name = "catalog", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            concat!("pg_clip.onnxruntime_library = '", env!("CARGO_MANIFEST_DIR"), "/.deps/onnxruntime/libonnxruntime.so.1.32.0'"),
+            concat!("pg_clip.model_dir = '", env!("CARGO_MANIFEST_DIR"), "/models'"),
+        ]
+    }
+}

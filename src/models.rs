@@ -1,0 +1,137 @@
+//! Registered models (the clip.model table) and this backend's cache of loaded sessions.
+//!
+//! A session is reused while the registered stamp, the device settings and the files' sizes
+//! and mtimes are unchanged; otherwise the folder is re-read and its stamp recomputed, and a
+//! stamp that no longer matches the registration is an ERROR rather than silently mixing
+//! embeddings of two different models.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use pg_clip_core::model::ModelFolder;
+use pg_clip_core::runtime::{self, ClipModel, Device, SessionOptions};
+use pg_clip_core::{ClipError, ErrorKind};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode as Code;
+
+use crate::errors::{self, OrRaise};
+use crate::gucs;
+
+struct Cached {
+    stamp: String,
+    fingerprint: Vec<(u64, Option<SystemTime>)>,
+    device: Device,
+    threads: usize,
+    model: ClipModel,
+}
+
+thread_local! {
+    static CACHE: RefCell<HashMap<String, Cached>> = RefCell::new(HashMap::new());
+}
+
+/// A relative folder is looked up under pg_clip.model_dir.
+pub fn resolve_folder(folder: &str) -> PathBuf {
+    let p = Path::new(folder);
+    match (p.is_absolute(), gucs::model_dir()) {
+        (false, Some(dir)) => Path::new(&dir).join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+pub fn environment() -> runtime::Environment {
+    let lib = gucs::onnxruntime_library().unwrap_or_else(|| {
+        errors::raise(
+            ClipError::new(ErrorKind::Runtime, "pg_clip.onnxruntime_library is not set")
+                .hint("A superuser sets it to the path of libonnxruntime.so, e.g. in postgresql.conf."),
+        )
+    });
+    runtime::environment(&lib).or_raise()
+}
+
+fn options() -> SessionOptions {
+    SessionOptions { device: gucs::device(), intra_op_threads: gucs::intra_op_threads() }
+}
+
+/// Load a folder's sessions with the current settings, telling the user when `auto` fell back.
+pub fn load(folder: ModelFolder) -> ClipModel {
+    let env = environment();
+    let opts = options();
+    let model = ClipModel::load(&env, folder, &opts).or_raise();
+    if opts.device == Device::Auto && model.device_used == Device::Cpu {
+        notice!("pg_clip.device is auto and CUDA is not available: running on CPU");
+    }
+    model
+}
+
+/// The model name to use: the argument, else pg_clip.model.
+pub fn model_name(arg: Option<&str>) -> String {
+    arg.map(String::from).or_else(gucs::model).unwrap_or_else(|| {
+        errors::report(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            "no model given and pg_clip.model is not set".into(),
+            None,
+            Some("Pass a model name, or SET pg_clip.model = '<name>' (see SELECT name FROM clip.model).".into()),
+        )
+    })
+}
+
+fn registered(name: &str) -> (String, String) {
+    let row = Spi::get_two_with_args::<String, String>(
+        "SELECT folder, stamp FROM clip.model WHERE name = $1",
+        &[name.into()],
+    );
+    match row {
+        Ok((Some(folder), Some(stamp))) => (folder, stamp),
+        _ => errors::report(
+            Code::ERRCODE_UNDEFINED_OBJECT,
+            format!("model \"{name}\" is not registered"),
+            None,
+            Some("Register it with SELECT clip.register_model(name, folder).".into()),
+        ),
+    }
+}
+
+/// Run `f` with the loaded model `name`, loading or reloading it as needed.
+pub fn with_model<T>(name: &str, f: impl FnOnce(&mut ClipModel) -> T) -> T {
+    let (folder, stamp) = registered(name);
+    let opts = options();
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let fresh = cache.get(name).is_some_and(|c| {
+            c.stamp == stamp
+                && c.device == opts.device
+                && c.threads == opts.intra_op_threads
+                && c.model.folder.fingerprint() == c.fingerprint
+        });
+        if !fresh {
+            cache.remove(name);
+            let mf = ModelFolder::open(&PathBuf::from(&folder)).or_raise();
+            let fingerprint = mf.fingerprint();
+            let now = mf.stamp().or_raise();
+            if now != stamp {
+                errors::report(
+                    Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!("the files of model \"{name}\" changed since it was registered"),
+                    Some(format!("registered stamp {stamp}, files now {now}")),
+                    Some(format!(
+                        "Run SELECT clip.register_model('{name}', '{folder}') to accept the new files; \
+                         embeddings made with the old files are then stale."
+                    )),
+                );
+            }
+            let model = load(mf);
+            cache.insert(
+                name.to_string(),
+                Cached { stamp, fingerprint, device: opts.device, threads: opts.intra_op_threads, model },
+            );
+        }
+        f(&mut cache.get_mut(name).expect("just inserted").model)
+    })
+}
+
+/// Forget a loaded model (after re-registration, the next call reloads it).
+pub fn evict(name: &str) {
+    CACHE.with(|c| c.borrow_mut().remove(name));
+}

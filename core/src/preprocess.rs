@@ -118,6 +118,10 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
     if !ACCEPTED.contains(&format) {
         return Err(ClipError::unsupported_format(name));
     }
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        // the JPEG decoder would fill the missing part with grey; PIL refuses, and so do we
+        return Err(ClipError::decode(name, "data ends before the end-of-image marker (truncated file)"));
+    }
     let reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut decoder = reader.into_decoder().map_err(|e| ClipError::decode(name, e))?;
     let (w, h) = decoder.dimensions();
@@ -132,6 +136,39 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| ClipError::decode(name, e))?;
     image.apply_orientation(orientation);
     Ok(Decoded { image, pil_nearest: pil_resizes_nearest(format, bytes) })
+}
+
+/// Walk the JPEG's marker segments and entropy-coded data from SOI to EOI. Searching for an
+/// EOI byte pair is not enough: EXIF thumbnails carry their own, and motion photos append a
+/// video after the real one. Inside entropy-coded data 0xFF is always followed by 0x00 or a
+/// restart marker, so the first other marker ends the scan.
+fn jpeg_is_complete(b: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    while i + 1 < b.len() {
+        if b[i] != 0xFF {
+            return false;
+        }
+        let marker = b[i + 1];
+        match marker {
+            0xD9 => return true,                      // EOI
+            0xFF => i += 1,                           // fill byte
+            0x01 | 0xD0..=0xD7 => i += 2,             // TEM, RSTn: no length
+            _ => {
+                if i + 3 >= b.len() {
+                    return false;
+                }
+                let len = usize::from(b[i + 2]) << 8 | usize::from(b[i + 3]);
+                i += 2 + len;
+                if marker == 0xDA {
+                    // SOS: skip entropy-coded data up to the next real marker
+                    while i + 1 < b.len() && !(b[i] == 0xFF && b[i + 1] != 0x00 && !(0xD0..=0xD7).contains(&b[i + 1])) {
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+    false
 }
 
 fn format_name(f: ImageFormat) -> &'static str {
@@ -295,6 +332,27 @@ mod tests {
         let mut out = [0f32; 3];
         normalize_into(&crop, &cfg, &mut out);
         assert!((out[0] - 1.0).abs() < 1e-6 && (out[1] + 1.0).abs() < 1e-6 && (out[2] - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn truncated_files_of_every_format_are_errors() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/images");
+        for f in ["photos/rocket.jpg", "photos/chelsea.png", "edge/cat.webp", "edge/cat.gif", "edge/cat.bmp", "edge/cat.tiff", "edge/exif_rotate90.jpg"] {
+            let bytes = std::fs::read(root.join(f)).unwrap();
+            assert!(decode(&bytes, u64::MAX).is_ok(), "{f} whole");
+            let cut = &bytes[..bytes.len() * 2 / 3];
+            let e = decode(cut, u64::MAX).expect_err(f);
+            assert_eq!(e.kind, crate::ErrorKind::InvalidImage, "{f}: {e}");
+        }
+    }
+
+    #[test]
+    fn jpeg_with_trailing_data_after_eoi_is_complete() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/images");
+        let mut bytes = std::fs::read(root.join("photos/rocket.jpg")).unwrap();
+        bytes.extend_from_slice(b"\x00\x00ftypmp42 appended motion-photo video \xff\xda\x00\x10");
+        assert!(jpeg_is_complete(&bytes));
+        assert!(decode(&bytes, u64::MAX).is_ok());
     }
 
     #[test]

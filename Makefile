@@ -1,0 +1,66 @@
+# pg_clip: the README's commands. Everything runs as root on Debian 12; setup.sh installs
+# what is missing and skips what is there.
+SHELL := /bin/bash
+ROOT := $(CURDIR)
+PG_CONFIG := /usr/lib/postgresql/15/bin/pg_config
+DB_USER ?= pgclip
+ORT_LIB := $(ROOT)/.deps/onnxruntime/libonnxruntime.so.1.32.0
+PG_REGRESS := $(shell $(PG_CONFIG) --pkglibdir 2>/dev/null)/pgxs/src/test/regress/pg_regress
+REGRESS_TESTS := setup embed errors
+export PG_CLIP_ORT_LIB := $(ORT_LIB)
+export PG_CLIP_ROOT := $(ROOT)
+
+.PHONY: setup install run test test-unit test-pg test-regress test-client bench clean
+
+setup:
+	@./scripts/setup.sh
+
+install: setup
+	@echo "==> cargo pgrx install --release"
+	@cargo pgrx install --release --pg-config $(PG_CONFIG) >/dev/null
+
+# Start the project's cluster, embed the sample photos and some prompts, print the matches.
+run: install
+	@./scripts/cluster.sh start
+	@eval "$$(./scripts/cluster.sh env)"; psql -X -q -v ON_ERROR_STOP=1 -f examples/demo.sql; rc=$$?; \
+	  ./scripts/cluster.sh stop; exit $$rc
+
+test: setup test-unit test-pg test-regress test-client
+	@echo "==> all test tiers passed"
+
+# tier 1: the core, without a server (includes the golden comparisons)
+test-unit:
+	@echo "==> tier 1: core unit and reference tests"
+	cargo test --release -p pg_clip_core
+
+# tier 2: #[pg_test]s inside a throwaway server run by $(DB_USER)
+test-pg:
+	@echo "==> tier 2: cargo pgrx test"
+	@mkdir -p .run/pgrx-test && chown $(DB_USER) .run .run/pgrx-test
+	cargo pgrx test --release pg15 --runas $(DB_USER) --pgdata $(ROOT)/.run/pgrx-test
+
+# tier 3: golden SQL files with pg_regress against the installed extension
+test-regress: install
+	@echo "==> tier 3: pg_regress $(REGRESS_TESTS)"
+	@./scripts/cluster.sh start
+	@eval "$$(./scripts/cluster.sh env)"; mkdir -p .run/regress; \
+	  dropdb --if-exists pg_clip_regress && createdb pg_clip_regress && \
+	  $(PG_REGRESS) --use-existing --host=$$PGHOST --port=$$PGPORT --user=$$PGUSER --dbname=pg_clip_regress \
+	    --inputdir=tests/pg_regress --outputdir=.run/regress --bindir=/usr/lib/postgresql/15/bin $(REGRESS_TESTS) \
+	  || { cat .run/regress/regression.diffs; ./scripts/cluster.sh stop; exit 1; }
+	@./scripts/cluster.sh stop
+
+# tier 4: a client application (Rust postgres + pgvector crates) against the installed extension
+test-client: install
+	@echo "==> tier 4: client integration tests"
+	@./scripts/cluster.sh start
+	@eval "$$(./scripts/cluster.sh env)"; cargo test --release -p pg_clip_client_tests -- --test-threads=1; rc=$$?; \
+	  ./scripts/cluster.sh stop; exit $$rc
+
+# Throughput: session alone vs clip.embed_images vs the Python reference pipeline.
+bench: install
+	@./bench/run.sh
+
+clean:
+	-./scripts/cluster.sh stop
+	rm -rf .run target

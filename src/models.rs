@@ -131,7 +131,14 @@ pub fn with_model<T>(name: &str, f: impl FnOnce(&mut ClipModel) -> T) -> T {
     })
 }
 
-/// Forget a loaded model (after re-registration, the next call reloads it).
-pub fn evict(name: &str) {
-    CACHE.with(|c| c.borrow_mut().remove(name));
+/// Keep a model just loaded by clip.register_model, so the next call need not load it again.
+pub fn remember(name: &str, stamp: String, model: ClipModel) {
+    let opts = options();
+    let fingerprint = model.folder.fingerprint();
+    CACHE.with(|c| {
+        c.borrow_mut().insert(
+            name.to_string(),
+            Cached { stamp, fingerprint, device: opts.device, threads: opts.intra_op_threads, model },
+        )
+    });
 }

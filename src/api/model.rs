@@ -50,6 +50,6 @@ fn register_model(
         &[name.into(), folder_s.clone().into(), dim.into(), size.into(), ctx.into(), stamp.clone().into()],
     )
     .unwrap_or_else(|e| pgrx::error!("cannot record model \"{name}\": {e}"));
-    models::evict(name);
+    models::remember(name, stamp.clone(), model);
     TableIterator::once((name.to_string(), folder_s, dim, size, ctx, stamp, device))
 }

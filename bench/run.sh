@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# make bench: ViT-B/32-sized random CLIP on the same photos, three ways, one run:
+#   (1) ONNX Runtime session alone on ready tensors (pg_clip's Rust session), batch 1 and 32
+#   (2) clip.embed_images from JPEG bytes, end to end through SQL
+#   (3) the Python reference pipeline (PIL + numpy + onnxruntime)
+# Environment: BENCH_IMAGES (default 200), BENCH_THREADS (default: all cores), BENCH_BATCH (32).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+N="${BENCH_IMAGES:-200}"
+THREADS="${BENCH_THREADS:-$(nproc)}"
+BATCH="${BENCH_BATCH:-32}"
+ORT_LIB="$ROOT/.deps/onnxruntime/libonnxruntime.so.1.32.0"
+OUT="$ROOT/.run/bench"; mkdir -p "$OUT"; : > "$OUT/results.txt"
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+# Python tools in a project venv (pinned), and the CLIP BPE merges from the open_clip wheel
+if ! cmp -s bench/requirements.txt .venv/requirements.installed 2>/dev/null; then
+    say "python venv for the generator and the reference pipeline"
+    python3 -m venv .venv
+    .venv/bin/pip install -q -r bench/requirements.txt
+    cp bench/requirements.txt .venv/requirements.installed
+fi
+BPE="$ROOT/.deps/bpe_simple_vocab_16e6.txt.gz"
+if [ ! -f "$BPE" ]; then
+    .venv/bin/pip download -q --no-deps open_clip_torch==3.3.0 -d "$ROOT/.deps/wheels"
+    unzip -q -o -j "$ROOT"/.deps/wheels/open_clip_torch-3.3.0-*.whl open_clip/bpe_simple_vocab_16e6.txt.gz -d "$ROOT/.deps"
+fi
+if [ ! -f models/vit-b-32/visual/model.onnx ]; then
+    say "generating the ViT-B/32-sized random model (models/vit-b-32, not committed)"
+    .venv/bin/python models/gen_clip.py vit-b-32 models/vit-b-32 --seed 0 --bpe "$BPE"
+fi
+.venv/bin/python bench/make_photos.py bench/data/photos "$N"
+MP=$(.venv/bin/python -c "
+import os,sys; from PIL import Image
+d='bench/data/photos'; fs=sorted(os.listdir(d))[:$N]
+print('%.1f' % (sum(Image.open(os.path.join(d,f)).size[0]*Image.open(os.path.join(d,f)).size[1] for f in fs)/len(fs)/1e6))")
+
+say "(1) session alone, batch 1 and $BATCH, $THREADS threads"
+cargo build -q --release -p pg_clip_core --example bench_session
+B=target/release/examples/bench_session
+$B models/vit-b-32 "$ORT_LIB" "$THREADS" 1 32 | tee -a "$OUT/results.txt"
+$B models/vit-b-32 "$ORT_LIB" "$THREADS" "$BATCH" "$N" | tee -a "$OUT/results.txt"
+
+say "(2) clip.embed_images through SQL"
+./scripts/cluster.sh start
+eval "$(./scripts/cluster.sh env)"
+trap './scripts/cluster.sh stop' EXIT
+psql -X -q -v ON_ERROR_STOP=1 -v dir="$ROOT/bench/data/photos" -v n="$N" 2>&1 <<SQL | sed -n 's/.*NOTICE:  //p' | tee -a "$OUT/results.txt"
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_clip CASCADE;
+SELECT clip.register_model('vit-b-32', 'vit-b-32') \gset
+DROP TABLE IF EXISTS bench_photos;
+CREATE TABLE bench_photos AS
+SELECT row_number() OVER (ORDER BY f) AS id, pg_read_binary_file(:'dir' || '/' || f) AS img
+FROM pg_ls_dir(:'dir') AS f ORDER BY f LIMIT :n;
+SET pg_clip.intra_op_threads = $THREADS;
+SET pg_clip.batch_size = $BATCH;
+SET pg_clip.device = 'cpu';
+SELECT vector_dims(clip.embed_image(img, 'vit-b-32')) FROM bench_photos LIMIT 1 \gset
+RESET client_min_messages;
+DO \$\$
+DECLARE t0 timestamptz; n int; r vector[];
+BEGIN
+    SELECT count(*) INTO n FROM bench_photos;
+    t0 := clock_timestamp();
+    r := clip.embed_images((SELECT array_agg(img ORDER BY id) FROM bench_photos), 'vit-b-32');
+    RAISE NOTICE 'sql batch=$BATCH images=% seconds=% images_per_s=%', n,
+        round(extract(epoch FROM clock_timestamp() - t0)::numeric, 3),
+        round((n / extract(epoch FROM clock_timestamp() - t0))::numeric, 2);
+END \$\$;
+DROP TABLE bench_photos;
+SQL
+
+say "(3) Python reference pipeline"
+.venv/bin/python bench/reference.py models/vit-b-32 bench/data/photos "$THREADS" "$BATCH" | tee -a "$OUT/results.txt"
+
+python3 - "$OUT/results.txt" "$N" "$MP" "$THREADS" "$BATCH" <<'PY'
+import re, sys
+rows = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"(\w+) batch=(\d+) images=(\d+) seconds=([\d.]+) images_per_s=([\d.]+)", line.strip())
+    if m:
+        rows[(m[1], int(m[2]))] = float(m[5])
+n, mp, threads, batch = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+s1, sb, sql, ref = rows[("session", 1)], rows[("session", batch)], rows[("sql", batch)], rows[("reference", batch)]
+print(f"\nViT-B/32 (random weights), {n} JPEG photos of {mp} MP on average, {threads} threads, CPU")
+print("| pipeline | batch | images/s | ratio |")
+print("|---|---|---|---|")
+print(f"| (1) ONNX Runtime session alone, ready tensors | 1 | {s1:.2f} | |")
+print(f"| (1) ONNX Runtime session alone, ready tensors | {batch} | {sb:.2f} | |")
+print(f"| (2) clip.embed_images, JPEG bytes through SQL | {batch} | {sql:.2f} | (2)/(1) = {sql / sb:.2f} |")
+print(f"| (3) Python: PIL + numpy + onnxruntime | {batch} | {ref:.2f} | (2)/(3) = {sql / ref:.2f} |")
+PY

@@ -32,6 +32,12 @@ SELECT replace(try($$SELECT clip.register_model('gone', 'no-such-folder')$$), :'
 SELECT try($$SELECT clip.register_model('', 'tiny-clip')$$) AS empty_name;
 SELECT replace(try($$SELECT clip.register_model('half', 'tiny-clip/visual')$$), :'root', '$ROOT') AS not_a_model_folder;
 
+-- cuda demanded where the library has no CUDA provider (the CPU build): an ERROR, not a fallback
+SET pg_clip.device = 'cuda';
+SELECT split_part(try($$SELECT clip.embed_text('x')$$), ':', 1) AS sqlstate,
+       try($$SELECT clip.embed_text('x')$$) LIKE '%CUDA execution provider could not start%' AS names_cuda;
+SET pg_clip.device = 'cpu';
+
 -- settings are checked and the prefix is reserved
 SELECT try($$SET pg_clip.device = 'gpu'$$) AS bad_device;
 SELECT try($$SET pg_clip.batch_size = 0$$) AS bad_batch;

@@ -6,7 +6,7 @@ PG_CONFIG := /usr/lib/postgresql/15/bin/pg_config
 DB_USER ?= pgclip
 ORT_LIB := $(ROOT)/.deps/onnxruntime/libonnxruntime.so.1.32.0
 PG_REGRESS := $(shell $(PG_CONFIG) --pkglibdir 2>/dev/null)/pgxs/src/test/regress/pg_regress
-REGRESS_TESTS := setup embed errors
+REGRESS_TESTS := setup embed errors collections
 export PG_CLIP_ORT_LIB := $(ORT_LIB)
 export PG_CLIP_ROOT := $(ROOT)
 
@@ -22,7 +22,9 @@ install: setup
 # Start the project's cluster, embed the sample photos and some prompts, print the matches.
 run: install
 	@./scripts/cluster.sh start
-	@eval "$$(./scripts/cluster.sh env)"; psql -X -q -v ON_ERROR_STOP=1 -f examples/demo.sql; rc=$$?; \
+	@eval "$$(./scripts/cluster.sh env)"; export PGDATABASE=pg_clip_demo; \
+	  dropdb --if-exists $$PGDATABASE && createdb $$PGDATABASE && \
+	  psql -X -q -v ON_ERROR_STOP=1 -f examples/demo.sql; rc=$$?; \
 	  ./scripts/cluster.sh stop; exit $$rc
 
 test: setup test-unit test-pg test-regress test-client
@@ -54,7 +56,9 @@ test-regress: install
 test-client: install
 	@echo "==> tier 4: client integration tests"
 	@./scripts/cluster.sh start
-	@eval "$$(./scripts/cluster.sh env)"; cargo test --release -p pg_clip_client_tests -- --test-threads=1; rc=$$?; \
+	@eval "$$(./scripts/cluster.sh env)"; export PGDATABASE=pg_clip_client; \
+	  dropdb --if-exists $$PGDATABASE && createdb $$PGDATABASE && \
+	  cargo test --release -p pg_clip_client_tests -- --test-threads=1; rc=$$?; \
 	  ./scripts/cluster.sh stop; exit $$rc
 
 # Throughput: session alone vs clip.embed_images vs the Python reference pipeline.

@@ -16,9 +16,6 @@ COMMENT ON TABLE clip.model IS 'CLIP models registered with clip.register_model(
 -- registered models are user data: pg_dump keeps them
 SELECT pg_catalog.pg_extension_config_dump('clip.model', '');
 
--- reading model files from the server's disk is for superusers and those they grant it to
-REVOKE ALL ON FUNCTION clip.register_model(text, text) FROM PUBLIC;
-
 -- everyone may embed with the registered models
 GRANT USAGE ON SCHEMA clip TO PUBLIC;
 GRANT SELECT ON clip.model TO PUBLIC;

@@ -5,20 +5,22 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode as Code;
 
-pub fn sqlstate(kind: ErrorKind) -> Code {
+/// The SQLSTATE of each kind of core error, as the code pgrx raises and as text (for
+/// clip.try_embed_images, which reports errors as data).
+pub fn sqlstate(kind: ErrorKind) -> (Code, &'static str) {
     match kind {
-        ErrorKind::InvalidImage | ErrorKind::InvalidText => Code::ERRCODE_INVALID_PARAMETER_VALUE,
-        ErrorKind::ImageTooLarge => Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-        ErrorKind::InvalidModel => Code::ERRCODE_CONFIG_FILE_ERROR,
-        ErrorKind::Runtime => Code::ERRCODE_SYSTEM_ERROR,
-        ErrorKind::DeviceUnavailable => Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-        ErrorKind::Inference => Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+        ErrorKind::InvalidImage | ErrorKind::InvalidText => (Code::ERRCODE_INVALID_PARAMETER_VALUE, "22023"),
+        ErrorKind::ImageTooLarge => (Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED, "54000"),
+        ErrorKind::InvalidModel => (Code::ERRCODE_CONFIG_FILE_ERROR, "F0000"),
+        ErrorKind::Runtime => (Code::ERRCODE_SYSTEM_ERROR, "58000"),
+        ErrorKind::DeviceUnavailable => (Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "55000"),
+        ErrorKind::Inference => (Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "38000"),
     }
 }
 
 /// Raise `e` as an ERROR; never returns.
 pub fn raise(e: ClipError) -> ! {
-    report(sqlstate(e.kind), e.message, e.detail, e.hint)
+    report(sqlstate(e.kind).0, e.message, e.detail, e.hint)
 }
 
 pub fn report(code: Code, message: String, detail: Option<String>, hint: Option<String>) -> ! {

@@ -12,7 +12,9 @@ mod vector;
 
 ::pgrx::pg_module_magic!(name, version);
 
-extension_sql_file!("../sql/catalog.sql", name = "catalog", finalize);
+extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
+extension_sql_file!("../sql/collections.sql", name = "collections", requires = ["catalog"]);
+extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -1,4 +1,5 @@
 //! The SQL surface: one file per area, each function validating input and calling the core.
 
+pub mod collection;
 pub mod embed;
 pub mod model;

@@ -157,20 +157,21 @@ fn wrong_runtime_library_is_an_error_and_a_corrected_path_works() {
 
 /// A writable copy of the tiny model under .run/, readable by the database user.
 fn model_copy(name: &str) -> PathBuf {
-    let src = root().join("models/tiny-clip");
+    fn copy_dir(src: &Path, dst: &Path) {
+        std::fs::create_dir_all(dst).unwrap();
+        for entry in std::fs::read_dir(src).unwrap() {
+            let entry = entry.unwrap();
+            let to = dst.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &to);
+            } else {
+                std::fs::copy(entry.path(), to).unwrap();
+            }
+        }
+    }
     let dst = root().join(".run/models").join(name);
     let _ = std::fs::remove_dir_all(&dst);
-    for f in [
-        "config.json",
-        "visual/model.onnx",
-        "visual/preprocess_cfg.json",
-        "textual/model.onnx",
-        "textual/tokenizer.json",
-        "textual/tokenizer_config.json",
-    ] {
-        std::fs::create_dir_all(dst.join(f).parent().unwrap()).unwrap();
-        std::fs::copy(src.join(f), dst.join(f)).unwrap();
-    }
+    copy_dir(&root().join("models/tiny-clip"), &dst);
     dst
 }
 
@@ -205,4 +206,133 @@ fn changed_model_files_are_caught_until_re_registered() {
     c.execute("SELECT clip.register_model('changing', $1)", &[&path]).unwrap();
     c.query_one("SELECT clip.embed_text('x', 'changing')", &[]).unwrap();
     c.execute("DELETE FROM clip.model WHERE name = 'changing'", &[]).unwrap();
+}
+
+/// A source table of `n` rows cycling through the sample photos, with a collection on it.
+fn collection_with_rows(c: &mut Client, name: &str, n: i64) {
+    c.batch_execute(&format!(
+        "SELECT clip.drop_collection('{name}') FROM clip.collection WHERE name = '{name}';
+         DROP TABLE IF EXISTS {name};
+         CREATE TABLE {name} (id bigint PRIMARY KEY, note text, img bytea);"
+    ))
+    .unwrap();
+    for (i, p) in PHOTOS.iter().enumerate() {
+        c.execute(
+            &format!("INSERT INTO {name} SELECT g, 'row', $1 FROM generate_series(1, $2::bigint) g WHERE g % 6 = $3::bigint"),
+            &[&photo(p), &n, &(i as i64)],
+        )
+        .unwrap();
+    }
+    c.execute(&format!("SELECT clip.add_collection('{name}', '{name}', 'id', 'img', 'tiny')"), &[]).unwrap();
+}
+
+/// Every source row has exactly one embedding, equal to embedding its current bytes, and
+/// nothing else is stored: what a clean refresh produces.
+fn assert_collection_matches_source(c: &mut Client, name: &str) {
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM {name}),
+                        (SELECT count(*) FROM clip.embedding WHERE collection = '{name}'),
+                        (SELECT count(*) FROM clip.embedding e JOIN {name} s ON s.id = e.image_id
+                          WHERE e.collection = '{name}' AND e.content_sha256 = sha256(s.img)
+                            AND (e.embedding <=> clip.embed_image(s.img, 'tiny')) < 1e-5),
+                        (SELECT count(*) FROM clip.embedding_error WHERE collection = '{name}')"
+            ),
+            &[],
+        )
+        .unwrap();
+    let (rows, stored, equal, errors): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!((stored, equal, errors), (rows, rows, 0), "{name}: {rows} rows");
+}
+
+fn wait_for_progress(watcher: &mut Client, name: &str) {
+    for _ in 0..1200 {
+        let done: Option<i64> = watcher
+            .query_opt("SELECT done FROM clip.refresh_progress WHERE collection = $1 AND running", &[&name])
+            .unwrap()
+            .map(|r| r.get(0));
+        if done.unwrap_or(0) > 0 {
+            return;
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+    panic!("refresh of {name} never made progress");
+}
+
+#[test]
+fn two_sessions_refreshing_at_once_neither_fail_nor_duplicate() {
+    let mut c = connect();
+    collection_with_rows(&mut c, "conc", 120);
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            thread::spawn(|| {
+                let mut c = connect();
+                c.batch_execute("SET pg_clip.batch_size = 8").unwrap();
+                c.batch_execute("CALL clip.refresh('conc')").unwrap();
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_collection_matches_source(&mut c, "conc");
+}
+
+#[test]
+fn a_cancelled_refresh_resumes_to_the_clean_result() {
+    let mut c = connect();
+    collection_with_rows(&mut c, "cancelled", 300);
+    let mut worker = connect();
+    let token = worker.cancel_token();
+    worker.batch_execute("SET pg_clip.batch_size = 8").unwrap();
+    // one statement per call: a multi-statement string is one transaction, where CALL cannot COMMIT
+    let run = thread::spawn(move || worker.batch_execute("CALL clip.refresh('cancelled')"));
+    wait_for_progress(&mut c, "cancelled");
+    token.cancel_query(NoTls).unwrap();
+    let err = run.join().unwrap().expect_err("cancelled");
+    assert_eq!(err.code(), Some(&postgres::error::SqlState::QUERY_CANCELED), "{err}");
+    let kept: i64 = c.query_one("SELECT count(*) FROM clip.embedding WHERE collection = 'cancelled'", &[]).unwrap().get(0);
+    assert!(kept > 0 && kept < 300, "committed batches are kept: {kept}");
+    c.batch_execute("CALL clip.refresh('cancelled')").unwrap();
+    assert_collection_matches_source(&mut c, "cancelled");
+}
+
+#[test]
+fn a_terminated_refresh_resumes_to_the_clean_result() {
+    let mut c = connect();
+    collection_with_rows(&mut c, "terminated", 300);
+    let mut worker = connect();
+    let pid: i32 = worker.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    worker.batch_execute("SET pg_clip.batch_size = 8").unwrap();
+    // one statement per call: a multi-statement string is one transaction, where CALL cannot COMMIT
+    let run = thread::spawn(move || worker.batch_execute("CALL clip.refresh('terminated')"));
+    wait_for_progress(&mut c, "terminated");
+    c.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+    assert!(run.join().unwrap().is_err(), "the backend was terminated");
+    c.batch_execute("CALL clip.refresh('terminated')").unwrap();
+    assert_collection_matches_source(&mut c, "terminated");
+}
+
+#[test]
+fn rows_changed_during_a_refresh_are_right_after_the_next_one() {
+    let mut c = connect();
+    collection_with_rows(&mut c, "moving", 240);
+    let run = thread::spawn(|| {
+        let mut w = connect();
+        w.batch_execute("SET pg_clip.batch_size = 8").unwrap();
+        w.batch_execute("CALL clip.refresh('moving')").unwrap();
+    });
+    wait_for_progress(&mut c, "moving");
+    c.batch_execute(
+        "DELETE FROM moving WHERE id % 10 = 0;
+         UPDATE moving SET note = 'edited' WHERE id % 10 = 1;",
+    )
+    .unwrap();
+    c.execute("UPDATE moving SET img = $1 WHERE id % 10 = 2", &[&photo("chelsea.png")]).unwrap();
+    c.execute("INSERT INTO moving SELECT g, 'new', $1 FROM generate_series(1001, 1020) g", &[&photo("coffee.png")])
+        .unwrap();
+    run.join().unwrap();
+    c.batch_execute("CALL clip.refresh('moving')").unwrap();
+    assert_collection_matches_source(&mut c, "moving");
 }

@@ -1,0 +1,312 @@
+-- pg_clip collections: a user's image table kept embedded, incrementally, in committed batches.
+-- The bookkeeping is set-based SQL; the model work is clip.try_embed_images (Rust).
+
+CREATE TABLE clip.collection (
+    name         text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,39}$'),
+    source       regclass NOT NULL,
+    id_column    name NOT NULL,
+    image_column name NOT NULL,
+    model        text NOT NULL REFERENCES clip.model (name),
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE clip.collection IS 'image tables that clip.refresh keeps embedded';
+
+CREATE TABLE clip.embedding (
+    collection     text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
+    model          text NOT NULL,
+    image_id       bigint NOT NULL,
+    -- the model stamp at embedding time: a re-registered model makes these stale
+    stamp          text NOT NULL,
+    content_sha256 bytea NOT NULL,
+    embedding      vector NOT NULL,
+    embedded_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (collection, model, image_id)
+);
+
+CREATE TABLE clip.embedding_error (
+    collection     text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
+    image_id       bigint NOT NULL,
+    content_sha256 bytea,
+    sqlstate       text NOT NULL,
+    message        text NOT NULL,
+    failed_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (collection, image_id)
+);
+COMMENT ON TABLE clip.embedding_error IS
+    'rows clip.refresh could not embed; retried when their image changes or after clip.retry_failed()';
+
+-- ids whose image changed or that were deleted, written by the source table's triggers
+CREATE TABLE clip.refresh_queue (
+    collection text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
+    image_id   bigint NOT NULL,
+    -- clock time, refreshed when the row is queued again: clip.refresh dequeues an entry only if
+    -- it still has the queued_at that its snapshot saw
+    queued_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (collection, image_id)
+);
+
+-- one row per collection, committed after each batch so that other sessions see progress
+CREATE TABLE clip.refresh_state (
+    collection  text PRIMARY KEY REFERENCES clip.collection (name) ON DELETE CASCADE,
+    pid         integer,
+    started_at  timestamptz,
+    updated_at  timestamptz,
+    finished_at timestamptz,
+    total       bigint NOT NULL DEFAULT 0,
+    done        bigint NOT NULL DEFAULT 0,
+    embedded    bigint NOT NULL DEFAULT 0,
+    failed      bigint NOT NULL DEFAULT 0,
+    removed     bigint NOT NULL DEFAULT 0,
+    unchanged   bigint NOT NULL DEFAULT 0
+);
+
+CREATE VIEW clip.refresh_progress AS
+SELECT collection, pid, finished_at IS NULL AND started_at IS NOT NULL AS running, total, done,
+       embedded, failed, removed, unchanged, started_at, updated_at, finished_at,
+       round((done / greatest(extract(epoch FROM coalesce(finished_at, updated_at) - started_at), 0.001))::numeric, 2)
+           AS images_per_s
+FROM clip.refresh_state;
+
+-- Statement-level triggers with transition tables: one INSERT into the queue per statement.
+-- An UPDATE queues only rows whose image (or id) changed. SECURITY DEFINER so that users who
+-- may write the source table need no rights on clip.refresh_queue.
+CREATE FUNCTION clip._queue_changes() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    coll text := TG_ARGV[0];
+    idc  text := TG_ARGV[1];
+    imc  text := TG_ARGV[2];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        EXECUTE format('INSERT INTO clip.refresh_queue (collection, image_id) SELECT $1, %I FROM pg_clip_new
+                        ON CONFLICT (collection, image_id) DO UPDATE SET queued_at = clock_timestamp()', idc) USING coll;
+    ELSIF TG_OP = 'DELETE' THEN
+        EXECUTE format('INSERT INTO clip.refresh_queue (collection, image_id) SELECT $1, %I FROM pg_clip_old
+                        ON CONFLICT (collection, image_id) DO UPDATE SET queued_at = clock_timestamp()', idc) USING coll;
+    ELSE
+        EXECUTE format($q$
+            INSERT INTO clip.refresh_queue (collection, image_id)
+            SELECT $1, n.%1$I FROM pg_clip_new n LEFT JOIN pg_clip_old o ON o.%1$I = n.%1$I
+            WHERE o.%1$I IS NULL OR o.%2$I IS DISTINCT FROM n.%2$I
+            UNION
+            SELECT $1, o.%1$I FROM pg_clip_old o LEFT JOIN pg_clip_new n ON n.%1$I = o.%1$I
+            WHERE n.%1$I IS NULL
+            ON CONFLICT (collection, image_id) DO UPDATE SET queued_at = clock_timestamp() $q$, idc, imc) USING coll;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION clip.add_collection(
+    name text, source regclass, id_column text, image_column text, model text DEFAULT NULL
+) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    m text := coalesce(model, nullif(current_setting('pg_clip.model', true), ''));
+    idtype regtype;
+    imtype regtype;
+BEGIN
+    IF name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'invalid collection name "%"', name USING ERRCODE = '22023',
+            HINT = 'A collection name is lower-case letters, digits and _, starting with a letter, at most 40 characters.';
+    END IF;
+    IF m IS NULL OR NOT EXISTS (SELECT 1 FROM clip.model WHERE clip.model.name = m) THEN
+        RAISE EXCEPTION 'model "%" is not registered', coalesce(m, '(none)') USING ERRCODE = '42704',
+            HINT = 'Pass a registered model, or SET pg_clip.model (see SELECT name FROM clip.model).';
+    END IF;
+    SELECT atttypid::regtype INTO idtype FROM pg_attribute
+    WHERE attrelid = source AND attname = id_column AND attnum > 0 AND NOT attisdropped;
+    IF idtype IS NULL THEN
+        RAISE EXCEPTION 'column "%" does not exist in %', id_column, source USING ERRCODE = '42703';
+    END IF;
+    IF idtype NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
+        RAISE EXCEPTION 'id column "%" of % is %, not an integer type', id_column, source, idtype
+            USING ERRCODE = '42804',
+            HINT = format('Add one: ALTER TABLE %s ADD COLUMN clip_id bigint GENERATED ALWAYS AS IDENTITY UNIQUE;', source);
+    END IF;
+    SELECT atttypid::regtype INTO imtype FROM pg_attribute
+    WHERE attrelid = source AND attname = image_column AND attnum > 0 AND NOT attisdropped;
+    IF imtype IS NULL THEN
+        RAISE EXCEPTION 'column "%" does not exist in %', image_column, source USING ERRCODE = '42703';
+    END IF;
+    IF imtype <> 'bytea'::regtype THEN
+        RAISE EXCEPTION 'image column "%" of % is %; this version reads bytea image columns', image_column, source, imtype
+            USING ERRCODE = '0A000', HINT = 'Image paths in text columns are not supported yet.';
+    END IF;
+    INSERT INTO clip.collection (name, source, id_column, image_column, model)
+    VALUES (name, source, id_column, image_column, m);
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS pg_clip_new
+                    FOR EACH STATEMENT EXECUTE FUNCTION clip._queue_changes(%L, %L, %L)',
+                   'pg_clip_' || name || '_ins', source, name, id_column, image_column);
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS pg_clip_old NEW TABLE AS pg_clip_new
+                    FOR EACH STATEMENT EXECUTE FUNCTION clip._queue_changes(%L, %L, %L)',
+                   'pg_clip_' || name || '_upd', source, name, id_column, image_column);
+    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS pg_clip_old
+                    FOR EACH STATEMENT EXECUTE FUNCTION clip._queue_changes(%L, %L, %L)',
+                   'pg_clip_' || name || '_del', source, name, id_column, image_column);
+END $$;
+
+CREATE FUNCTION clip.drop_collection(name text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE c clip.collection;
+BEGIN
+    SELECT * INTO c FROM clip.collection WHERE clip.collection.name = drop_collection.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'collection "%" does not exist', name USING ERRCODE = '42704';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'pg_clip_' || name || '_ins', c.source);
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'pg_clip_' || name || '_upd', c.source);
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'pg_clip_' || name || '_del', c.source);
+    DELETE FROM clip.collection WHERE clip.collection.name = drop_collection.name;
+END $$;
+
+-- Failed rows are skipped until their image changes; this puts them back in line.
+CREATE FUNCTION clip.retry_failed(collection text) RETURNS bigint LANGUAGE sql AS $$
+    WITH gone AS (DELETE FROM clip.embedding_error e WHERE e.collection = retry_failed.collection RETURNING e.image_id)
+    SELECT count(*) FROM gone
+$$;
+
+-- CALL clip.refresh('photos'): embed every row without a current embedding, re-embed queued
+-- (changed) rows, remove embeddings of deleted rows. Work is committed after each batch of
+-- pg_clip.batch_size rows, so a cancel or crash loses at most the batch in flight and the next
+-- call continues. Two sessions may refresh the same collection: each batch takes a
+-- transaction-scoped advisory lock and re-checks its rows, so no row is embedded twice.
+-- A NOTICE reports progress every 5 seconds and a summary at the end; clip.refresh_progress
+-- shows the same to other sessions. Must be CALLed outside an explicit transaction block.
+CREATE PROCEDURE clip.refresh(collection text) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    c clip.collection;
+    cur_stamp text;
+    bs int := greatest(coalesce(nullif(current_setting('pg_clip.batch_size', true), '')::int, 32), 1);
+    ids bigint[];
+    n_total bigint;
+    n_done bigint := 0;
+    n_emb bigint := 0;
+    n_fail bigint := 0;
+    n_rem bigint := 0;
+    n_unch bigint;
+    got_ok bigint;
+    got_bad bigint;
+    t0 timestamptz := clock_timestamp();
+    last_notice timestamptz := clock_timestamp();
+BEGIN
+    SELECT * INTO c FROM clip.collection WHERE name = refresh.collection;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'collection "%" does not exist', refresh.collection USING ERRCODE = '42704',
+            HINT = 'Create it with SELECT clip.add_collection(name, source_table, id_column, image_column).';
+    END IF;
+    SELECT stamp INTO cur_stamp FROM clip.model WHERE name = c.model;
+
+    -- deleted rows: embeddings, errors and queue entries whose id is gone from the source
+    EXECUTE format('WITH gone AS (DELETE FROM clip.embedding e WHERE e.collection = $1
+                        AND NOT EXISTS (SELECT 1 FROM %s s WHERE s.%I = e.image_id) RETURNING 1)
+                    SELECT count(*) FROM gone', c.source, c.id_column) INTO n_rem USING c.name;
+    EXECUTE format('DELETE FROM clip.embedding_error e WHERE e.collection = $1
+                        AND NOT EXISTS (SELECT 1 FROM %s s WHERE s.%I = e.image_id)', c.source, c.id_column) USING c.name;
+    EXECUTE format('DELETE FROM clip.refresh_queue q WHERE q.collection = $1
+                        AND NOT EXISTS (SELECT 1 FROM %s s WHERE s.%I = q.image_id)', c.source, c.id_column) USING c.name;
+
+    -- the work list: queued (changed) rows, and rows with no current embedding that have not failed
+    CREATE TEMP TABLE IF NOT EXISTS pg_clip_todo (id bigint PRIMARY KEY);
+    TRUNCATE pg_clip_todo;
+    EXECUTE format($q$
+        INSERT INTO pg_clip_todo
+        SELECT image_id FROM clip.refresh_queue WHERE collection = $1
+        UNION
+        SELECT s.%1$I FROM %2$s s
+        WHERE NOT EXISTS (SELECT 1 FROM clip.embedding e WHERE e.collection = $1 AND e.model = $2
+                              AND e.image_id = s.%1$I AND e.stamp = $3)
+          AND NOT EXISTS (SELECT 1 FROM clip.embedding_error x WHERE x.collection = $1 AND x.image_id = s.%1$I)
+        $q$, c.id_column, c.source) USING c.name, c.model, cur_stamp;
+    SELECT count(*) INTO n_total FROM pg_clip_todo;
+    -- unchanged: current embeddings that need nothing (known failures are neither)
+    SELECT count(*) INTO n_unch FROM clip.embedding e
+    WHERE e.collection = c.name AND e.model = c.model AND e.stamp = cur_stamp
+      AND NOT EXISTS (SELECT 1 FROM pg_clip_todo t WHERE t.id = e.image_id);
+    INSERT INTO clip.refresh_state AS r (collection, pid, started_at, updated_at, finished_at, total, done,
+                                         embedded, failed, removed, unchanged)
+    VALUES (c.name, pg_backend_pid(), t0, clock_timestamp(), NULL, n_total, 0, 0, 0, n_rem, n_unch)
+    ON CONFLICT (collection) DO UPDATE SET pid = EXCLUDED.pid, started_at = EXCLUDED.started_at,
+        updated_at = EXCLUDED.updated_at, finished_at = NULL, total = EXCLUDED.total, done = 0, embedded = 0,
+        failed = 0, removed = EXCLUDED.removed, unchanged = EXCLUDED.unchanged;
+    COMMIT;
+
+    LOOP
+        SELECT array_agg(id ORDER BY id) INTO ids FROM (SELECT id FROM pg_clip_todo ORDER BY id LIMIT bs) b;
+        EXIT WHEN ids IS NULL;
+        PERFORM pg_advisory_xact_lock(hashtext('pg_clip.refresh'), hashtext(c.name));
+        -- under the lock: skip rows another session embedded meanwhile (unless queued again)
+        EXECUTE format($q$
+            WITH seen AS (
+                SELECT image_id, queued_at FROM clip.refresh_queue WHERE collection = $1 AND image_id = ANY ($4)
+            ),
+            batch AS (
+                SELECT s.%1$I::bigint AS id, s.%2$I AS img
+                FROM %3$s s
+                WHERE s.%1$I = ANY ($4)
+                  AND (EXISTS (SELECT 1 FROM clip.refresh_queue q WHERE q.collection = $1 AND q.image_id = s.%1$I)
+                       OR NOT EXISTS (SELECT 1 FROM clip.embedding e WHERE e.collection = $1 AND e.model = $2
+                                          AND e.image_id = s.%1$I AND e.stamp = $3))
+                ORDER BY 1
+            ),
+            arr AS (SELECT array_agg(id ORDER BY id) AS ids, array_agg(img ORDER BY id) AS imgs FROM batch),
+            res AS (
+                SELECT arr.ids[t.ord] AS id, t.*
+                FROM arr, clip.try_embed_images(arr.imgs, $2) t
+                WHERE arr.ids IS NOT NULL
+            ),
+            ok AS (
+                INSERT INTO clip.embedding (collection, model, image_id, stamp, content_sha256, embedding)
+                SELECT $1, $2, id, $3, content_sha256, embedding FROM res WHERE embedding IS NOT NULL
+                ON CONFLICT (collection, model, image_id) DO UPDATE
+                    SET stamp = EXCLUDED.stamp, content_sha256 = EXCLUDED.content_sha256,
+                        embedding = EXCLUDED.embedding, embedded_at = now()
+                RETURNING image_id
+            ),
+            cleared AS (
+                DELETE FROM clip.embedding_error x USING ok WHERE x.collection = $1 AND x.image_id = ok.image_id
+            ),
+            bad AS (
+                INSERT INTO clip.embedding_error (collection, image_id, content_sha256, sqlstate, message)
+                SELECT $1, id, content_sha256, coalesce(error_sqlstate, '22004'),
+                       coalesce(error_message, 'image is NULL')
+                FROM res WHERE embedding IS NULL
+                ON CONFLICT (collection, image_id) DO UPDATE
+                    SET content_sha256 = EXCLUDED.content_sha256, sqlstate = EXCLUDED.sqlstate,
+                        message = EXCLUDED.message, failed_at = now()
+                RETURNING image_id
+            ),
+            -- only the queue entries this statement's snapshot saw: a change committed while the
+            -- batch ran re-queues its row (a new entry, or a new queued_at) and stays queued
+            dequeued AS (
+                DELETE FROM clip.refresh_queue q
+                WHERE q.collection = $1 AND q.image_id = ANY ($4)
+                  AND (q.image_id, q.queued_at) IN (SELECT image_id, queued_at FROM seen)
+            )
+            SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM bad)
+            $q$, c.id_column, c.image_column, c.source) INTO got_ok, got_bad USING c.name, c.model, cur_stamp, ids;
+        n_emb := n_emb + got_ok;
+        n_fail := n_fail + got_bad;
+        DELETE FROM pg_clip_todo WHERE id = ANY (ids);
+        n_done := n_done + cardinality(ids);
+        UPDATE clip.refresh_state SET updated_at = clock_timestamp(), done = n_done, embedded = n_emb, failed = n_fail
+        WHERE refresh_state.collection = c.name;
+        COMMIT;
+        IF clock_timestamp() - last_notice > interval '5 seconds' THEN
+            RAISE NOTICE 'clip.refresh(%): % of % rows, % images/s', c.name, n_done, n_total,
+                round((n_done / greatest(extract(epoch FROM clock_timestamp() - t0), 0.001))::numeric, 1);
+            last_notice := clock_timestamp();
+        END IF;
+    END LOOP;
+    UPDATE clip.refresh_state SET updated_at = clock_timestamp(), finished_at = clock_timestamp()
+    WHERE refresh_state.collection = c.name;
+    COMMIT;
+    RAISE NOTICE 'clip.refresh(%): embedded %, unchanged %, removed %, failed %, % s', c.name, n_emb, n_unch,
+        n_rem, n_fail, round(extract(epoch FROM clock_timestamp() - t0)::numeric, 2);
+END $$;
+
+-- collections, embeddings and their errors are user data: pg_dump keeps them
+SELECT pg_catalog.pg_extension_config_dump('clip.collection', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.embedding', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.embedding_error', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.refresh_queue', '');
+
+GRANT SELECT ON clip.collection, clip.embedding, clip.embedding_error, clip.refresh_progress TO PUBLIC;

@@ -1,0 +1,75 @@
+-- Collections: a user's table kept embedded by CALL clip.refresh, incrementally.
+SET pg_clip.device = 'cpu';
+SET pg_clip.model = 'tiny';
+SET pg_clip.batch_size = 4;
+
+CREATE TABLE photos (id int PRIMARY KEY, title text, img bytea);
+INSERT INTO photos
+SELECT row_number() OVER (ORDER BY name), name, img FROM images
+WHERE name LIKE 'photos/%' OR name IN ('edge/truncated.jpg', 'edge/random.bin', 'edge/cat.webp');
+
+-- bad definitions are refused with a reason
+SELECT try($$SELECT clip.add_collection('Bad Name', 'photos', 'id', 'img')$$) AS bad_name;
+SELECT try($$SELECT clip.add_collection('p', 'photos', 'title', 'img')$$) AS text_id;
+SELECT try($$SELECT clip.add_collection('p', 'photos', 'nope', 'img')$$) AS missing_column;
+SELECT try($$SELECT clip.add_collection('p', 'photos', 'id', 'title')$$) AS text_image;
+SELECT try($$SELECT clip.add_collection('p', 'photos', 'id', 'img', 'nope')$$) AS unknown_model;
+SELECT try($$CALL clip.refresh('nope')$$) AS unknown_collection;
+
+SELECT clip.add_collection('photos', 'photos', 'id', 'img');
+SELECT name, source, id_column, image_column, model FROM clip.collection;
+
+-- first refresh: every good row embedded, bad rows recorded and skipped (the summary NOTICE
+-- carries timings, so it is silenced here and the progress view is read instead)
+SET client_min_messages = warning;
+CALL clip.refresh('photos');
+RESET client_min_messages;
+SELECT total, done, embedded, failed, removed, unchanged, running FROM clip.refresh_progress;
+SELECT p.title, x.sqlstate, x.message, x.content_sha256 = sha256(p.img) AS hash_ok
+FROM clip.embedding_error x JOIN photos p ON p.id = x.image_id ORDER BY p.title;
+SELECT count(*) AS embedded,
+       bool_and((e.embedding <=> clip.embed_image(p.img)) < 1e-5) AS equal_to_embed_image,
+       bool_and(e.content_sha256 = sha256(p.img)) AS hashes_match,
+       bool_and(e.stamp = m.stamp) AS current_stamp
+FROM clip.embedding e JOIN photos p ON p.id = e.image_id JOIN clip.model m ON m.name = e.model;
+
+-- nothing changed: nothing to do
+SET client_min_messages = warning;
+CALL clip.refresh('photos');
+RESET client_min_messages;
+SELECT total, embedded, failed, removed, unchanged FROM clip.refresh_progress;
+
+-- an update of another column queues nothing; a new image queues its row only
+UPDATE photos SET title = title || ' (edited)' WHERE id = 1;
+SELECT count(*) AS queued_after_title_edit FROM clip.refresh_queue;
+UPDATE photos SET img = (SELECT img FROM images WHERE name = 'photos/chelsea.png') WHERE title LIKE 'photos/rocket%';
+-- a failed row whose bytes are fixed is retried
+UPDATE photos SET img = (SELECT img FROM images WHERE name = 'photos/coffee.png') WHERE title = 'edge/truncated.jpg';
+SELECT count(*) AS queued_after_image_edits FROM clip.refresh_queue;
+DELETE FROM photos WHERE title = 'photos/camera.png';
+INSERT INTO photos SELECT 100, name, img FROM images WHERE name = 'edge/cat.gif';
+SET client_min_messages = warning;
+CALL clip.refresh('photos');
+RESET client_min_messages;
+SELECT total, embedded, failed, removed, unchanged FROM clip.refresh_progress;
+SELECT p.title, round((e.embedding <=> clip.embed_image(p.img))::numeric, 5) AS distance_to_current_image
+FROM clip.embedding e JOIN photos p ON p.id = e.image_id ORDER BY p.title;
+SELECT count(*) AS errors_left, min(message) AS message FROM clip.embedding_error;
+SELECT count(*) AS queue_left FROM clip.refresh_queue;
+
+-- failed rows are retried on request
+SELECT clip.retry_failed('photos') AS retried;
+SET client_min_messages = warning;
+CALL clip.refresh('photos');
+RESET client_min_messages;
+SELECT total, embedded, failed FROM clip.refresh_progress;
+
+-- text-to-image search over the collection's embeddings
+SELECT count(*) AS top3 FROM (
+    SELECT image_id FROM clip.embedding WHERE collection = 'photos'
+    ORDER BY embedding <=> clip.embed_text('a photo of a cat') LIMIT 3) s;
+
+-- dropping the collection removes its triggers and rows, not the user's table
+SELECT clip.drop_collection('photos');
+SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'pg_clip_photos%';
+SELECT (SELECT count(*) FROM clip.embedding) AS embeddings_left, (SELECT count(*) FROM photos) AS photos_left;

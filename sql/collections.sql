@@ -103,6 +103,7 @@ DECLARE
     m text := coalesce(model, nullif(current_setting('pg_clip.model', true), ''));
     idtype regtype;
     imtype regtype;
+    dim int;
 BEGIN
     IF name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
         RAISE EXCEPTION 'invalid collection name "%"', name USING ERRCODE = '22023',
@@ -133,6 +134,15 @@ BEGIN
     END IF;
     INSERT INTO clip.collection (name, source, id_column, image_column, model)
     VALUES (name, source, id_column, image_column, m);
+    SELECT embed_dim INTO dim FROM clip.model WHERE clip.model.name = m;
+    -- the collection's embeddings with their fixed dimension, and an HNSW (cosine) index on
+    -- exactly that expression and predicate, so ORDER BY embedding <=> q LIMIT k on the view uses it
+    EXECUTE format('CREATE VIEW clip.%I AS SELECT image_id, embedding::vector(%s) AS embedding, embedded_at
+                    FROM clip.embedding WHERE collection = %L AND model = %L',
+                   name || '_embeddings', dim, name, m);
+    EXECUTE format('GRANT SELECT ON clip.%I TO PUBLIC', name || '_embeddings');
+    EXECUTE format('CREATE INDEX %I ON clip.embedding USING hnsw ((embedding::vector(%s)) vector_cosine_ops)
+                    WHERE collection = %L AND model = %L', 'pg_clip_' || name || '_hnsw', dim, name, m);
     EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS pg_clip_new
                     FOR EACH STATEMENT EXECUTE FUNCTION clip._queue_changes(%L, %L, %L)',
                    'pg_clip_' || name || '_ins', source, name, id_column, image_column);
@@ -154,7 +164,44 @@ BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'pg_clip_' || name || '_ins', c.source);
     EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'pg_clip_' || name || '_upd', c.source);
     EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'pg_clip_' || name || '_del', c.source);
+    EXECUTE format('DROP VIEW IF EXISTS clip.%I', name || '_embeddings');
+    EXECUTE format('DROP INDEX IF EXISTS clip.%I', 'pg_clip_' || name || '_hnsw');
     DELETE FROM clip.collection WHERE clip.collection.name = drop_collection.name;
+END $$;
+
+-- Text-to-image search: the k images most similar to a text, through the collection's index.
+CREATE FUNCTION clip.search(collection text, query text, k int DEFAULT 10)
+RETURNS TABLE (image_id bigint, similarity real) LANGUAGE plpgsql STABLE AS $$
+DECLARE c clip.collection;
+BEGIN
+    SELECT * INTO c FROM clip.collection WHERE name = search.collection;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'collection "%" does not exist', search.collection USING ERRCODE = '42704';
+    END IF;
+    RETURN QUERY EXECUTE format('SELECT image_id, (1 - (embedding <=> $1))::real FROM clip.%I
+                                 ORDER BY embedding <=> $1 LIMIT $2', c.name || '_embeddings')
+        USING clip.embed_text(query, c.model), k;
+END $$;
+
+-- Image-to-image: the k images most similar to image `id` of the collection (itself excluded).
+CREATE FUNCTION clip.similar(collection text, id bigint, k int DEFAULT 10)
+RETURNS TABLE (image_id bigint, similarity real) LANGUAGE plpgsql STABLE AS $$
+-- ("similar" is an SQL keyword, so parameters are referred to by position)
+DECLARE c clip.collection; q vector;
+BEGIN
+    SELECT * INTO c FROM clip.collection WHERE name = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'collection "%" does not exist', $1 USING ERRCODE = '42704';
+    END IF;
+    SELECT e.embedding INTO q FROM clip.embedding e
+    WHERE e.collection = c.name AND e.model = c.model AND e.image_id = $2;
+    IF q IS NULL THEN
+        RAISE EXCEPTION 'image % of collection "%" has no embedding', $2, c.name USING ERRCODE = '55000',
+            HINT = format('Run CALL clip.refresh(%L) first, or see clip.embedding_error.', c.name);
+    END IF;
+    RETURN QUERY EXECUTE format('SELECT image_id, (1 - (embedding <=> $1))::real FROM clip.%I
+                                 WHERE image_id <> $3 ORDER BY embedding <=> $1 LIMIT $2', c.name || '_embeddings')
+        USING q, $3, $2;
 END $$;
 
 -- Failed rows are skipped until their image changes; this puts them back in line.

@@ -64,12 +64,24 @@ CALL clip.refresh('photos');
 RESET client_min_messages;
 SELECT total, embedded, failed FROM clip.refresh_progress;
 
--- text-to-image search over the collection's embeddings
-SELECT count(*) AS top3 FROM (
-    SELECT image_id FROM clip.embedding WHERE collection = 'photos'
-    ORDER BY embedding <=> clip.embed_text('a photo of a cat') LIMIT 3) s;
+-- text-to-image and image-to-image search: the HNSW index answers, and agrees with exact search
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT image_id FROM clip.photos_embeddings
+ORDER BY embedding <=> clip.embed_text('a photo of a cat') LIMIT 3;
+RESET enable_seqscan;
+-- (similarities, not ids: two rows hold the same image, so ids may tie)
+SELECT array_agg(round(similarity::numeric, 4) ORDER BY similarity DESC) = (
+           SELECT array_agg(round((1 - d)::real::numeric, 4) ORDER BY d) FROM (
+               SELECT e.embedding <=> clip.embed_text('a photo of a cat') AS d FROM clip.embedding e
+               WHERE e.collection = 'photos' ORDER BY 1 LIMIT 3) x) AS search_equals_exact,
+       count(*) AS hits
+FROM clip.search('photos', 'a photo of a cat', 3);
+SELECT count(*) AS neighbours, bool_and(image_id <> 1) AS self_excluded, bool_and(similarity <= 1.0001) AS cosines
+FROM clip.similar('photos', 1, 5);
+SELECT try($$SELECT * FROM clip.similar('photos', 9999)$$) AS no_embedding;
 
 -- dropping the collection removes its triggers and rows, not the user's table
 SELECT clip.drop_collection('photos');
 SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'pg_clip_photos%';
+SELECT count(*) AS views_and_indexes_left FROM pg_class WHERE relname IN ('photos_embeddings', 'pg_clip_photos_hnsw');
 SELECT (SELECT count(*) FROM clip.embedding) AS embeddings_left, (SELECT count(*) FROM photos) AS photos_left;

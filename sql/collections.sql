@@ -6,6 +6,8 @@ CREATE TABLE clip.collection (
     source       regclass NOT NULL,
     id_column    name NOT NULL,
     image_column name NOT NULL,
+    -- bytea: the column holds the bytes; path: a text path under pg_clip.image_root
+    image_kind   text NOT NULL CHECK (image_kind IN ('bytea', 'path')),
     model        text NOT NULL REFERENCES clip.model (name),
     created_at   timestamptz NOT NULL DEFAULT now()
 );
@@ -128,12 +130,16 @@ BEGIN
     IF imtype IS NULL THEN
         RAISE EXCEPTION 'column "%" does not exist in %', image_column, source USING ERRCODE = '42703';
     END IF;
-    IF imtype <> 'bytea'::regtype THEN
-        RAISE EXCEPTION 'image column "%" of % is %; this version reads bytea image columns', image_column, source, imtype
-            USING ERRCODE = '0A000', HINT = 'Image paths in text columns are not supported yet.';
+    IF imtype NOT IN ('bytea'::regtype, 'text'::regtype, 'character varying'::regtype) THEN
+        RAISE EXCEPTION 'image column "%" of % is %, not bytea or text', image_column, source, imtype
+            USING ERRCODE = '42804', HINT = 'The image column holds the image bytes (bytea) or a path under pg_clip.image_root (text).';
     END IF;
-    INSERT INTO clip.collection (name, source, id_column, image_column, model)
-    VALUES (name, source, id_column, image_column, m);
+    IF imtype <> 'bytea'::regtype AND coalesce(current_setting('pg_clip.image_root', true), '') = '' THEN
+        RAISE EXCEPTION 'image column "%" holds paths but pg_clip.image_root is not set', image_column
+            USING ERRCODE = '55000', HINT = 'A superuser sets pg_clip.image_root to the folder the paths are relative to.';
+    END IF;
+    INSERT INTO clip.collection (name, source, id_column, image_column, image_kind, model)
+    VALUES (name, source, id_column, image_column, CASE WHEN imtype = 'bytea'::regtype THEN 'bytea' ELSE 'path' END, m);
     SELECT embed_dim INTO dim FROM clip.model WHERE clip.model.name = m;
     -- the collection's embeddings with their fixed dimension, and an HNSW (cosine) index on
     -- exactly that expression and predicate, so ORDER BY embedding <=> q LIMIT k on the view uses it
@@ -286,7 +292,7 @@ BEGIN
                 SELECT image_id, queued_at FROM clip.refresh_queue WHERE collection = $1 AND image_id = ANY ($4)
             ),
             batch AS (
-                SELECT s.%1$I::bigint AS id, s.%2$I AS img
+                SELECT s.%1$I::bigint AS id, s.%2$I%4$s AS img
                 FROM %3$s s
                 WHERE s.%1$I = ANY ($4)
                   AND (EXISTS (SELECT 1 FROM clip.refresh_queue q WHERE q.collection = $1 AND q.image_id = s.%1$I)
@@ -297,7 +303,7 @@ BEGIN
             arr AS (SELECT array_agg(id ORDER BY id) AS ids, array_agg(img ORDER BY id) AS imgs FROM batch),
             res AS (
                 SELECT arr.ids[t.ord] AS id, t.*
-                FROM arr, clip.try_embed_images(arr.imgs, $2) t
+                FROM arr, clip.%5$I(arr.imgs, $2) t
                 WHERE arr.ids IS NOT NULL
             ),
             ok AS (
@@ -329,7 +335,10 @@ BEGIN
                   AND (q.image_id, q.queued_at) IN (SELECT image_id, queued_at FROM seen)
             )
             SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM bad)
-            $q$, c.id_column, c.image_column, c.source) INTO got_ok, got_bad USING c.name, c.model, cur_stamp, ids;
+            $q$, c.id_column, c.image_column, c.source,
+            CASE c.image_kind WHEN 'bytea' THEN '' ELSE '::text' END,
+            CASE c.image_kind WHEN 'bytea' THEN 'try_embed_images' ELSE 'try_embed_files' END)
+            INTO got_ok, got_bad USING c.name, c.model, cur_stamp, ids;
         n_emb := n_emb + got_ok;
         n_fail := n_fail + got_bad;
         DELETE FROM pg_clip_todo WHERE id = ANY (ids);

@@ -15,6 +15,8 @@ pub fn sqlstate(kind: ErrorKind) -> (Code, &'static str) {
         ErrorKind::Runtime => (Code::ERRCODE_SYSTEM_ERROR, "58000"),
         ErrorKind::DeviceUnavailable => (Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "55000"),
         ErrorKind::Inference => (Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "38000"),
+        ErrorKind::PathNotAllowed => (Code::ERRCODE_INSUFFICIENT_PRIVILEGE, "42501"),
+        ErrorKind::FileUnreadable => (Code::ERRCODE_UNDEFINED_FILE, "58P01"),
     }
 }
 

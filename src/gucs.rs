@@ -23,6 +23,8 @@ static MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(N
 static ONNXRUNTIME_LIBRARY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// Folder against which relative model folders in clip.register_model are resolved.
 static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// Folder that image paths in text columns are resolved under; paths may not leave it.
+static IMAGE_ROOT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// Where inference runs: cpu, cuda (an ERROR when unavailable) or auto (CUDA if usable).
 static DEVICE: GucSetting<DeviceSetting> = GucSetting::<DeviceSetting>::new(DeviceSetting::Auto);
 /// ONNX Runtime intra-op threads per session; 0 lets ONNX Runtime pick (physical cores).
@@ -55,6 +57,14 @@ pub fn init() {
         c"Folder that relative model folders are resolved against.",
         c"clip.register_model(name, 'ViT-B-32__openai') looks in this folder.",
         &MODEL_DIR,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_clip.image_root",
+        c"Folder that image paths in text columns are resolved under.",
+        c"Paths leaving it (.., absolute paths elsewhere, symlinks pointing out) are refused.",
+        &IMAGE_ROOT,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -114,6 +124,10 @@ pub fn onnxruntime_library() -> Option<String> {
 
 pub fn model_dir() -> Option<String> {
     string(&MODEL_DIR)
+}
+
+pub fn image_root() -> Option<String> {
+    string(&IMAGE_ROOT)
 }
 
 pub fn device() -> Device {

@@ -20,6 +20,10 @@ pub enum ErrorKind {
     Inference,
     /// Text could not be tokenised.
     InvalidText,
+    /// An image path points outside pg_clip.image_root.
+    PathNotAllowed,
+    /// An image file is missing or unreadable.
+    FileUnreadable,
 }
 
 #[derive(Debug, Clone, PartialEq)]

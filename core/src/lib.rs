@@ -2,6 +2,7 @@
 //! model folders and ONNX Runtime sessions, each unit-tested with plain `cargo test`.
 
 pub mod error;
+pub mod files;
 pub mod model;
 pub mod preprocess;
 pub mod runtime;

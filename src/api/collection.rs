@@ -2,6 +2,9 @@
 //! as data instead of raising, which is what clip.refresh (sql/collections.sql) needs to skip
 //! and record bad rows while keeping the rest of the batch.
 
+use std::path::Path;
+
+use pg_clip_core::{files, ClipError};
 use pgrx::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -9,6 +12,8 @@ use crate::errors;
 use crate::gucs;
 use crate::models;
 use crate::vector::Vector;
+
+type Row = (i32, Option<Vec<u8>>, Option<Vector>, Option<String>, Option<String>);
 
 /// One row per array element (1-based `ord`): its SHA-256 and either an embedding or the
 /// SQLSTATE and message it would have raised. NULL elements give a row with everything NULL.
@@ -26,29 +31,74 @@ fn try_embed_images(
         name!(error_message, Option<String>),
     ),
 > {
-    let all: Vec<Option<&[u8]>> = images.iter().collect();
-    let present: Vec<Option<&[u8]>> = all.iter().filter(|b| b.is_some()).copied().collect();
+    let all: Vec<Option<Result<&[u8], ClipError>>> = images.iter().map(|b| b.map(Ok)).collect();
+    TableIterator::new(embed_rows(&all, model))
+}
+
+/// As clip.try_embed_images, for image files named by paths under pg_clip.image_root.
+/// Reading server files is for superusers and members of pg_read_server_files.
+#[pg_extern(volatile, parallel_unsafe)]
+fn try_embed_files(
+    paths: Array<&str>,
+    model: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(ord, i32),
+        name!(content_sha256, Option<Vec<u8>>),
+        name!(embedding, Option<Vector>),
+        name!(error_sqlstate, Option<String>),
+        name!(error_message, Option<String>),
+    ),
+> {
+    let root = gucs::image_root().unwrap_or_else(|| {
+        errors::report(
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pg_clip.image_root is not set".into(),
+            None,
+            Some("A superuser sets pg_clip.image_root to the folder that image paths are relative to.".into()),
+        )
+    });
+    let allowed = Spi::get_one::<bool>("SELECT pg_catalog.pg_has_role(current_user, 'pg_read_server_files', 'USAGE')")
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    if !allowed {
+        errors::report(
+            pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "reading image files requires the pg_read_server_files role".into(),
+            None,
+            Some("GRANT pg_read_server_files TO <role>; (the server reads the files as its own OS user)".into()),
+        );
+    }
+    let files: Vec<Option<Result<Vec<u8>, ClipError>>> =
+        paths.iter().map(|p| p.map(|p| files::read_under(Path::new(&root), p))).collect();
+    let all: Vec<Option<Result<&[u8], ClipError>>> =
+        files.iter().map(|f| f.as_ref().map(|r| r.as_deref().map_err(Clone::clone))).collect();
+    TableIterator::new(embed_rows(&all, model))
+}
+
+/// Embed the readable elements in batches; every element gets a row, in order.
+fn embed_rows(all: &[Option<Result<&[u8], ClipError>>], model: &str) -> Vec<Row> {
+    let present: Vec<Option<&[u8]>> = all.iter().filter_map(|b| b.as_ref()?.as_ref().ok()).map(|b| Some(*b)).collect();
     let (batch, max_pixels) = (gucs::batch_size(), gucs::max_image_pixels());
     let mut results = models::with_model(model, |m| m.embed_images(&present, batch, max_pixels)).into_iter();
-    let rows: Vec<_> = all
-        .iter()
+    let failed = |ord, sha, e: &ClipError| (ord, sha, None, Some(errors::sqlstate(e.kind).1.to_string()), Some(e.to_string()));
+    all.iter()
         .enumerate()
         .map(|(i, b)| {
             let ord = i as i32 + 1;
             match b {
                 None => (ord, None, None, None, None),
-                Some(bytes) => {
-                    let sha = Sha256::digest(bytes).to_vec();
+                Some(Err(e)) => failed(ord, None, e),
+                Some(Ok(bytes)) => {
+                    let sha = Some(Sha256::digest(bytes).to_vec());
                     match results.next().expect("one result per image") {
-                        Ok(v) => (ord, Some(sha), Some(Vector(v)), None, None),
-                        Err(e) => {
-                            let state = errors::sqlstate(e.kind).1.to_string();
-                            (ord, Some(sha), None, Some(state), Some(e.to_string()))
-                        }
+                        Ok(v) => (ord, sha, Some(Vector(v)), None, None),
+                        Err(e) => failed(ord, sha, &e),
                     }
                 }
             }
         })
-        .collect();
-    TableIterator::new(rows)
+        .collect()
 }

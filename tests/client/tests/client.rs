@@ -336,3 +336,33 @@ fn rows_changed_during_a_refresh_are_right_after_the_next_one() {
     c.batch_execute("CALL clip.refresh('moving')").unwrap();
     assert_collection_matches_source(&mut c, "moving");
 }
+
+#[test]
+fn an_unreadable_file_is_recorded_and_the_rest_is_kept() {
+    let mut c = connect();
+    let dir = root().join(".run/unreadable-root");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("good.jpg"), photo("rocket.jpg")).unwrap();
+    std::fs::write(dir.join("locked.jpg"), photo("rocket.jpg")).unwrap();
+    // owned by root with no permissions: the server's OS user cannot open it
+    std::fs::set_permissions(dir.join("locked.jpg"), std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    c.batch_execute(&format!(
+        "SET pg_clip.image_root = '{}';
+         SELECT clip.drop_collection('locked') FROM clip.collection WHERE name = 'locked';
+         DROP TABLE IF EXISTS locked;
+         CREATE TABLE locked (id int PRIMARY KEY, path text);
+         INSERT INTO locked VALUES (1, 'good.jpg'), (2, 'locked.jpg');
+         SELECT clip.add_collection('locked', 'locked', 'id', 'path', 'tiny');",
+        dir.display()
+    ))
+    .unwrap();
+    c.batch_execute("CALL clip.refresh('locked')").unwrap();
+    let ok: i64 = c.query_one("SELECT count(*) FROM clip.embedding WHERE collection = 'locked'", &[]).unwrap().get(0);
+    let err = c
+        .query_one("SELECT image_id, sqlstate, message FROM clip.embedding_error WHERE collection = 'locked'", &[])
+        .unwrap();
+    assert_eq!(ok, 1);
+    assert_eq!((err.get::<_, i64>(0), err.get::<_, String>(1).as_str()), (2, "58P01"));
+    assert!(err.get::<_, String>(2).contains("Permission denied"), "{}", err.get::<_, String>(2));
+}

@@ -12,12 +12,12 @@ WHERE name LIKE 'photos/%' OR name IN ('edge/truncated.jpg', 'edge/random.bin', 
 SELECT try($$SELECT clip.add_collection('Bad Name', 'photos', 'id', 'img')$$) AS bad_name;
 SELECT try($$SELECT clip.add_collection('p', 'photos', 'title', 'img')$$) AS text_id;
 SELECT try($$SELECT clip.add_collection('p', 'photos', 'nope', 'img')$$) AS missing_column;
-SELECT try($$SELECT clip.add_collection('p', 'photos', 'id', 'title')$$) AS text_image;
+SELECT try($$SELECT clip.add_collection('p', 'photos', 'id', 'title')$$) AS paths_without_root;
 SELECT try($$SELECT clip.add_collection('p', 'photos', 'id', 'img', 'nope')$$) AS unknown_model;
 SELECT try($$CALL clip.refresh('nope')$$) AS unknown_collection;
 
 SELECT clip.add_collection('photos', 'photos', 'id', 'img');
-SELECT name, source, id_column, image_column, model FROM clip.collection;
+SELECT name, source, id_column, image_column, image_kind, model FROM clip.collection;
 
 -- first refresh: every good row embedded, bad rows recorded and skipped (the summary NOTICE
 -- carries timings, so it is silenced here and the progress view is read instead)
@@ -85,3 +85,27 @@ SELECT clip.drop_collection('photos');
 SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'pg_clip_photos%';
 SELECT count(*) AS views_and_indexes_left FROM pg_class WHERE relname IN ('photos_embeddings', 'pg_clip_photos_hnsw');
 SELECT (SELECT count(*) FROM clip.embedding) AS embeddings_left, (SELECT count(*) FROM photos) AS photos_left;
+
+-- image paths in a text column, confined to pg_clip.image_root
+\getenv root PG_CLIP_ROOT
+SELECT set_config('pg_clip.image_root', :'root' || '/tests/images', false) IS NOT NULL AS root_set;
+CREATE TABLE files (id bigint PRIMARY KEY, path text);
+INSERT INTO files VALUES (1, 'photos/chelsea.png'), (2, 'links/inside.png'), (3, 'links/outside.png'),
+    (4, '../README.md'), (5, '/etc/passwd'), (6, 'photos/missing.png'), (7, 'edge/truncated.jpg'), (8, NULL);
+SELECT clip.add_collection('files', 'files', 'id', 'path');
+SET client_min_messages = warning;
+CALL clip.refresh('files');
+RESET client_min_messages;
+SELECT total, embedded, failed FROM clip.refresh_progress WHERE collection = 'files';
+SELECT f.path, x.sqlstate, replace(x.message, :'root', '$ROOT') AS message
+FROM clip.embedding_error x JOIN files f ON f.id = x.image_id ORDER BY f.id;
+SELECT f.path, round((e.embedding <=> clip.embed_image(pg_read_binary_file(:'root' || '/tests/images/photos/chelsea.png')))::numeric, 5) AS distance_to_bytes,
+       e.content_sha256 = sha256(pg_read_binary_file(:'root' || '/tests/images/photos/chelsea.png')) AS hash_of_file
+FROM clip.embedding e JOIN files f ON f.id = e.image_id ORDER BY f.id;
+-- reading files is for roles granted pg_read_server_files
+CREATE ROLE clip_user;
+SET ROLE clip_user;
+SELECT try($$SELECT * FROM clip.try_embed_files(ARRAY['photos/chelsea.png'], 'tiny')$$) AS not_granted;
+RESET ROLE;
+DROP ROLE clip_user;
+SELECT clip.drop_collection('files');

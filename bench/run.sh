@@ -46,6 +46,8 @@ say "(2) clip.embed_images through SQL"
 ./scripts/cluster.sh start
 eval "$(./scripts/cluster.sh env)"
 trap './scripts/cluster.sh stop' EXIT
+export PGDATABASE=pg_clip_bench
+dropdb --if-exists "$PGDATABASE" && createdb "$PGDATABASE"
 psql -X -q -v ON_ERROR_STOP=1 -v dir="$ROOT/bench/data/photos" -v n="$N" 2>&1 <<SQL | sed -n 's/.*NOTICE:  //p' | tee -a "$OUT/results.txt"
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_clip CASCADE;
@@ -72,6 +74,54 @@ END \$\$;
 DROP TABLE bench_photos;
 SQL
 
+say "(4) CALL clip.refresh on a collection of the same photos; no-change refresh of 45,000 rows; trigger cost"
+psql -X -q -v ON_ERROR_STOP=1 -v dir="$ROOT/bench/data/photos" -v n="$N" -v small="$ROOT/tests/images/edge/cat.webp" 2>&1 <<SQL | sed -n 's/.*NOTICE:  //p' | grep -E '^(refresh|noop|trigger) ' | tee -a "$OUT/results.txt"
+SET client_min_messages = warning;
+SET pg_clip.intra_op_threads = $THREADS;
+SET pg_clip.batch_size = $BATCH;
+SET pg_clip.device = 'cpu';
+SELECT clip.drop_collection(name) FROM clip.collection WHERE name IN ('bench', 'big');
+DROP TABLE IF EXISTS bench_coll, big, trig_with, trig_without;
+CREATE TABLE bench_coll (id bigint PRIMARY KEY, img bytea);
+INSERT INTO bench_coll SELECT row_number() OVER (ORDER BY f), pg_read_binary_file(:'dir' || '/' || f)
+FROM (SELECT f FROM pg_ls_dir(:'dir') AS f ORDER BY f LIMIT :n) s;
+SELECT clip.add_collection('bench', 'bench_coll', 'id', 'img', 'vit-b-32');
+-- load the sessions first, as (2) did with its warm-up call
+SELECT vector_dims(clip.embed_text('warm-up', 'vit-b-32')) \gset
+CALL clip.refresh('bench');
+SELECT clip.register_model('tiny', 'tiny-clip') \gset
+-- 45,000 rows sharing one small image (bytes are not what a no-change refresh reads)
+CREATE TABLE big (id bigint PRIMARY KEY, img bytea);
+INSERT INTO big SELECT g, pg_read_binary_file(:'small') FROM generate_series(1, 45000) g;
+SELECT clip.add_collection('big', 'big', 'id', 'img', 'tiny');
+-- seed the embeddings in one statement (one real embedding, copied): a no-change refresh reads
+-- only the bookkeeping, and embedding 45,000 rows first would take minutes
+INSERT INTO clip.embedding (collection, model, image_id, stamp, content_sha256, embedding)
+SELECT 'big', 'tiny', b.id, m.stamp, sha256(b.img), e.v
+FROM big b, clip.model m, (SELECT clip.embed_image(pg_read_binary_file(:'small'), 'tiny') AS v) e
+WHERE m.name = 'tiny';
+CREATE TABLE trig_with (id bigint PRIMARY KEY, img bytea);
+CREATE TABLE trig_without (id bigint PRIMARY KEY, img bytea);
+SELECT clip.add_collection('trig', 'trig_with', 'id', 'img', 'tiny');
+RESET client_min_messages;
+DO \$\$
+DECLARE r record;
+BEGIN
+    SELECT * INTO r FROM clip.refresh_progress WHERE collection = 'bench';
+    RAISE NOTICE 'refresh batch=$BATCH images=% seconds=% images_per_s=%', r.done,
+        round(extract(epoch FROM r.finished_at - r.started_at)::numeric, 3), r.images_per_s;
+END \$\$;
+SQL
+# the no-change refresh and the trigger cost are timed by psql, outside any procedure
+psql -X -q -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning" -c "\\timing on" -c "CALL clip.refresh('big')" 2>&1 \
+    | sed -n 's/^Time: \([0-9.]*\) ms.*/noop rows=45000 seconds=\1/p' | awk '{split($3,a,"="); printf "noop rows=45000 seconds=%.3f\n", a[2]/1000}' | tee -a "$OUT/results.txt"
+SMALL="$ROOT/tests/images/edge/cat.webp"
+t_with=$(psql -X -q -c "\\timing on" -c "INSERT INTO trig_with SELECT g, pg_read_binary_file('$SMALL') FROM generate_series(1, 20000) g" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+t_without=$(psql -X -q -c "\\timing on" -c "INSERT INTO trig_without SELECT g, pg_read_binary_file('$SMALL') FROM generate_series(1, 20000) g" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+echo "trigger rows=20000 ms_with=$t_with ms_without=$t_without" | tee -a "$OUT/results.txt"
+psql -X -q -c "SET client_min_messages = warning" -c "SELECT clip.drop_collection(name) FROM clip.collection WHERE name IN ('bench', 'big', 'trig')" \
+    -c "DROP TABLE IF EXISTS bench_coll, big, trig_with, trig_without" >/dev/null
+
 say "(3) Python reference pipeline"
 .venv/bin/python bench/reference.py models/vit-b-32 bench/data/photos "$THREADS" "$BATCH" | tee -a "$OUT/results.txt"
 
@@ -91,4 +141,16 @@ print(f"| (1) ONNX Runtime session alone, ready tensors | 1 | {s1:.2f} | |")
 print(f"| (1) ONNX Runtime session alone, ready tensors | {batch} | {sb:.2f} | |")
 print(f"| (2) clip.embed_images, JPEG bytes through SQL | {batch} | {sql:.2f} | (2)/(1) = {sql / sb:.2f} |")
 print(f"| (3) Python: PIL + numpy + onnxruntime | {batch} | {ref:.2f} | (2)/(3) = {sql / ref:.2f} |")
+refresh = rows.get(("refresh", batch))
+if refresh:
+    print(f"| (4) CALL clip.refresh, same photos as a collection | {batch} | {refresh:.2f} | (4)/(2) = {refresh / sql:.2f} |")
+for line in open(sys.argv[1]):
+    m = re.match(r"noop rows=(\d+) seconds=([\d.]+)", line)
+    if m:
+        print(f"\nrefresh with nothing changed, {m[1]} rows: {float(m[2]):.2f} s")
+    m = re.match(r"trigger rows=(\d+) ms_with=([\d.]+) ms_without=([\d.]+)", line)
+    if m:
+        n, w, wo = int(m[1]), float(m[2]), float(m[3])
+        print(f"INSERT of {n} rows: {w / n * 1000:.1f} us/row with the collection's triggers, "
+              f"{wo / n * 1000:.1f} us/row without ({(w - wo) / n * 1000:.1f} us/row overhead)")
 PY

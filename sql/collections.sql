@@ -106,6 +106,7 @@ DECLARE
     idtype regtype;
     imtype regtype;
     dim int;
+    ev record;
 BEGIN
     IF name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
         RAISE EXCEPTION 'invalid collection name "%"', name USING ERRCODE = '22023',
@@ -149,27 +150,26 @@ BEGIN
     EXECUTE format('GRANT SELECT ON clip.%I TO PUBLIC', name || '_embeddings');
     EXECUTE format('CREATE INDEX %I ON clip.embedding USING hnsw ((embedding::vector(%s)) vector_cosine_ops)
                     WHERE collection = %L AND model = %L', 'pg_clip_' || name || '_hnsw', dim, name, m);
-    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS pg_clip_new
-                    FOR EACH STATEMENT EXECUTE FUNCTION clip._queue_changes(%L, %L, %L)',
-                   'pg_clip_' || name || '_ins', source, name, id_column, image_column);
-    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS pg_clip_old NEW TABLE AS pg_clip_new
-                    FOR EACH STATEMENT EXECUTE FUNCTION clip._queue_changes(%L, %L, %L)',
-                   'pg_clip_' || name || '_upd', source, name, id_column, image_column);
-    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS pg_clip_old
-                    FOR EACH STATEMENT EXECUTE FUNCTION clip._queue_changes(%L, %L, %L)',
-                   'pg_clip_' || name || '_del', source, name, id_column, image_column);
+    FOR ev IN SELECT * FROM (VALUES ('ins', 'INSERT', 'NEW TABLE AS pg_clip_new'),
+                                    ('upd', 'UPDATE', 'OLD TABLE AS pg_clip_old NEW TABLE AS pg_clip_new'),
+                                    ('del', 'DELETE', 'OLD TABLE AS pg_clip_old')) AS v (suffix, event, refs)
+    LOOP
+        EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s
+                        FOR EACH STATEMENT EXECUTE FUNCTION clip._queue_changes(%L, %L, %L)',
+                       'pg_clip_' || name || '_' || ev.suffix, ev.event, source, ev.refs, name, id_column, image_column);
+    END LOOP;
 END $$;
 
 CREATE FUNCTION clip.drop_collection(name text) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE c clip.collection;
+DECLARE c clip.collection; suffix text;
 BEGIN
     SELECT * INTO c FROM clip.collection WHERE clip.collection.name = drop_collection.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'collection "%" does not exist', name USING ERRCODE = '42704';
     END IF;
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'pg_clip_' || name || '_ins', c.source);
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'pg_clip_' || name || '_upd', c.source);
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'pg_clip_' || name || '_del', c.source);
+    FOREACH suffix IN ARRAY ARRAY['ins', 'upd', 'del'] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'pg_clip_' || name || '_' || suffix, c.source);
+    END LOOP;
     EXECUTE format('DROP VIEW IF EXISTS clip.%I', name || '_embeddings');
     EXECUTE format('DROP INDEX IF EXISTS clip.%I', 'pg_clip_' || name || '_hnsw');
     DELETE FROM clip.collection WHERE clip.collection.name = drop_collection.name;
@@ -364,5 +364,38 @@ SELECT pg_catalog.pg_extension_config_dump('clip.collection', '');
 SELECT pg_catalog.pg_extension_config_dump('clip.embedding', '');
 SELECT pg_catalog.pg_extension_config_dump('clip.embedding_error', '');
 SELECT pg_catalog.pg_extension_config_dump('clip.refresh_queue', '');
+
+-- Duplicates: exact ones (same bytes) as one group per content hash, near ones (cosine at or
+-- above `threshold`) as pairs. Each image asks the HNSW index for its `neighbours` nearest,
+-- so the cost grows with rows x neighbours, not rows squared; a near pair both of whose images
+-- have more than `neighbours` closer matches can be missed (raise it for dense clusters).
+CREATE FUNCTION clip.duplicates(collection text, threshold real DEFAULT 0.95, neighbours int DEFAULT 10)
+RETURNS TABLE (kind text, image_ids bigint[], similarity real) LANGUAGE plpgsql STABLE AS $$
+DECLARE c clip.collection;
+BEGIN
+    SELECT * INTO c FROM clip.collection WHERE name = duplicates.collection;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'collection "%" does not exist', duplicates.collection USING ERRCODE = '42704';
+    END IF;
+    RETURN QUERY
+    SELECT 'exact'::text, array_agg(e.image_id ORDER BY e.image_id), 1::real
+    FROM clip.embedding e
+    WHERE e.collection = c.name AND e.model = c.model
+    GROUP BY e.content_sha256 HAVING count(*) > 1
+    ORDER BY 2;
+    RETURN QUERY EXECUTE format($q$
+        SELECT 'near'::text, ARRAY[least(a.image_id, n.image_id), greatest(a.image_id, n.image_id)],
+               max((1 - n.d))::real
+        FROM clip.%1$I a
+        CROSS JOIN LATERAL (
+            SELECT b.image_id, b.embedding <=> a.embedding AS d FROM clip.%1$I b
+            WHERE b.image_id <> a.image_id ORDER BY b.embedding <=> a.embedding LIMIT $2
+        ) n
+        JOIN clip.embedding ea ON ea.collection = $3 AND ea.model = $4 AND ea.image_id = a.image_id
+        JOIN clip.embedding eb ON eb.collection = $3 AND eb.model = $4 AND eb.image_id = n.image_id
+        WHERE 1 - n.d >= $1 AND ea.content_sha256 <> eb.content_sha256
+        GROUP BY 2 ORDER BY 3 DESC, 2 $q$, c.name || '_embeddings')
+        USING threshold, neighbours, c.name, c.model;
+END $$;
 
 GRANT SELECT ON clip.collection, clip.embedding, clip.embedding_error, clip.refresh_progress TO PUBLIC;

@@ -80,6 +80,16 @@ SELECT count(*) AS neighbours, bool_and(image_id <> 1) AS self_excluded, bool_an
 FROM clip.similar('photos', 1, 5);
 SELECT try($$SELECT * FROM clip.similar('photos', 9999)$$) AS no_embedding;
 
+-- duplicates: after the edits above some rows share bytes (exact groups); re-encoded copies of
+-- the same cat (WebP, GIF of the PNG) are near-duplicates, found through the index
+INSERT INTO photos SELECT 200, 'edge/cat.webp again', img FROM images WHERE name = 'edge/cat.webp';
+SET client_min_messages = warning;
+CALL clip.refresh('photos');
+RESET client_min_messages;
+SELECT kind, (SELECT array_agg(title ORDER BY title) FROM photos WHERE id = ANY (d.image_ids)) AS titles,
+       round(similarity::numeric, 3) AS similarity
+FROM clip.duplicates('photos', 0.99) d ORDER BY kind, titles;
+
 -- dropping the collection removes its triggers and rows, not the user's table
 SELECT clip.drop_collection('photos');
 SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'pg_clip_photos%';

@@ -9,6 +9,8 @@ CREATE TABLE clip.collection (
     -- bytea: the column holds the bytes; path: a text path under pg_clip.image_root
     image_kind   text NOT NULL CHECK (image_kind IN ('bytea', 'path')),
     model        text NOT NULL REFERENCES clip.model (name),
+    -- set by clip.set_model: the model being built; the collection switches when it is complete
+    next_model   text REFERENCES clip.model (name),
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE clip.collection IS 'image tables that clip.refresh keeps embedded';
@@ -98,6 +100,43 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- The collection's embeddings under its current model, with their fixed dimension, and an HNSW
+-- (cosine) index on exactly that expression and predicate, so that ORDER BY embedding <=> q
+-- LIMIT k on the view is an index scan. Rebuilt when the collection switches models.
+CREATE FUNCTION clip._index_collection(name text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE m text; dim int;
+BEGIN
+    SELECT c.model, md.embed_dim INTO m, dim FROM clip.collection c JOIN clip.model md ON md.name = c.model
+    WHERE c.name = _index_collection.name;
+    EXECUTE format('DROP VIEW IF EXISTS clip.%I', name || '_embeddings');
+    EXECUTE format('DROP INDEX IF EXISTS clip.%I', 'pg_clip_' || name || '_hnsw');
+    EXECUTE format('CREATE VIEW clip.%I AS SELECT image_id, embedding::vector(%s) AS embedding, embedded_at
+                    FROM clip.embedding WHERE collection = %L AND model = %L',
+                   name || '_embeddings', dim, name, m);
+    EXECUTE format('GRANT SELECT ON clip.%I TO PUBLIC', name || '_embeddings');
+    EXECUTE format('CREATE INDEX %I ON clip.embedding USING hnsw ((embedding::vector(%s)) vector_cosine_ops)
+                    WHERE collection = %L AND model = %L', 'pg_clip_' || name || '_hnsw', dim, name, m);
+END $$;
+
+-- Move a collection to another model. The next clip.refresh builds the new model's embeddings
+-- next to the old ones; queries (the view, search, similar) keep using the old set until the new
+-- one is complete, then the collection switches and the old embeddings are deleted.
+CREATE FUNCTION clip.set_model(collection text, model text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE c clip.collection;
+BEGIN
+    SELECT * INTO c FROM clip.collection WHERE name = set_model.collection;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'collection "%" does not exist', set_model.collection USING ERRCODE = '42704';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM clip.model WHERE name = set_model.model) THEN
+        RAISE EXCEPTION 'model "%" is not registered', set_model.model USING ERRCODE = '42704';
+    END IF;
+    UPDATE clip.collection SET next_model = nullif(set_model.model, c.model) WHERE name = c.name;
+    RETURN CASE WHEN set_model.model = c.model THEN format('collection %s already uses model %s', c.name, c.model)
+                ELSE format('collection %s will switch from %s to %s once CALL clip.refresh(%L) has embedded every row',
+                            c.name, c.model, set_model.model, c.name) END;
+END $$;
+
 CREATE FUNCTION clip.add_collection(
     name text, source regclass, id_column text, image_column text, model text DEFAULT NULL
 ) RETURNS void LANGUAGE plpgsql AS $$
@@ -105,7 +144,6 @@ DECLARE
     m text := coalesce(model, nullif(current_setting('pg_clip.model', true), ''));
     idtype regtype;
     imtype regtype;
-    dim int;
     ev record;
 BEGIN
     IF name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
@@ -141,15 +179,7 @@ BEGIN
     END IF;
     INSERT INTO clip.collection (name, source, id_column, image_column, image_kind, model)
     VALUES (name, source, id_column, image_column, CASE WHEN imtype = 'bytea'::regtype THEN 'bytea' ELSE 'path' END, m);
-    SELECT embed_dim INTO dim FROM clip.model WHERE clip.model.name = m;
-    -- the collection's embeddings with their fixed dimension, and an HNSW (cosine) index on
-    -- exactly that expression and predicate, so ORDER BY embedding <=> q LIMIT k on the view uses it
-    EXECUTE format('CREATE VIEW clip.%I AS SELECT image_id, embedding::vector(%s) AS embedding, embedded_at
-                    FROM clip.embedding WHERE collection = %L AND model = %L',
-                   name || '_embeddings', dim, name, m);
-    EXECUTE format('GRANT SELECT ON clip.%I TO PUBLIC', name || '_embeddings');
-    EXECUTE format('CREATE INDEX %I ON clip.embedding USING hnsw ((embedding::vector(%s)) vector_cosine_ops)
-                    WHERE collection = %L AND model = %L', 'pg_clip_' || name || '_hnsw', dim, name, m);
+    PERFORM clip._index_collection(name);
     FOR ev IN SELECT * FROM (VALUES ('ins', 'INSERT', 'NEW TABLE AS pg_clip_new'),
                                     ('upd', 'UPDATE', 'OLD TABLE AS pg_clip_old NEW TABLE AS pg_clip_new'),
                                     ('del', 'DELETE', 'OLD TABLE AS pg_clip_old')) AS v (suffix, event, refs)
@@ -227,6 +257,7 @@ CREATE PROCEDURE clip.refresh(collection text) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     c clip.collection;
+    target text;
     cur_stamp text;
     bs int := greatest(coalesce(nullif(current_setting('pg_clip.batch_size', true), '')::int, 32), 1);
     ids bigint[];
@@ -246,7 +277,9 @@ BEGIN
         RAISE EXCEPTION 'collection "%" does not exist', refresh.collection USING ERRCODE = '42704',
             HINT = 'Create it with SELECT clip.add_collection(name, source_table, id_column, image_column).';
     END IF;
-    SELECT stamp INTO cur_stamp FROM clip.model WHERE name = c.model;
+    -- during a model change the new model's set is built; the old one serves queries meanwhile
+    target := coalesce(c.next_model, c.model);
+    SELECT stamp INTO cur_stamp FROM clip.model WHERE name = target;
 
     -- deleted rows: embeddings, errors and queue entries whose id is gone from the source
     EXECUTE format('WITH gone AS (DELETE FROM clip.embedding e WHERE e.collection = $1
@@ -268,11 +301,11 @@ BEGIN
         WHERE NOT EXISTS (SELECT 1 FROM clip.embedding e WHERE e.collection = $1 AND e.model = $2
                               AND e.image_id = s.%1$I AND e.stamp = $3)
           AND NOT EXISTS (SELECT 1 FROM clip.embedding_error x WHERE x.collection = $1 AND x.image_id = s.%1$I)
-        $q$, c.id_column, c.source) USING c.name, c.model, cur_stamp;
+        $q$, c.id_column, c.source) USING c.name, target, cur_stamp;
     SELECT count(*) INTO n_total FROM pg_clip_todo;
     -- unchanged: current embeddings that need nothing (known failures are neither)
     SELECT count(*) INTO n_unch FROM clip.embedding e
-    WHERE e.collection = c.name AND e.model = c.model AND e.stamp = cur_stamp
+    WHERE e.collection = c.name AND e.model = target AND e.stamp = cur_stamp
       AND NOT EXISTS (SELECT 1 FROM pg_clip_todo t WHERE t.id = e.image_id);
     INSERT INTO clip.refresh_state AS r (collection, pid, started_at, updated_at, finished_at, total, done,
                                          embedded, failed, removed, unchanged)
@@ -338,7 +371,7 @@ BEGIN
             $q$, c.id_column, c.image_column, c.source,
             CASE c.image_kind WHEN 'bytea' THEN '' ELSE '::text' END,
             CASE c.image_kind WHEN 'bytea' THEN 'try_embed_images' ELSE 'try_embed_files' END)
-            INTO got_ok, got_bad USING c.name, c.model, cur_stamp, ids;
+            INTO got_ok, got_bad USING c.name, target, cur_stamp, ids;
         n_emb := n_emb + got_ok;
         n_fail := n_fail + got_bad;
         DELETE FROM pg_clip_todo WHERE id = ANY (ids);
@@ -352,6 +385,13 @@ BEGIN
             last_notice := clock_timestamp();
         END IF;
     END LOOP;
+    IF c.next_model IS NOT NULL THEN
+        -- every row is now embedded (or recorded as failed) under the new model: switch
+        UPDATE clip.collection SET model = c.next_model, next_model = NULL WHERE name = c.name;
+        PERFORM clip._index_collection(c.name);
+        DELETE FROM clip.embedding e WHERE e.collection = c.name AND e.model <> c.next_model;
+        RAISE NOTICE 'clip.refresh(%): switched from model % to %', c.name, c.model, c.next_model;
+    END IF;
     UPDATE clip.refresh_state SET updated_at = clock_timestamp(), finished_at = clock_timestamp()
     WHERE refresh_state.collection = c.name;
     COMMIT;

@@ -90,6 +90,22 @@ SELECT kind, (SELECT array_agg(title ORDER BY title) FROM photos WHERE id = ANY 
        round(similarity::numeric, 3) AS similarity
 FROM clip.duplicates('photos', 0.99) d ORDER BY kind, titles;
 
+-- changing the model: the new set is built next to the old one, which serves until the switch
+SELECT name FROM clip.register_model('tiny_b', 'tiny-clip');
+SELECT clip.set_model('photos', 'tiny_b');
+SELECT model, next_model FROM clip.collection WHERE name = 'photos';
+SELECT count(*) AS served_by_old_set FROM clip.photos_embeddings;
+SET client_min_messages = warning;
+CALL clip.refresh('photos');
+RESET client_min_messages;
+SELECT model, next_model FROM clip.collection WHERE name = 'photos';
+SELECT model, count(*) FROM clip.embedding WHERE collection = 'photos' GROUP BY model;
+SELECT count(*) AS served_by_new_set FROM clip.photos_embeddings;
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT image_id FROM clip.photos_embeddings ORDER BY embedding <=> clip.embed_text('a cat') LIMIT 3;
+RESET enable_seqscan;
+SELECT clip.set_model('photos', 'tiny_b');
+
 -- dropping the collection removes its triggers and rows, not the user's table
 SELECT clip.drop_collection('photos');
 SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'pg_clip_photos%';

@@ -272,6 +272,11 @@ DECLARE
     t0 timestamptz := clock_timestamp();
     last_notice timestamptz := clock_timestamp();
 BEGIN
+    IF clip.in_transaction_block() THEN
+        RAISE EXCEPTION 'clip.refresh commits after each batch and cannot run inside a transaction block'
+            USING ERRCODE = '25001',
+            HINT = 'CALL it on its own: not between BEGIN and COMMIT, nor in a multi-statement query string.';
+    END IF;
     SELECT * INTO c FROM clip.collection WHERE name = refresh.collection;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'collection "%" does not exist', refresh.collection USING ERRCODE = '42704',

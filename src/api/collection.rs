@@ -102,3 +102,11 @@ fn embed_rows(all: &[Option<Result<&[u8], ClipError>>], model: &str) -> Vec<Row>
         })
         .collect()
 }
+
+/// True inside BEGIN ... COMMIT or a multi-statement query string, where a procedure cannot
+/// COMMIT: clip.refresh checks it first, to fail with a useful message.
+#[pg_extern(volatile)]
+fn in_transaction_block() -> bool {
+    // SAFETY: reads the transaction state of this backend, in its main thread.
+    unsafe { pg_sys::IsTransactionBlock() }
+}

@@ -1,4 +1,5 @@
 -- Collections: a user's table kept embedded by CALL clip.refresh, incrementally.
+\set SHOW_CONTEXT never
 SET pg_clip.device = 'cpu';
 SET pg_clip.model = 'tiny';
 SET pg_clip.batch_size = 4;
@@ -14,7 +15,11 @@ SELECT try($$SELECT clip.add_collection('p', 'photos', 'title', 'img')$$) AS tex
 SELECT try($$SELECT clip.add_collection('p', 'photos', 'nope', 'img')$$) AS missing_column;
 SELECT try($$SELECT clip.add_collection('p', 'photos', 'id', 'title')$$) AS paths_without_root;
 SELECT try($$SELECT clip.add_collection('p', 'photos', 'id', 'img', 'nope')$$) AS unknown_model;
-SELECT try($$CALL clip.refresh('nope')$$) AS unknown_collection;
+CALL clip.refresh('nope');
+-- refresh commits per batch, so it refuses to start inside a transaction block
+BEGIN;
+CALL clip.refresh('photos');
+ROLLBACK;
 
 SELECT clip.add_collection('photos', 'photos', 'id', 'img');
 SELECT name, source, id_column, image_column, image_kind, model FROM clip.collection;

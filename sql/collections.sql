@@ -246,6 +246,107 @@ CREATE FUNCTION clip.retry_failed(collection text) RETURNS bigint LANGUAGE sql A
     SELECT count(*) FROM gone
 $$;
 
+-- One batch, in the caller's transaction: embed those of `ids` that still need it (queued, or
+-- without a current embedding for `target`), record failures, dequeue what this snapshot saw.
+-- Used by CALL clip.refresh and by clip.refresh_queued (the auto-refresh worker).
+CREATE FUNCTION clip._refresh_batch(c clip.collection, target text, cur_stamp text, ids bigint[],
+                                    OUT embedded bigint, OUT failed bigint) LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('pg_clip.refresh'), hashtext(c.name));
+    -- under the lock: skip rows another session embedded meanwhile (unless queued again)
+    EXECUTE format($q$
+        WITH seen AS (
+            SELECT image_id, queued_at FROM clip.refresh_queue WHERE collection = $1 AND image_id = ANY ($4)
+        ),
+        batch AS (
+            SELECT s.%1$I::bigint AS id, s.%2$I%4$s AS img
+            FROM %3$s s
+            WHERE s.%1$I = ANY ($4)
+              AND (EXISTS (SELECT 1 FROM clip.refresh_queue q WHERE q.collection = $1 AND q.image_id = s.%1$I)
+                   OR NOT EXISTS (SELECT 1 FROM clip.embedding e WHERE e.collection = $1 AND e.model = $2
+                                      AND e.image_id = s.%1$I AND e.stamp = $3))
+            ORDER BY 1
+        ),
+        arr AS (SELECT array_agg(id ORDER BY id) AS ids, array_agg(img ORDER BY id) AS imgs FROM batch),
+        res AS (
+            SELECT arr.ids[t.ord] AS id, t.*
+            FROM arr, clip.%5$I(arr.imgs, $2) t
+            WHERE arr.ids IS NOT NULL
+        ),
+        ok AS (
+            INSERT INTO clip.embedding (collection, model, image_id, stamp, content_sha256, embedding)
+            SELECT $1, $2, id, $3, content_sha256, embedding FROM res WHERE embedding IS NOT NULL
+            ON CONFLICT (collection, model, image_id) DO UPDATE
+                SET stamp = EXCLUDED.stamp, content_sha256 = EXCLUDED.content_sha256,
+                    embedding = EXCLUDED.embedding, embedded_at = now()
+            RETURNING image_id
+        ),
+        cleared AS (
+            DELETE FROM clip.embedding_error x USING ok WHERE x.collection = $1 AND x.image_id = ok.image_id
+        ),
+        bad AS (
+            INSERT INTO clip.embedding_error (collection, image_id, content_sha256, sqlstate, message)
+            SELECT $1, id, content_sha256, coalesce(error_sqlstate, '22004'),
+                   coalesce(error_message, 'image is NULL')
+            FROM res WHERE embedding IS NULL
+            ON CONFLICT (collection, image_id) DO UPDATE
+                SET content_sha256 = EXCLUDED.content_sha256, sqlstate = EXCLUDED.sqlstate,
+                    message = EXCLUDED.message, failed_at = now()
+            RETURNING image_id
+        ),
+        -- only the queue entries this statement's snapshot saw: a change committed while the
+        -- batch ran re-queues its row (a new entry, or a new queued_at) and stays queued
+        dequeued AS (
+            DELETE FROM clip.refresh_queue q
+            WHERE q.collection = $1 AND q.image_id = ANY ($4)
+              AND (q.image_id, q.queued_at) IN (SELECT image_id, queued_at FROM seen)
+        )
+        SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM bad)
+        $q$, c.id_column, c.image_column, c.source,
+        CASE c.image_kind WHEN 'bytea' THEN '' ELSE '::text' END,
+        CASE c.image_kind WHEN 'bytea' THEN 'try_embed_images' ELSE 'try_embed_files' END)
+        INTO embedded, failed USING c.name, target, cur_stamp, ids;
+END $$;
+
+-- Embed up to `max_rows` queued rows of a collection (inserted or changed since they were last
+-- embedded) and forget queued rows that were deleted, in the caller's transaction. Returns how
+-- many queue entries it handled. The auto-refresh worker calls it; CALL clip.refresh does this
+-- and more (rows never queued, stale model stamps, model switches).
+CREATE FUNCTION clip.refresh_queued(collection text, max_rows int DEFAULT 32) RETURNS bigint
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    c clip.collection;
+    target text;
+    cur_stamp text;
+    ids bigint[];
+    n_gone bigint;
+BEGIN
+    SELECT * INTO c FROM clip.collection WHERE name = refresh_queued.collection;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    target := coalesce(c.next_model, c.model);
+    SELECT stamp INTO cur_stamp FROM clip.model WHERE name = target;
+    -- queued ids gone from the source; an entry re-queued meanwhile (new queued_at) stays
+    EXECUTE format($q$
+        WITH g AS (
+            SELECT q.image_id, q.queued_at FROM clip.refresh_queue q
+            WHERE q.collection = $1 AND NOT EXISTS (SELECT 1 FROM %s s WHERE s.%I = q.image_id)
+        ),
+        d1 AS (DELETE FROM clip.embedding e USING g WHERE e.collection = $1 AND e.image_id = g.image_id),
+        d2 AS (DELETE FROM clip.embedding_error x USING g WHERE x.collection = $1 AND x.image_id = g.image_id),
+        d3 AS (DELETE FROM clip.refresh_queue q USING g
+               WHERE q.collection = $1 AND q.image_id = g.image_id AND q.queued_at = g.queued_at RETURNING 1)
+        SELECT count(*) FROM d3 $q$, c.source, c.id_column) INTO n_gone USING c.name;
+    SELECT array_agg(image_id ORDER BY image_id) INTO ids
+    FROM (SELECT image_id FROM clip.refresh_queue WHERE collection = c.name ORDER BY queued_at LIMIT max_rows) s;
+    IF ids IS NOT NULL THEN
+        PERFORM clip._refresh_batch(c, target, cur_stamp, ids);
+    END IF;
+    RETURN n_gone + coalesce(cardinality(ids), 0);
+END $$;
+
 -- CALL clip.refresh('photos'): embed every row without a current embedding, re-embed queued
 -- (changed) rows, remove embeddings of deleted rows. Work is committed after each batch of
 -- pg_clip.batch_size rows, so a cancel or crash loses at most the batch in flight and the next
@@ -323,60 +424,7 @@ BEGIN
     LOOP
         SELECT array_agg(id ORDER BY id) INTO ids FROM (SELECT id FROM pg_clip_todo ORDER BY id LIMIT bs) b;
         EXIT WHEN ids IS NULL;
-        PERFORM pg_advisory_xact_lock(hashtext('pg_clip.refresh'), hashtext(c.name));
-        -- under the lock: skip rows another session embedded meanwhile (unless queued again)
-        EXECUTE format($q$
-            WITH seen AS (
-                SELECT image_id, queued_at FROM clip.refresh_queue WHERE collection = $1 AND image_id = ANY ($4)
-            ),
-            batch AS (
-                SELECT s.%1$I::bigint AS id, s.%2$I%4$s AS img
-                FROM %3$s s
-                WHERE s.%1$I = ANY ($4)
-                  AND (EXISTS (SELECT 1 FROM clip.refresh_queue q WHERE q.collection = $1 AND q.image_id = s.%1$I)
-                       OR NOT EXISTS (SELECT 1 FROM clip.embedding e WHERE e.collection = $1 AND e.model = $2
-                                          AND e.image_id = s.%1$I AND e.stamp = $3))
-                ORDER BY 1
-            ),
-            arr AS (SELECT array_agg(id ORDER BY id) AS ids, array_agg(img ORDER BY id) AS imgs FROM batch),
-            res AS (
-                SELECT arr.ids[t.ord] AS id, t.*
-                FROM arr, clip.%5$I(arr.imgs, $2) t
-                WHERE arr.ids IS NOT NULL
-            ),
-            ok AS (
-                INSERT INTO clip.embedding (collection, model, image_id, stamp, content_sha256, embedding)
-                SELECT $1, $2, id, $3, content_sha256, embedding FROM res WHERE embedding IS NOT NULL
-                ON CONFLICT (collection, model, image_id) DO UPDATE
-                    SET stamp = EXCLUDED.stamp, content_sha256 = EXCLUDED.content_sha256,
-                        embedding = EXCLUDED.embedding, embedded_at = now()
-                RETURNING image_id
-            ),
-            cleared AS (
-                DELETE FROM clip.embedding_error x USING ok WHERE x.collection = $1 AND x.image_id = ok.image_id
-            ),
-            bad AS (
-                INSERT INTO clip.embedding_error (collection, image_id, content_sha256, sqlstate, message)
-                SELECT $1, id, content_sha256, coalesce(error_sqlstate, '22004'),
-                       coalesce(error_message, 'image is NULL')
-                FROM res WHERE embedding IS NULL
-                ON CONFLICT (collection, image_id) DO UPDATE
-                    SET content_sha256 = EXCLUDED.content_sha256, sqlstate = EXCLUDED.sqlstate,
-                        message = EXCLUDED.message, failed_at = now()
-                RETURNING image_id
-            ),
-            -- only the queue entries this statement's snapshot saw: a change committed while the
-            -- batch ran re-queues its row (a new entry, or a new queued_at) and stays queued
-            dequeued AS (
-                DELETE FROM clip.refresh_queue q
-                WHERE q.collection = $1 AND q.image_id = ANY ($4)
-                  AND (q.image_id, q.queued_at) IN (SELECT image_id, queued_at FROM seen)
-            )
-            SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM bad)
-            $q$, c.id_column, c.image_column, c.source,
-            CASE c.image_kind WHEN 'bytea' THEN '' ELSE '::text' END,
-            CASE c.image_kind WHEN 'bytea' THEN 'try_embed_images' ELSE 'try_embed_files' END)
-            INTO got_ok, got_bad USING c.name, target, cur_stamp, ids;
+        SELECT * INTO got_ok, got_bad FROM clip._refresh_batch(c, target, cur_stamp, ids);
         n_emb := n_emb + got_ok;
         n_fail := n_fail + got_bad;
         DELETE FROM pg_clip_todo WHERE id = ANY (ids);

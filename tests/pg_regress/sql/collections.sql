@@ -95,6 +95,17 @@ SELECT kind, (SELECT array_agg(title ORDER BY title) FROM photos WHERE id = ANY 
        round(similarity::numeric, 3) AS similarity
 FROM clip.duplicates('photos', 0.99) d ORDER BY kind, titles;
 
+-- the auto-refresh worker's step, callable by hand: queued rows only, in the caller's transaction
+INSERT INTO photos SELECT 300, 'photos/astronaut.png again', img FROM images WHERE name = 'photos/astronaut.png';
+DELETE FROM photos WHERE id = 200;
+SELECT count(*) AS queued FROM clip.refresh_queue;
+BEGIN;
+SELECT clip.refresh_queued('photos', 100) AS handled;
+COMMIT;
+SELECT count(*) AS queued_after FROM clip.refresh_queue;
+SELECT (SELECT count(*) FROM clip.embedding WHERE collection = 'photos' AND image_id = 300) AS new_row_embedded,
+       (SELECT count(*) FROM clip.embedding WHERE collection = 'photos' AND image_id = 200) AS deleted_row_gone;
+
 -- changing the model: the new set is built next to the old one, which serves until the switch
 SELECT name FROM clip.register_model('tiny_b', 'tiny-clip');
 SELECT clip.set_model('photos', 'tiny_b');

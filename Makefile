@@ -23,7 +23,7 @@ install: setup
 run: install
 	@./scripts/cluster.sh start
 	@eval "$$(./scripts/cluster.sh env)"; export PGDATABASE=pg_clip_demo; \
-	  dropdb --if-exists $$PGDATABASE && createdb $$PGDATABASE && \
+	  ./scripts/cluster.sh recreate-db $$PGDATABASE && \
 	  psql -X -q -v ON_ERROR_STOP=1 -f examples/demo.sql; rc=$$?; \
 	  ./scripts/cluster.sh stop; exit $$rc
 
@@ -46,7 +46,7 @@ test-regress: install
 	@echo "==> tier 3: pg_regress $(REGRESS_TESTS)"
 	@./scripts/cluster.sh start
 	@eval "$$(./scripts/cluster.sh env)"; mkdir -p .run/regress; \
-	  dropdb --if-exists pg_clip_regress && createdb pg_clip_regress && \
+	  ./scripts/cluster.sh recreate-db pg_clip_regress && \
 	  $(PG_REGRESS) --use-existing --host=$$PGHOST --port=$$PGPORT --user=$$PGUSER --dbname=pg_clip_regress \
 	    --inputdir=tests/pg_regress --outputdir=.run/regress --bindir=/usr/lib/postgresql/15/bin $(REGRESS_TESTS) \
 	  || { cat .run/regress/regression.diffs; ./scripts/cluster.sh stop; exit 1; }
@@ -57,7 +57,7 @@ test-client: install
 	@echo "==> tier 4: client integration tests"
 	@./scripts/cluster.sh start
 	@eval "$$(./scripts/cluster.sh env)"; export PGDATABASE=pg_clip_client; \
-	  dropdb --if-exists $$PGDATABASE && createdb $$PGDATABASE && \
+	  ./scripts/cluster.sh recreate-db $$PGDATABASE && \
 	  cargo test --release -p pg_clip_client_tests -- --test-threads=1; rc=$$?; \
 	  ./scripts/cluster.sh stop; exit $$rc
 

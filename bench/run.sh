@@ -47,7 +47,7 @@ say "(2) clip.embed_images through SQL"
 eval "$(./scripts/cluster.sh env)"
 trap './scripts/cluster.sh stop' EXIT
 export PGDATABASE=pg_clip_bench
-dropdb --if-exists "$PGDATABASE" && createdb "$PGDATABASE"
+./scripts/cluster.sh recreate-db "$PGDATABASE"
 psql -X -q -v ON_ERROR_STOP=1 -v dir="$ROOT/bench/data/photos" -v n="$N" 2>&1 <<SQL | sed -n 's/.*NOTICE:  //p' | tee -a "$OUT/results.txt"
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_clip CASCADE;

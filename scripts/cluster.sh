@@ -4,6 +4,7 @@
 #   cluster.sh start   initdb if needed, start, create database pg_clip; prints nothing else
 #   cluster.sh stop    stop it if running
 #   cluster.sh env     print PGHOST/PGPORT/PGUSER/PGDATABASE exports for the running cluster
+#   cluster.sh recreate-db NAME   drop (closing its sessions) and create a database
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 RUN="$ROOT/.run"
@@ -29,6 +30,11 @@ port = $(port)
 unix_socket_directories = '$RUN/sock'
 pg_clip.onnxruntime_library = '$ROOT/.deps/onnxruntime/libonnxruntime.so.1.32.0'
 pg_clip.model_dir = '$ROOT/models'
+# the auto-refresh worker watches the client tests' database
+shared_preload_libraries = 'pg_clip'
+pg_clip.auto_refresh = on
+pg_clip.auto_refresh_database = 'pg_clip_client'
+pg_clip.auto_refresh_naptime = 1
 CONF
     grep -q "include_if_exists = '$RUN/pg_clip.conf'" "$PGDATA/postgresql.conf" ||
         echo "include_if_exists = '$RUN/pg_clip.conf'" | as_db tee -a "$PGDATA/postgresql.conf" >/dev/null
@@ -44,7 +50,22 @@ stop)
 env)
     echo "export PGHOST=127.0.0.1 PGPORT=$(port) PGUSER=$DB_USER PGDATABASE=pg_clip"
     ;;
+recreate-db)
+    # a fresh database for a test run; its sessions, the auto-refresh worker's included, are
+    # closed first (DROP DATABASE ... FORCE does not end background workers)
+    db="${2:?usage: $0 recreate-db NAME}"
+    for attempt in 1 2 3 4 5 6 7 8 9 10; do
+        as_db psql -h 127.0.0.1 -p "$(port)" -d postgres -qAt -v ON_ERROR_STOP=1 -v db="$db" >/dev/null <<'SQL'
+SELECT format('ALTER DATABASE %I ALLOW_CONNECTIONS false', datname) FROM pg_database WHERE datname = :'db' \gexec
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :'db' AND pid <> pg_backend_pid();
+SQL
+        as_db dropdb -h 127.0.0.1 -p "$(port)" --if-exists "$db" 2>/dev/null && break
+        [ "$attempt" = 10 ] && { echo "cluster.sh: cannot drop database $db" >&2; exit 1; }
+        sleep 1
+    done
+    as_db createdb -h 127.0.0.1 -p "$(port)" "$db"
+    ;;
 *)
-    echo "usage: $0 start|stop|env" >&2; exit 2
+    echo "usage: $0 start|stop|env|recreate-db NAME" >&2; exit 2
     ;;
 esac

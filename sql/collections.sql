@@ -328,6 +328,8 @@ BEGIN
     END IF;
     target := coalesce(c.next_model, c.model);
     SELECT stamp INTO cur_stamp FROM clip.model WHERE name = target;
+    -- the collection's lock before any row lock, in every writer, so that writers cannot deadlock
+    PERFORM pg_advisory_xact_lock(hashtext('pg_clip.refresh'), hashtext(c.name));
     -- queued ids gone from the source; an entry re-queued meanwhile (new queued_at) stays
     EXECUTE format($q$
         WITH g AS (
@@ -342,7 +344,14 @@ BEGIN
     SELECT array_agg(image_id ORDER BY image_id) INTO ids
     FROM (SELECT image_id FROM clip.refresh_queue WHERE collection = c.name ORDER BY queued_at LIMIT max_rows) s;
     IF ids IS NOT NULL THEN
-        PERFORM clip._refresh_batch(c, target, cur_stamp, ids);
+        BEGIN
+            PERFORM clip._refresh_batch(c, target, cur_stamp, ids);
+        EXCEPTION WHEN OTHERS THEN
+            -- a failure of the whole batch (no ONNX Runtime library, pg_clip.image_root unset, ...)
+            -- leaves the rows queued for the next try and does not stop the other collections
+            RAISE WARNING 'pg_clip: refreshing queued rows of collection "%" failed: %', c.name, SQLERRM;
+            RETURN n_gone;
+        END;
     END IF;
     RETURN n_gone + coalesce(cardinality(ids), 0);
 END $$;
@@ -388,6 +397,8 @@ BEGIN
     SELECT stamp INTO cur_stamp FROM clip.model WHERE name = target;
 
     -- deleted rows: embeddings, errors and queue entries whose id is gone from the source
+    -- (under the collection's lock, taken before any row lock as every writer does)
+    PERFORM pg_advisory_xact_lock(hashtext('pg_clip.refresh'), hashtext(c.name));
     EXECUTE format('WITH gone AS (DELETE FROM clip.embedding e WHERE e.collection = $1
                         AND NOT EXISTS (SELECT 1 FROM %s s WHERE s.%I = e.image_id) RETURNING 1)
                     SELECT count(*) FROM gone', c.source, c.id_column) INTO n_rem USING c.name;

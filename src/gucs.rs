@@ -35,7 +35,40 @@ static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(32);
 /// before any pixel is decoded (decompression bombs).
 static MAX_IMAGE_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(100_000_000);
 
+/// Start the auto-refresh background worker (needs shared_preload_libraries = 'pg_clip').
+static AUTO_REFRESH: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Database whose collections the worker keeps embedded.
+static AUTO_REFRESH_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// Seconds the worker sleeps between looks at the queues.
+static AUTO_REFRESH_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(10);
+
 pub fn init() {
+    GucRegistry::define_bool_guc(
+        c"pg_clip.auto_refresh",
+        c"Run a background worker that embeds queued rows of every collection.",
+        c"Needs shared_preload_libraries = 'pg_clip'; rows are queued by the collections' triggers.",
+        &AUTO_REFRESH,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_clip.auto_refresh_database",
+        c"Database whose collections the auto-refresh worker keeps embedded.",
+        c"",
+        &AUTO_REFRESH_DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_clip.auto_refresh_naptime",
+        c"Seconds between the auto-refresh worker's looks at the queues.",
+        c"",
+        &AUTO_REFRESH_NAPTIME,
+        1,
+        3600,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"pg_clip.model",
         c"Default CLIP model (a name in clip.model).",
@@ -112,6 +145,18 @@ pub fn init() {
 
 fn string(s: &GucSetting<Option<CString>>) -> Option<String> {
     s.get().map(|c| c.to_string_lossy().into_owned()).filter(|s| !s.is_empty())
+}
+
+pub fn auto_refresh() -> bool {
+    AUTO_REFRESH.get()
+}
+
+pub fn auto_refresh_database() -> String {
+    string(&AUTO_REFRESH_DATABASE).unwrap_or_else(|| "postgres".into())
+}
+
+pub fn auto_refresh_naptime() -> u64 {
+    AUTO_REFRESH_NAPTIME.get().max(1) as u64
 }
 
 pub fn model() -> Option<String> {

@@ -9,6 +9,7 @@ mod errors;
 mod gucs;
 mod models;
 mod vector;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -19,6 +20,10 @@ extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    // SAFETY: a plain read of a postmaster global during library load.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } && gucs::auto_refresh() {
+        worker::register();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

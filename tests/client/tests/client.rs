@@ -366,3 +366,37 @@ fn an_unreadable_file_is_recorded_and_the_rest_is_kept() {
     assert_eq!((err.get::<_, i64>(0), err.get::<_, String>(1).as_str()), (2, "58P01"));
     assert!(err.get::<_, String>(2).contains("Permission denied"), "{}", err.get::<_, String>(2));
 }
+
+#[test]
+fn the_worker_embeds_inserted_rows_without_a_refresh() {
+    let mut c = connect();
+    let on: String = c.query_one("SHOW pg_clip.auto_refresh", &[]).unwrap().get(0);
+    assert_eq!(on, "on", "make test-client starts the cluster with the auto-refresh worker on");
+    c.batch_execute(
+        "SELECT clip.drop_collection('auto') FROM clip.collection WHERE name = 'auto';
+         DROP TABLE IF EXISTS auto;
+         CREATE TABLE auto (id bigint PRIMARY KEY, img bytea);
+         SELECT clip.add_collection('auto', 'auto', 'id', 'img', 'tiny');",
+    )
+    .unwrap();
+    for (i, p) in PHOTOS.iter().enumerate() {
+        c.execute("INSERT INTO auto VALUES ($1, $2), ($1 + 100, $2)", &[&(i as i64), &photo(p)]).unwrap();
+    }
+    c.execute("INSERT INTO auto VALUES (999, 'not an image')", &[]).unwrap();
+    // nobody calls refresh: the worker (naptime 1 s) must empty the queue
+    for _ in 0..240 {
+        let queued: i64 =
+            c.query_one("SELECT count(*) FROM clip.refresh_queue WHERE collection = 'auto'", &[]).unwrap().get(0);
+        if queued == 0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    let stored: i64 = c.query_one("SELECT count(*) FROM clip.embedding WHERE collection = 'auto'", &[]).unwrap().get(0);
+    let failed: i64 =
+        c.query_one("SELECT count(*) FROM clip.embedding_error WHERE collection = 'auto' AND image_id = 999", &[]).unwrap().get(0);
+    assert_eq!((stored, failed), (2 * PHOTOS.len() as i64, 1), "the worker embedded the good rows and recorded the bad one");
+    c.execute("DELETE FROM auto WHERE id = 999", &[]).unwrap();
+    c.batch_execute("CALL clip.refresh('auto')").unwrap();
+    assert_collection_matches_source(&mut c, "auto");
+}

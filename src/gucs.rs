@@ -43,22 +43,27 @@ static AUTO_REFRESH_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<
 static AUTO_REFRESH_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(10);
 
 pub fn init() {
-    GucRegistry::define_bool_guc(
-        c"pg_clip.auto_refresh",
-        c"Run a background worker that embeds queued rows of every collection.",
-        c"Needs shared_preload_libraries = 'pg_clip'; rows are queued by the collections' triggers.",
-        &AUTO_REFRESH,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"pg_clip.auto_refresh_database",
-        c"Database whose collections the auto-refresh worker keeps embedded.",
-        c"",
-        &AUTO_REFRESH_DATABASE,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+    // Postmaster settings can only be defined while the postmaster loads the library; a
+    // backend that loads it later (no shared_preload_libraries) has no worker to configure.
+    // SAFETY: a plain read of a postmaster global during library load.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        GucRegistry::define_bool_guc(
+            c"pg_clip.auto_refresh",
+            c"Run a background worker that embeds queued rows of every collection.",
+            c"Needs shared_preload_libraries = 'pg_clip'; rows are queued by the collections' triggers.",
+            &AUTO_REFRESH,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        GucRegistry::define_string_guc(
+            c"pg_clip.auto_refresh_database",
+            c"Database whose collections the auto-refresh worker keeps embedded.",
+            c"",
+            &AUTO_REFRESH_DATABASE,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
     GucRegistry::define_int_guc(
         c"pg_clip.auto_refresh_naptime",
         c"Seconds between the auto-refresh worker's looks at the queues.",

@@ -137,6 +137,18 @@ BEGIN
                             c.name, c.model, set_model.model, c.name) END;
 END $$;
 
+-- The type of a user column, or ERROR 42703 naming it.
+CREATE FUNCTION clip._column_type(source regclass, col text) RETURNS regtype LANGUAGE plpgsql STABLE AS $$
+DECLARE t regtype;
+BEGIN
+    SELECT atttypid::regtype INTO t FROM pg_attribute
+    WHERE attrelid = source AND attname = col AND attnum > 0 AND NOT attisdropped;
+    IF t IS NULL THEN
+        RAISE EXCEPTION 'column "%" does not exist in %', col, source USING ERRCODE = '42703';
+    END IF;
+    RETURN t;
+END $$;
+
 CREATE FUNCTION clip.add_collection(
     name text, source regclass, id_column text, image_column text, model text DEFAULT NULL
 ) RETURNS void LANGUAGE plpgsql AS $$
@@ -154,21 +166,13 @@ BEGIN
         RAISE EXCEPTION 'model "%" is not registered', coalesce(m, '(none)') USING ERRCODE = '42704',
             HINT = 'Pass a registered model, or SET pg_clip.model (see SELECT name FROM clip.model).';
     END IF;
-    SELECT atttypid::regtype INTO idtype FROM pg_attribute
-    WHERE attrelid = source AND attname = id_column AND attnum > 0 AND NOT attisdropped;
-    IF idtype IS NULL THEN
-        RAISE EXCEPTION 'column "%" does not exist in %', id_column, source USING ERRCODE = '42703';
-    END IF;
+    idtype := clip._column_type(source, id_column);
     IF idtype NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
         RAISE EXCEPTION 'id column "%" of % is %, not an integer type', id_column, source, idtype
             USING ERRCODE = '42804',
             HINT = format('Add one: ALTER TABLE %s ADD COLUMN clip_id bigint GENERATED ALWAYS AS IDENTITY UNIQUE;', source);
     END IF;
-    SELECT atttypid::regtype INTO imtype FROM pg_attribute
-    WHERE attrelid = source AND attname = image_column AND attnum > 0 AND NOT attisdropped;
-    IF imtype IS NULL THEN
-        RAISE EXCEPTION 'column "%" does not exist in %', image_column, source USING ERRCODE = '42703';
-    END IF;
+    imtype := clip._column_type(source, image_column);
     IF imtype NOT IN ('bytea'::regtype, 'text'::regtype, 'character varying'::regtype) THEN
         RAISE EXCEPTION 'image column "%" of % is %, not bytea or text', image_column, source, imtype
             USING ERRCODE = '42804', HINT = 'The image column holds the image bytes (bytea) or a path under pg_clip.image_root (text).';

@@ -27,6 +27,12 @@ struct Cached {
     model: ClipModel,
 }
 
+impl Cached {
+    fn new(stamp: String, fingerprint: Vec<(u64, Option<SystemTime>)>, opts: &SessionOptions, model: ClipModel) -> Self {
+        Cached { stamp, fingerprint, device: opts.device, threads: opts.intra_op_threads, model }
+    }
+}
+
 thread_local! {
     static CACHE: RefCell<HashMap<String, Cached>> = RefCell::new(HashMap::new());
 }
@@ -122,10 +128,7 @@ pub fn with_model<T>(name: &str, f: impl FnOnce(&mut ClipModel) -> T) -> T {
                 );
             }
             let model = load(mf);
-            cache.insert(
-                name.to_string(),
-                Cached { stamp, fingerprint, device: opts.device, threads: opts.intra_op_threads, model },
-            );
+            cache.insert(name.to_string(), Cached::new(stamp, fingerprint, &opts, model));
         }
         f(&mut cache.get_mut(name).expect("just inserted").model)
     })
@@ -133,12 +136,7 @@ pub fn with_model<T>(name: &str, f: impl FnOnce(&mut ClipModel) -> T) -> T {
 
 /// Keep a model just loaded by clip.register_model, so the next call need not load it again.
 pub fn remember(name: &str, stamp: String, model: ClipModel) {
-    let opts = options();
     let fingerprint = model.folder.fingerprint();
-    CACHE.with(|c| {
-        c.borrow_mut().insert(
-            name.to_string(),
-            Cached { stamp, fingerprint, device: opts.device, threads: opts.intra_op_threads, model },
-        )
-    });
+    let entry = Cached::new(stamp, fingerprint, &options(), model);
+    CACHE.with(|c| c.borrow_mut().insert(name.to_string(), entry));
 }

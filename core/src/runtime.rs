@@ -168,7 +168,7 @@ impl ClipModel {
 
     /// Embed image files' bytes: decoded in parallel, one model call per `batch_size` images.
     /// Each element succeeds or fails on its own, so bulk callers can skip bad images.
-    pub fn embed_images(&mut self, images: &[Option<&[u8]>], batch_size: usize, max_pixels: u64) -> Vec<Result<Vec<f32>>> {
+    pub fn embed_images(&mut self, images: &[&[u8]], batch_size: usize, max_pixels: u64) -> Vec<Result<Vec<f32>>> {
         let cfg = self.folder.preprocess.clone();
         let len = cfg.tensor_len();
         let mut results: Vec<Result<Vec<f32>>> = Vec::with_capacity(images.len());
@@ -178,10 +178,7 @@ impl ClipModel {
                 tensor[..chunk.len() * len]
                     .par_chunks_mut(len)
                     .zip(chunk.par_iter())
-                    .map(|(out, bytes)| match bytes {
-                        Some(b) => preprocess::preprocess_into(b, &cfg, max_pixels, out),
-                        None => Err(ClipError::empty_image()),
-                    })
+                    .map(|(out, bytes)| preprocess::preprocess_into(bytes, &cfg, max_pixels, out))
                     .collect()
             });
             // Move good tensors to the front so the model sees only them.

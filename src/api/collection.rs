@@ -80,7 +80,7 @@ fn try_embed_files(
 
 /// Embed the readable elements in batches; every element gets a row, in order.
 fn embed_rows(all: &[Option<Result<&[u8], ClipError>>], model: &str) -> Vec<Row> {
-    let present: Vec<Option<&[u8]>> = all.iter().filter_map(|b| b.as_ref()?.as_ref().ok()).map(|b| Some(*b)).collect();
+    let present: Vec<&[u8]> = all.iter().filter_map(|b| b.as_ref()?.as_ref().ok()).copied().collect();
     let (batch, max_pixels) = (gucs::batch_size(), gucs::max_image_pixels());
     let mut results = models::with_model(model, |m| m.embed_images(&present, batch, max_pixels)).into_iter();
     let failed = |ord, sha, e: &ClipError| (ord, sha, None, Some(errors::sqlstate(e.kind).1.to_string()), Some(e.to_string()));

@@ -13,7 +13,7 @@ fn embed_image(image: Option<&[u8]>, model: default!(Option<&str>, "NULL")) -> O
     let bytes = image?;
     let name = models::model_name(model);
     let max_pixels = gucs::max_image_pixels();
-    let mut out = models::with_model(&name, |m| m.embed_images(&[Some(bytes)], 1, max_pixels));
+    let mut out = models::with_model(&name, |m| m.embed_images(&[bytes], 1, max_pixels));
     Some(Vector(out.remove(0).or_raise()))
 }
 
@@ -28,25 +28,28 @@ fn embed_images(
     let name = models::model_name(model);
     let (batch, max_pixels) = (gucs::batch_size(), gucs::max_image_pixels());
     let all: Vec<Option<&[u8]>> = images.iter().collect();
-    let mut out = Vec::with_capacity(all.len());
-    for (chunk_no, chunk) in all.chunks(batch).enumerate() {
-        check_for_interrupts!();
-        let present: Vec<Option<&[u8]>> = chunk.iter().filter(|b| b.is_some()).copied().collect();
-        let mut results = models::with_model(&name, |m| m.embed_images(&present, batch, max_pixels)).into_iter();
-        for (i, b) in chunk.iter().enumerate() {
-            if b.is_none() {
-                out.push(None);
-                continue;
-            }
-            match results.next().expect("one result per image") {
-                Ok(v) => out.push(Some(Vector(v))),
-                Err(e) => {
-                    let pos = chunk_no * batch + i + 1;
-                    errors::raise(e.context(format!("array element {pos} of {}", all.len())))
+    let out = models::with_model(&name, |m| {
+        let mut out = Vec::with_capacity(all.len());
+        for (chunk_no, chunk) in all.chunks(batch).enumerate() {
+            check_for_interrupts!();
+            let present: Vec<&[u8]> = chunk.iter().flatten().copied().collect();
+            let mut results = m.embed_images(&present, batch, max_pixels).into_iter();
+            for (i, b) in chunk.iter().enumerate() {
+                if b.is_none() {
+                    out.push(None);
+                    continue;
+                }
+                match results.next().expect("one result per image") {
+                    Ok(v) => out.push(Some(Vector(v))),
+                    Err(e) => {
+                        let pos = chunk_no * batch + i + 1;
+                        errors::raise(e.context(format!("array element {pos} of {}", all.len())))
+                    }
                 }
             }
         }
-    }
+        out
+    });
     Some(out)
 }
 
@@ -66,11 +69,14 @@ fn embed_texts(texts: Option<Array<&str>>, model: default!(Option<&str>, "NULL")
     let name = models::model_name(model);
     let all: Vec<Option<&str>> = texts.iter().collect();
     let present: Vec<&str> = all.iter().flatten().copied().collect();
-    let mut embedded = Vec::with_capacity(present.len());
-    for chunk in present.chunks(gucs::batch_size()) {
-        check_for_interrupts!();
-        embedded.extend(models::with_model(&name, |m| m.embed_texts(chunk, chunk.len())).or_raise());
-    }
+    let embedded = models::with_model(&name, |m| {
+        let mut embedded = Vec::with_capacity(present.len());
+        for chunk in present.chunks(gucs::batch_size()) {
+            check_for_interrupts!();
+            embedded.extend(m.embed_texts(chunk, chunk.len()).or_raise());
+        }
+        embedded
+    });
     let mut embedded = embedded.into_iter();
     Some(all.iter().map(|t| t.map(|_| Vector(embedded.next().expect("one per text")))).collect())
 }

@@ -15,6 +15,18 @@ CREATE TABLE clip.collection (
 );
 COMMENT ON TABLE clip.collection IS 'image tables that clip.refresh keeps embedded';
 
+-- A collection's row, or ERROR 42704 naming it.
+CREATE FUNCTION clip._collection(name text) RETURNS clip.collection LANGUAGE plpgsql STABLE AS $$
+DECLARE c clip.collection;
+BEGIN
+    SELECT * INTO c FROM clip.collection WHERE clip.collection.name = _collection.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'collection "%" does not exist', name USING ERRCODE = '42704',
+            HINT = 'Create it with SELECT clip.add_collection(name, source_table, id_column, image_column).';
+    END IF;
+    RETURN c;
+END $$;
+
 CREATE TABLE clip.embedding (
     collection     text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
     model          text NOT NULL,
@@ -124,10 +136,7 @@ END $$;
 CREATE FUNCTION clip.set_model(collection text, model text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE c clip.collection;
 BEGIN
-    SELECT * INTO c FROM clip.collection WHERE name = set_model.collection;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'collection "%" does not exist', set_model.collection USING ERRCODE = '42704';
-    END IF;
+    c := clip._collection(set_model.collection);
     IF NOT EXISTS (SELECT 1 FROM clip.model WHERE name = set_model.model) THEN
         RAISE EXCEPTION 'model "%" is not registered', set_model.model USING ERRCODE = '42704';
     END IF;
@@ -197,10 +206,7 @@ END $$;
 CREATE FUNCTION clip.drop_collection(name text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE c clip.collection; suffix text;
 BEGIN
-    SELECT * INTO c FROM clip.collection WHERE clip.collection.name = drop_collection.name;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'collection "%" does not exist', name USING ERRCODE = '42704';
-    END IF;
+    c := clip._collection(drop_collection.name);
     FOREACH suffix IN ARRAY ARRAY['ins', 'upd', 'del'] LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'pg_clip_' || name || '_' || suffix, c.source);
     END LOOP;
@@ -214,10 +220,7 @@ CREATE FUNCTION clip.search(collection text, query text, k int DEFAULT 10)
 RETURNS TABLE (image_id bigint, similarity real) LANGUAGE plpgsql STABLE AS $$
 DECLARE c clip.collection;
 BEGIN
-    SELECT * INTO c FROM clip.collection WHERE name = search.collection;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'collection "%" does not exist', search.collection USING ERRCODE = '42704';
-    END IF;
+    c := clip._collection(search.collection);
     RETURN QUERY EXECUTE format('SELECT image_id, (1 - (embedding <=> $1))::real FROM clip.%I
                                  ORDER BY embedding <=> $1 LIMIT $2', c.name || '_embeddings')
         USING clip.embed_text(query, c.model), k;
@@ -229,10 +232,7 @@ RETURNS TABLE (image_id bigint, similarity real) LANGUAGE plpgsql STABLE AS $$
 -- ("similar" is an SQL keyword, so parameters are referred to by position)
 DECLARE c clip.collection; q vector;
 BEGIN
-    SELECT * INTO c FROM clip.collection WHERE name = $1;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'collection "%" does not exist', $1 USING ERRCODE = '42704';
-    END IF;
+    c := clip._collection($1);
     SELECT e.embedding INTO q FROM clip.embedding e
     WHERE e.collection = c.name AND e.model = c.model AND e.image_id = $2;
     IF q IS NULL THEN
@@ -391,11 +391,7 @@ BEGIN
             USING ERRCODE = '25001',
             HINT = 'CALL it on its own: not between BEGIN and COMMIT, nor in a multi-statement query string.';
     END IF;
-    SELECT * INTO c FROM clip.collection WHERE name = refresh.collection;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'collection "%" does not exist', refresh.collection USING ERRCODE = '42704',
-            HINT = 'Create it with SELECT clip.add_collection(name, source_table, id_column, image_column).';
-    END IF;
+    c := clip._collection(refresh.collection);
     -- during a model change the new model's set is built; the old one serves queries meanwhile
     target := coalesce(c.next_model, c.model);
     SELECT stamp INTO cur_stamp FROM clip.model WHERE name = target;
@@ -481,10 +477,7 @@ CREATE FUNCTION clip.duplicates(collection text, threshold real DEFAULT 0.95, ne
 RETURNS TABLE (kind text, image_ids bigint[], similarity real) LANGUAGE plpgsql STABLE AS $$
 DECLARE c clip.collection;
 BEGIN
-    SELECT * INTO c FROM clip.collection WHERE name = duplicates.collection;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'collection "%" does not exist', duplicates.collection USING ERRCODE = '42704';
-    END IF;
+    c := clip._collection(duplicates.collection);
     RETURN QUERY
     SELECT 'exact'::text, array_agg(e.image_id ORDER BY e.image_id), 1::real
     FROM clip.embedding e

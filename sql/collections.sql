@@ -51,15 +51,18 @@ CREATE TABLE clip.embedding_error (
 COMMENT ON TABLE clip.embedding_error IS
     'rows clip.refresh could not embed; retried when their image changes or after clip.retry_failed()';
 
--- ids whose image changed or that were deleted, written by the source table's triggers
+-- ids whose image changed or that were deleted, written by the source table's triggers.
+-- Append-only: a trigger only ever INSERTs (an id changed twice has two entries), so a user's
+-- statement never locks an existing entry, and pg_clip, which deletes entries by `seq` under the
+-- collection's advisory lock, never waits on a user's transaction nor deadlocks with it. An
+-- entry committed after a batch's snapshot has a `seq` that batch did not see and stays queued.
 CREATE TABLE clip.refresh_queue (
+    seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     collection text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
     image_id   bigint NOT NULL,
-    -- clock time, refreshed when the row is queued again: clip.refresh dequeues an entry only if
-    -- it still has the queued_at that its snapshot saw
-    queued_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (collection, image_id)
+    queued_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+CREATE INDEX ON clip.refresh_queue (collection, image_id);
 
 -- one row per collection, committed after each batch so that other sessions see progress
 CREATE TABLE clip.refresh_state (
@@ -94,11 +97,11 @@ DECLARE
     imc  text := TG_ARGV[2];
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        EXECUTE format('INSERT INTO clip.refresh_queue (collection, image_id) SELECT $1, %I FROM pg_clip_new
-                        ON CONFLICT (collection, image_id) DO UPDATE SET queued_at = clock_timestamp()', idc) USING coll;
+        EXECUTE format('INSERT INTO clip.refresh_queue (collection, image_id) SELECT $1, %I FROM pg_clip_new',
+                       idc) USING coll;
     ELSIF TG_OP = 'DELETE' THEN
-        EXECUTE format('INSERT INTO clip.refresh_queue (collection, image_id) SELECT $1, %I FROM pg_clip_old
-                        ON CONFLICT (collection, image_id) DO UPDATE SET queued_at = clock_timestamp()', idc) USING coll;
+        EXECUTE format('INSERT INTO clip.refresh_queue (collection, image_id) SELECT $1, %I FROM pg_clip_old',
+                       idc) USING coll;
     ELSE
         EXECUTE format($q$
             INSERT INTO clip.refresh_queue (collection, image_id)
@@ -106,8 +109,7 @@ BEGIN
             WHERE o.%1$I IS NULL OR o.%2$I IS DISTINCT FROM n.%2$I
             UNION
             SELECT $1, o.%1$I FROM pg_clip_old o LEFT JOIN pg_clip_new n ON n.%1$I = o.%1$I
-            WHERE n.%1$I IS NULL
-            ON CONFLICT (collection, image_id) DO UPDATE SET queued_at = clock_timestamp() $q$, idc, imc) USING coll;
+            WHERE n.%1$I IS NULL $q$, idc, imc) USING coll;
     END IF;
     RETURN NULL;
 END $$;
@@ -250,6 +252,33 @@ CREATE FUNCTION clip.retry_failed(collection text) RETURNS bigint LANGUAGE sql A
     SELECT count(*) FROM gone
 $$;
 
+-- For a collection of file paths: queue the rows whose file no longer holds the bytes that were
+-- embedded (or that failed), which no trigger can see, since the path did not change. Reads and
+-- hashes every file. The next CALL clip.refresh re-embeds what it queued. Returns how many.
+CREATE FUNCTION clip.recheck_files(collection text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    c clip.collection := clip._collection(collection);
+    n bigint;
+BEGIN
+    IF c.image_kind <> 'path' THEN
+        RAISE EXCEPTION 'collection "%" stores image bytes, not file paths', c.name USING ERRCODE = '22023',
+            HINT = 'Its triggers see every change of the bytes; only file contents can change unseen.';
+    END IF;
+    EXECUTE format($q$
+        WITH known AS (
+            SELECT image_id, content_sha256 FROM clip.embedding WHERE collection = $1
+            UNION
+            SELECT image_id, content_sha256 FROM clip.embedding_error WHERE collection = $1
+        ),
+        changed AS (
+            SELECT DISTINCT k.image_id FROM known k JOIN %2$s s ON s.%1$I = k.image_id
+            WHERE k.content_sha256 IS DISTINCT FROM clip.file_sha256(s.%3$I)
+        ),
+        queued AS (INSERT INTO clip.refresh_queue (collection, image_id) SELECT $1, image_id FROM changed RETURNING 1)
+        SELECT count(*) FROM queued $q$, c.id_column, c.source, c.image_column) INTO n USING c.name;
+    RETURN n;
+END $$;
+
 -- One batch, in the caller's transaction: embed those of `ids` that still need it (queued, or
 -- without a current embedding for `target`), record failures, dequeue what this snapshot saw.
 -- Used by CALL clip.refresh and by clip.refresh_queued (the auto-refresh worker).
@@ -260,7 +289,7 @@ BEGIN
     -- under the lock: skip rows another session embedded meanwhile (unless queued again)
     EXECUTE format($q$
         WITH seen AS (
-            SELECT image_id, queued_at FROM clip.refresh_queue WHERE collection = $1 AND image_id = ANY ($4)
+            SELECT seq FROM clip.refresh_queue WHERE collection = $1 AND image_id = ANY ($4)
         ),
         batch AS (
             SELECT s.%1$I::bigint AS id, s.%2$I%4$s AS img
@@ -299,11 +328,9 @@ BEGIN
             RETURNING image_id
         ),
         -- only the queue entries this statement's snapshot saw: a change committed while the
-        -- batch ran re-queues its row (a new entry, or a new queued_at) and stays queued
+        -- batch ran has a new entry, which stays queued
         dequeued AS (
-            DELETE FROM clip.refresh_queue q
-            WHERE q.collection = $1 AND q.image_id = ANY ($4)
-              AND (q.image_id, q.queued_at) IN (SELECT image_id, queued_at FROM seen)
+            DELETE FROM clip.refresh_queue q WHERE q.seq IN (SELECT seq FROM seen)
         )
         SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM bad)
         $q$, c.id_column, c.image_column, c.source,
@@ -334,19 +361,20 @@ BEGIN
     SELECT stamp INTO cur_stamp FROM clip.model WHERE name = target;
     -- the collection's lock before any row lock, in every writer, so that writers cannot deadlock
     PERFORM pg_advisory_xact_lock(hashtext('pg_clip.refresh'), hashtext(c.name));
-    -- queued ids gone from the source; an entry re-queued meanwhile (new queued_at) stays
+    -- queued ids gone from the source (the entries this snapshot sees; later ones stay queued)
     EXECUTE format($q$
         WITH g AS (
-            SELECT q.image_id, q.queued_at FROM clip.refresh_queue q
+            SELECT q.seq, q.image_id FROM clip.refresh_queue q
             WHERE q.collection = $1 AND NOT EXISTS (SELECT 1 FROM %s s WHERE s.%I = q.image_id)
         ),
         d1 AS (DELETE FROM clip.embedding e USING g WHERE e.collection = $1 AND e.image_id = g.image_id),
         d2 AS (DELETE FROM clip.embedding_error x USING g WHERE x.collection = $1 AND x.image_id = g.image_id),
-        d3 AS (DELETE FROM clip.refresh_queue q USING g
-               WHERE q.collection = $1 AND q.image_id = g.image_id AND q.queued_at = g.queued_at RETURNING 1)
-        SELECT count(*) FROM d3 $q$, c.source, c.id_column) INTO n_gone USING c.name;
+        d3 AS (DELETE FROM clip.refresh_queue q WHERE q.seq IN (SELECT seq FROM g) RETURNING image_id)
+        SELECT count(DISTINCT image_id) FROM d3 $q$, c.source, c.id_column) INTO n_gone USING c.name;
+    -- the longest-waiting ids first
     SELECT array_agg(image_id ORDER BY image_id) INTO ids
-    FROM (SELECT image_id FROM clip.refresh_queue WHERE collection = c.name ORDER BY queued_at LIMIT max_rows) s;
+    FROM (SELECT image_id FROM clip.refresh_queue WHERE collection = c.name
+          GROUP BY image_id ORDER BY min(seq) LIMIT max_rows) s;
     IF ids IS NOT NULL THEN
         BEGIN
             PERFORM clip._refresh_batch(c, target, cur_stamp, ids);

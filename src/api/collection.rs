@@ -51,6 +51,25 @@ fn try_embed_files(
         name!(error_message, Option<String>),
     ),
 > {
+    let root = readable_image_root();
+    let files: Vec<Option<Result<Vec<u8>, ClipError>>> =
+        paths.iter().map(|p| p.map(|p| files::read_under(Path::new(&root), p))).collect();
+    let all: Vec<Option<Result<&[u8], ClipError>>> =
+        files.iter().map(|f| f.as_ref().map(|r| r.as_deref().map_err(Clone::clone))).collect();
+    TableIterator::new(embed_rows(&all, model))
+}
+
+/// SHA-256 of the file at `path` under pg_clip.image_root, NULL if it cannot be read (outside
+/// the root, missing, no permission). clip.recheck_files compares it with the stored hashes.
+#[pg_extern(volatile, parallel_unsafe, strict)]
+fn file_sha256(path: &str) -> Option<Vec<u8>> {
+    let root = readable_image_root();
+    files::read_under(Path::new(&root), path).ok().map(|b| Sha256::digest(b).to_vec())
+}
+
+/// pg_clip.image_root, after checking that it is set and that the current role may have the
+/// server read files (superusers and members of pg_read_server_files); ERROR otherwise.
+fn readable_image_root() -> String {
     let root = gucs::image_root().unwrap_or_else(|| {
         errors::report(
             pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -71,11 +90,7 @@ fn try_embed_files(
             Some("GRANT pg_read_server_files TO <role>; (the server reads the files as its own OS user)".into()),
         );
     }
-    let files: Vec<Option<Result<Vec<u8>, ClipError>>> =
-        paths.iter().map(|p| p.map(|p| files::read_under(Path::new(&root), p))).collect();
-    let all: Vec<Option<Result<&[u8], ClipError>>> =
-        files.iter().map(|f| f.as_ref().map(|r| r.as_deref().map_err(Clone::clone))).collect();
-    TableIterator::new(embed_rows(&all, model))
+    root
 }
 
 /// Embed the readable elements in batches; every element gets a row, in order.

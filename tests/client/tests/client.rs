@@ -336,8 +336,37 @@ fn rows_changed_during_a_refresh_are_right_after_the_next_one() {
     assert_collection_matches_source(&mut c, "moving");
 }
 
+/// A user's transaction that changed an already-queued row and stays open must not block a
+/// refresh (a queue that locked entries made the refresh wait here, and two such writers in
+/// opposite orders could deadlock). The change is picked up once it commits.
 #[test]
-fn an_unreadable_file_is_recorded_and_the_rest_is_kept() {
+fn an_open_user_transaction_does_not_block_a_refresh() {
+    let mut c = connect();
+    collection_with_rows(&mut c, "open_tx", 12);
+    c.batch_execute("CALL clip.refresh('open_tx')").unwrap();
+    // queued and committed: the refresh below will dequeue this entry
+    c.execute("UPDATE open_tx SET img = $1 WHERE id IN (2, 3)", &[&photo("chelsea.png")]).unwrap();
+    let mut user = connect();
+    user.batch_execute("BEGIN").unwrap();
+    user.execute("UPDATE open_tx SET img = $1 WHERE id IN (3, 2)", &[&photo("coffee.png")]).unwrap();
+    let mut w = connect();
+    w.batch_execute("SET statement_timeout = '10s'").unwrap();
+    w.batch_execute("CALL clip.refresh('open_tx')").expect("the refresh does not wait for the user");
+    let queued: i64 =
+        c.query_one("SELECT count(*) FROM clip.refresh_queue WHERE collection = 'open_tx'", &[]).unwrap().get(0);
+    assert_eq!(queued, 0, "the committed entries were dequeued; the open ones are invisible");
+    user.batch_execute("COMMIT").unwrap();
+    let queued: i64 = c
+        .query_one("SELECT count(DISTINCT image_id) FROM clip.refresh_queue WHERE collection = 'open_tx'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 2, "the user's change is queued once it commits");
+    c.batch_execute("CALL clip.refresh('open_tx')").unwrap();
+    assert_collection_matches_source(&mut c, "open_tx");
+}
+
+#[test]
+fn an_unreadable_file_is_recorded_and_files_changed_on_disk_are_rechecked() {
     let mut c = connect();
     let dir = root().join(".run/unreadable-root");
     let _ = std::fs::remove_dir_all(&dir);
@@ -364,6 +393,31 @@ fn an_unreadable_file_is_recorded_and_the_rest_is_kept() {
     assert_eq!(ok, 1);
     assert_eq!((err.get::<_, i64>(0), err.get::<_, String>(1).as_str()), (2, "58P01"));
     assert!(err.get::<_, String>(2).contains("Permission denied"), "{}", err.get::<_, String>(2));
+
+    // files changed on disk behind unchanged paths: no trigger fires, clip.recheck_files finds them
+    c.batch_execute("CALL clip.refresh('locked')").unwrap();
+    let none: i64 = c.query_one("SELECT clip.recheck_files('locked')", &[]).unwrap().get(0);
+    assert_eq!(none, 0, "nothing changed on disk yet");
+    std::fs::write(dir.join("good.jpg"), photo("chelsea.png")).unwrap();
+    std::fs::set_permissions(dir.join("locked.jpg"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let queued: i64 = c.query_one("SELECT clip.recheck_files('locked')", &[]).unwrap().get(0);
+    assert_eq!(queued, 2, "a rewritten file and a now-readable one");
+    c.batch_execute("CALL clip.refresh('locked')").unwrap();
+    let row = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM clip.embedding_error WHERE collection = 'locked'),
+                    (SELECT e.embedding <=> clip.embed_image($1, 'tiny') FROM clip.embedding e
+                      WHERE e.collection = 'locked' AND e.image_id = 1),
+                    (SELECT e.content_sha256 = sha256($1) FROM clip.embedding e
+                      WHERE e.collection = 'locked' AND e.image_id = 1),
+                    (SELECT count(*) FROM clip.embedding WHERE collection = 'locked')",
+            &[&photo("chelsea.png")],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 0, "the fixed file is embedded");
+    assert!(row.get::<_, f64>(1) < 1e-5, "good.jpg now holds the new image");
+    assert!(row.get::<_, bool>(2));
+    assert_eq!(row.get::<_, i64>(3), 2);
 }
 
 #[test]

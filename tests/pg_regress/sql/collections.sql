@@ -94,6 +94,8 @@ RESET client_min_messages;
 SELECT kind, (SELECT array_agg(title ORDER BY title) FROM photos WHERE id = ANY (d.image_ids)) AS titles,
        round(similarity::numeric, 3) AS similarity
 FROM clip.duplicates('photos', 0.99) d ORDER BY kind, titles;
+-- the triggers see every change of bytes: there are no files to recheck
+SELECT try($$SELECT clip.recheck_files('photos')$$) AS bytes_collection;
 
 -- the auto-refresh worker's step, callable by hand: queued rows only, in the caller's transaction
 INSERT INTO photos SELECT 300, 'photos/astronaut.png again', img FROM images WHERE name = 'photos/astronaut.png';
@@ -144,10 +146,13 @@ FROM clip.embedding_error x JOIN files f ON f.id = x.image_id ORDER BY f.id;
 SELECT f.path, round((e.embedding <=> clip.embed_image(pg_read_binary_file(:'root' || '/tests/images/photos/chelsea.png')))::numeric, 5) AS distance_to_bytes,
        e.content_sha256 = sha256(pg_read_binary_file(:'root' || '/tests/images/photos/chelsea.png')) AS hash_of_file
 FROM clip.embedding e JOIN files f ON f.id = e.image_id ORDER BY f.id;
+-- files that did not change on disk are not queued again (changed ones: see the client tests)
+SELECT clip.recheck_files('files') AS requeued;
 -- reading files is for roles granted pg_read_server_files
 CREATE ROLE clip_user;
 SET ROLE clip_user;
 SELECT try($$SELECT * FROM clip.try_embed_files(ARRAY['photos/chelsea.png'], 'tiny')$$) AS not_granted;
+SELECT try($$SELECT clip.file_sha256('photos/chelsea.png')$$) AS hash_not_granted;
 RESET ROLE;
 DROP ROLE clip_user;
 SELECT clip.drop_collection('files');

@@ -6,7 +6,7 @@ PG_CONFIG := /usr/lib/postgresql/15/bin/pg_config
 DB_USER ?= pgclip
 ORT_LIB := $(ROOT)/.deps/onnxruntime/libonnxruntime.so.1.32.0
 PG_REGRESS := $(shell $(PG_CONFIG) --pkglibdir 2>/dev/null)/pgxs/src/test/regress/pg_regress
-REGRESS_TESTS := setup embed errors collections
+REGRESS_TESTS := setup embed errors collections vocabulary
 export PG_CLIP_ORT_LIB := $(ORT_LIB)
 export PG_CLIP_ROOT := $(ROOT)
 

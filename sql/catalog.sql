@@ -6,6 +6,8 @@ CREATE TABLE clip.model (
     embed_dim      integer NOT NULL CHECK (embed_dim > 0),
     image_size     integer NOT NULL CHECK (image_size > 0),
     context_length integer NOT NULL CHECK (context_length > 1),
+    -- CLIP's temperature: zero-shot logit = logit_scale x cosine (100 unless config.json says)
+    logit_scale    real NOT NULL DEFAULT 100 CHECK (logit_scale > 0),
     -- SHA-256 over the model's files: embeddings made under another stamp are stale
     stamp          text NOT NULL,
     registered_at  timestamptz NOT NULL DEFAULT now(),

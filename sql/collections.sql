@@ -214,6 +214,8 @@ BEGIN
     END LOOP;
     EXECUTE format('DROP VIEW IF EXISTS clip.%I', name || '_embeddings');
     EXECUTE format('DROP INDEX IF EXISTS clip.%I', 'pg_clip_' || name || '_hnsw');
+    PERFORM clip._drop_scores(c.name);
+    DELETE FROM clip.feature_image_attribute f WHERE f.collection = c.name;
     DELETE FROM clip.collection WHERE clip.collection.name = drop_collection.name;
 END $$;
 
@@ -385,6 +387,10 @@ BEGIN
             RETURN n_gone;
         END;
     END IF;
+    IF n_gone > 0 OR ids IS NOT NULL THEN
+        -- scores of the new and changed images (a no-op without an attached vocabulary)
+        PERFORM clip._score(c.name);
+    END IF;
     RETURN n_gone + coalesce(cardinality(ids), 0);
 END $$;
 
@@ -411,6 +417,7 @@ DECLARE
     n_unch bigint;
     got_ok bigint;
     got_bad bigint;
+    scored record;
     t0 timestamptz := clock_timestamp();
     last_notice timestamptz := clock_timestamp();
 BEGIN
@@ -484,6 +491,13 @@ BEGIN
         DELETE FROM clip.embedding e WHERE e.collection = c.name AND e.model <> c.next_model;
         RAISE NOTICE 'clip.refresh(%): switched from model % to %', c.name, c.model, c.next_model;
     END IF;
+    -- zero-shot scores for the attached vocabulary (what changed only), in their own transaction
+    SELECT * INTO scored FROM clip._score(c.name);
+    IF scored.pairs > 0 OR scored.attributes_changed > 0 THEN
+        RAISE NOTICE 'clip.refresh(%): scored % (image, attribute) pairs, % attributes changed', c.name,
+            scored.pairs, scored.attributes_changed;
+    END IF;
+    COMMIT;
     UPDATE clip.refresh_state SET updated_at = clock_timestamp(), finished_at = clock_timestamp()
     WHERE refresh_state.collection = c.name;
     COMMIT;

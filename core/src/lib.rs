@@ -7,5 +7,6 @@ pub mod model;
 pub mod preprocess;
 pub mod runtime;
 pub mod tokenize;
+pub mod vocab;
 
 pub use error::{ClipError, ErrorKind, Result};

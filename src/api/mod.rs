@@ -3,3 +3,4 @@
 pub mod collection;
 pub mod embed;
 pub mod model;
+pub mod vocab;

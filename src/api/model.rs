@@ -42,12 +42,13 @@ fn register_model(
     let device = format!("{:?}", model.device_used).to_lowercase();
     let folder_s = path.display().to_string();
     Spi::run_with_args(
-        "INSERT INTO clip.model (name, folder, embed_dim, image_size, context_length, stamp) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
+        "INSERT INTO clip.model (name, folder, embed_dim, image_size, context_length, logit_scale, stamp) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (name) DO UPDATE SET folder = EXCLUDED.folder, embed_dim = EXCLUDED.embed_dim, \
          image_size = EXCLUDED.image_size, context_length = EXCLUDED.context_length, \
+         logit_scale = EXCLUDED.logit_scale, \
          stamp = EXCLUDED.stamp, registered_at = now(), registered_by = current_user",
-        &[name.into(), folder_s.clone().into(), dim.into(), size.into(), ctx.into(), stamp.clone().into()],
+        &[name.into(), folder_s.clone().into(), dim.into(), size.into(), ctx.into(), f.logit_scale.into(), stamp.clone().into()],
     )
     .unwrap_or_else(|e| pgrx::error!("cannot record model \"{name}\": {e}"));
     models::remember(name, stamp.clone(), model);

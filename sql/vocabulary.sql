@@ -1,0 +1,372 @@
+-- pg_clip vocabularies: YAML attributes scored, per collection, into clip.feature_image_attribute.
+-- The YAML is checked by clip.parse_vocabulary (Rust); storage, diffing and scoring are SQL over
+-- the stored embeddings: no image is embedded again to score a new or changed attribute.
+
+CREATE TABLE clip.vocabulary (
+    name      text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,39}$'),
+    source    text NOT NULL,
+    loaded_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE clip.vocabulary IS 'vocabularies loaded with clip.load_vocabulary(name, yaml)';
+
+-- one row per attribute, with the file's defaults applied (prompts built from the template,
+-- calibration and threshold inherited)
+CREATE TABLE clip.vocabulary_attribute (
+    vocabulary  text NOT NULL REFERENCES clip.vocabulary (name) ON DELETE CASCADE,
+    code        text NOT NULL,
+    position    int NOT NULL,
+    kind        text NOT NULL CHECK (kind IN ('base', 'derived')),
+    label       text NOT NULL,
+    description text,
+    tag         text,
+    prompts     text[],
+    center      float8,
+    scale       float8,
+    grp         text,
+    rule        text,
+    -- the rule as an SQL expression over base attributes' confidences, and those attributes
+    rule_sql    text,
+    rule_codes  text[],
+    threshold   float8 NOT NULL,
+    PRIMARY KEY (vocabulary, code)
+);
+
+-- the vocabulary each collection is scored with (one per collection)
+CREATE TABLE clip.collection_vocabulary (
+    collection text PRIMARY KEY REFERENCES clip.collection (name) ON DELETE CASCADE,
+    vocabulary text NOT NULL REFERENCES clip.vocabulary (name)
+);
+
+-- One row per (image, attribute). No foreign key: millions of rows are written in bulk, and
+-- clip.drop_collection / clip.detach_vocabulary delete them.
+CREATE TABLE clip.feature_image_attribute (
+    collection     text NOT NULL,
+    image_id       bigint NOT NULL,
+    attribute_code text NOT NULL,
+    confidence     real NOT NULL,
+    -- logit_scale x cosine(image, prompts); NULL for derived rows
+    logit          real,
+    source         text NOT NULL CHECK (source IN ('zero_shot', 'derived', 'classifier')),
+    vocabulary     text,
+    model          text,
+    scored_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (collection, image_id, attribute_code)
+);
+CREATE INDEX feature_image_attribute_code ON clip.feature_image_attribute (collection, attribute_code, confidence);
+
+-- the text embedding of a prompt list (mean of the prompts' embeddings, renormalised), per model
+CREATE TABLE clip.text_embedding (
+    model     text NOT NULL REFERENCES clip.model (name) ON DELETE CASCADE,
+    stamp     text NOT NULL,
+    prompts   text[] NOT NULL,
+    embedding vector NOT NULL,
+    PRIMARY KEY (model, stamp, prompts)
+);
+
+-- what each attribute's rows of a collection were computed from, to score only what changed
+CREATE TABLE clip.attribute_score_state (
+    collection text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
+    code       text NOT NULL,
+    kind       text NOT NULL,
+    model      text,
+    stamp      text,
+    prompts    text[],
+    center     float8,
+    scale      float8,
+    grp        text,
+    rule_sql   text,
+    PRIMARY KEY (collection, code)
+);
+
+-- which embedding each image's rows were computed from
+CREATE TABLE clip.image_score_state (
+    collection     text NOT NULL,
+    image_id       bigint NOT NULL,
+    model          text NOT NULL,
+    stamp          text NOT NULL,
+    content_sha256 bytea NOT NULL,
+    PRIMARY KEY (collection, image_id)
+);
+
+-- Create or update vocabulary `name` from YAML text. A file with problems raises one ERROR that
+-- lists every problem with its line and column, and changes nothing. Returns one row per
+-- attribute that was added, removed or changed (with the fields that changed); loading the
+-- same vocabulary again returns nothing and writes nothing. Attached collections pick the
+-- change up at their next refresh.
+CREATE FUNCTION clip.load_vocabulary(name text, yaml text)
+RETURNS TABLE (attribute text, change text, fields text[]) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    vname text := load_vocabulary.name;
+    n int;
+BEGIN
+    IF vname IS NULL OR vname !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'bad vocabulary name "%"', vname USING ERRCODE = '22023',
+            HINT = 'Names are [a-z][a-z0-9_]*, at most 40 characters.';
+    END IF;
+    CREATE TEMP TABLE IF NOT EXISTS pg_clip_vocab_new (LIKE clip.vocabulary_attribute);
+    TRUNCATE pg_clip_vocab_new;
+    -- raises with every problem listed, before anything is written
+    INSERT INTO pg_clip_vocab_new
+    SELECT vname, p.code, p.position, p.kind, p.label, p.description, p.tag, p.prompts, p.center, p.scale,
+           p.grp, p.rule, p.rule_sql, p.rule_codes, p.threshold
+    FROM clip.parse_vocabulary(yaml) p;
+
+    RETURN QUERY
+    SELECT coalesce(n.code, o.code),
+           CASE WHEN o.code IS NULL THEN 'added' WHEN n.code IS NULL THEN 'removed' ELSE 'changed' END,
+           CASE WHEN n.code IS NOT NULL AND o.code IS NOT NULL THEN array_remove(ARRAY[
+               CASE WHEN n.kind IS DISTINCT FROM o.kind THEN 'kind' END,
+               CASE WHEN n.label IS DISTINCT FROM o.label THEN 'label' END,
+               CASE WHEN n.description IS DISTINCT FROM o.description THEN 'description' END,
+               CASE WHEN n.tag IS DISTINCT FROM o.tag THEN 'type' END,
+               CASE WHEN n.prompts IS DISTINCT FROM o.prompts THEN 'prompts' END,
+               CASE WHEN (n.center, n.scale) IS DISTINCT FROM (o.center, o.scale) THEN 'calibration' END,
+               CASE WHEN n.grp IS DISTINCT FROM o.grp THEN 'group' END,
+               CASE WHEN n.rule IS DISTINCT FROM o.rule THEN 'rule' END,
+               CASE WHEN n.threshold IS DISTINCT FROM o.threshold THEN 'threshold' END,
+               CASE WHEN n.position IS DISTINCT FROM o.position THEN 'position' END], NULL) END
+    FROM pg_clip_vocab_new n
+    FULL JOIN (SELECT * FROM clip.vocabulary_attribute va WHERE va.vocabulary = vname) o ON o.code = n.code
+    WHERE n.code IS NULL OR o.code IS NULL OR (n.*) IS DISTINCT FROM (o.*)
+    ORDER BY coalesce(n.position, o.position + 100000), 1;
+    GET DIAGNOSTICS n = ROW_COUNT;
+
+    IF n > 0 OR NOT EXISTS (SELECT 1 FROM clip.vocabulary v WHERE v.name = vname) THEN
+        INSERT INTO clip.vocabulary AS v (name, source) VALUES (vname, yaml)
+        ON CONFLICT (name) DO UPDATE SET source = EXCLUDED.source, loaded_at = now();
+        DELETE FROM clip.vocabulary_attribute va WHERE va.vocabulary = vname;
+        INSERT INTO clip.vocabulary_attribute SELECT * FROM pg_clip_vocab_new;
+    ELSIF (SELECT v.source FROM clip.vocabulary v WHERE v.name = vname) IS DISTINCT FROM yaml THEN
+        -- same attributes, other text (comments, layout): keep the text, nothing to rescore
+        UPDATE clip.vocabulary v SET source = yaml WHERE v.name = vname;
+    END IF;
+    TRUNCATE pg_clip_vocab_new;
+END $$;
+
+-- Score collection `collection` with vocabulary `vocabulary` from its next refresh on (replacing
+-- the vocabulary it had, whose rows that refresh removes).
+CREATE FUNCTION clip.attach_vocabulary(collection text, vocabulary text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE c clip.collection := clip._collection(collection);
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM clip.vocabulary v WHERE v.name = attach_vocabulary.vocabulary) THEN
+        RAISE EXCEPTION 'vocabulary "%" does not exist', attach_vocabulary.vocabulary USING ERRCODE = '42704',
+            HINT = 'Load it first with SELECT * FROM clip.load_vocabulary(name, yaml).';
+    END IF;
+    INSERT INTO clip.collection_vocabulary AS cv (collection, vocabulary) VALUES (c.name, attach_vocabulary.vocabulary)
+    ON CONFLICT ON CONSTRAINT collection_vocabulary_pkey DO UPDATE SET vocabulary = EXCLUDED.vocabulary;
+END $$;
+
+-- Stop scoring a collection: its scores, its attribute view and its scoring state are removed.
+CREATE FUNCTION clip.detach_vocabulary(collection text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE c clip.collection := clip._collection(collection);
+BEGIN
+    PERFORM clip._drop_scores(c.name);
+    DELETE FROM clip.collection_vocabulary cv WHERE cv.collection = c.name;
+END $$;
+
+CREATE FUNCTION clip._drop_scores(collection text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('DROP VIEW IF EXISTS clip.%I', collection || '_attributes');
+    DELETE FROM clip.feature_image_attribute f WHERE f.collection = _drop_scores.collection AND f.source <> 'classifier';
+    DELETE FROM clip.attribute_score_state s WHERE s.collection = _drop_scores.collection;
+    DELETE FROM clip.image_score_state s WHERE s.collection = _drop_scores.collection;
+END $$;
+
+-- The per-collection view: one real column per attribute, in vocabulary order, keyed by image id.
+CREATE FUNCTION clip._attribute_view(collection text, vocabulary text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE cols text;
+BEGIN
+    SELECT string_agg(format('max(confidence) FILTER (WHERE attribute_code = %L) AS %I', a.code, a.code), ', '
+                      ORDER BY a.position)
+    INTO cols FROM clip.vocabulary_attribute a WHERE a.vocabulary = _attribute_view.vocabulary;
+    EXECUTE format('DROP VIEW IF EXISTS clip.%I', collection || '_attributes');
+    EXECUTE format('CREATE VIEW clip.%I AS SELECT image_id, %s FROM clip.feature_image_attribute
+                    WHERE collection = %L GROUP BY image_id', collection || '_attributes', cols, collection);
+    EXECUTE format('COMMENT ON VIEW clip.%I IS %L', collection || '_attributes',
+                   format('confidences of vocabulary %s for collection %s, one column per attribute', vocabulary, collection));
+    EXECUTE format('GRANT SELECT ON clip.%I TO PUBLIC', collection || '_attributes');
+END $$;
+
+-- Bring a collection's scores up to date with its embeddings (current model) and its vocabulary,
+-- doing only what changed: new or re-embedded images get every attribute; a new attribute, or
+-- one with other prompts or another group, is scored for every image (its whole softmax group
+-- with it); a new calibration recomputes confidences from the stored logits; removed
+-- attributes and deleted images lose their rows; derived attributes are recomputed where what
+-- they read changed. Called by CALL clip.refresh and the auto-refresh worker.
+CREATE FUNCTION clip._score(collection text, OUT pairs bigint, OUT attributes_changed int)
+LANGUAGE plpgsql AS $$
+DECLARE
+    c clip.collection := clip._collection(collection);
+    v text;
+    m clip.model;
+    r record;
+    gone text[];
+    rescore text[];
+    recal text[];
+    rederive text[];
+    stale bigint[];
+    n bigint;
+BEGIN
+    pairs := 0;
+    attributes_changed := 0;
+    SELECT cv.vocabulary INTO v FROM clip.collection_vocabulary cv WHERE cv.collection = c.name;
+    IF v IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO m FROM clip.model WHERE name = c.model;
+    PERFORM pg_advisory_xact_lock(hashtext('pg_clip.score'), hashtext(c.name));
+
+    -- prompts without a text embedding for this model: one model call per prompt list
+    FOR r IN SELECT DISTINCT a.prompts FROM clip.vocabulary_attribute a
+             WHERE a.vocabulary = v AND a.kind = 'base'
+               AND NOT EXISTS (SELECT 1 FROM clip.text_embedding t
+                               WHERE t.model = m.name AND t.stamp = m.stamp AND t.prompts = a.prompts) LOOP
+        INSERT INTO clip.text_embedding (model, stamp, prompts, embedding)
+        SELECT m.name, m.stamp, r.prompts, l2_normalize(avg(e)) FROM unnest(clip.embed_texts(r.prompts, m.name)) e;
+    END LOOP;
+
+    -- what changed in the vocabulary since the last scoring
+    SELECT array_agg(s.code) INTO gone FROM clip.attribute_score_state s
+    WHERE s.collection = c.name
+      AND NOT EXISTS (SELECT 1 FROM clip.vocabulary_attribute a WHERE a.vocabulary = v AND a.code = s.code);
+    SELECT array_agg(a.code) INTO rescore
+    FROM clip.vocabulary_attribute a LEFT JOIN clip.attribute_score_state s ON s.collection = c.name AND s.code = a.code
+    WHERE a.vocabulary = v AND a.kind = 'base'
+      AND (s.code IS NULL OR s.kind <> 'base' OR s.model <> m.name OR s.stamp <> m.stamp
+           OR s.prompts <> a.prompts OR s.grp IS DISTINCT FROM a.grp);
+    -- a softmax changes when a member of its group changes, joins or leaves: rescore the group
+    SELECT array_agg(a.code) INTO rescore FROM clip.vocabulary_attribute a
+    WHERE a.vocabulary = v AND a.kind = 'base'
+      AND (a.code = ANY (rescore) OR a.grp IN (
+          SELECT x.grp FROM clip.vocabulary_attribute x WHERE x.vocabulary = v AND x.code = ANY (rescore)
+          UNION
+          SELECT s.grp FROM clip.attribute_score_state s
+          WHERE s.collection = c.name AND (s.code = ANY (gone) OR s.code = ANY (rescore))));
+    SELECT array_agg(a.code) INTO recal
+    FROM clip.vocabulary_attribute a JOIN clip.attribute_score_state s ON s.collection = c.name AND s.code = a.code
+    WHERE a.vocabulary = v AND a.kind = 'base' AND a.grp IS NULL AND a.code <> ALL (coalesce(rescore, '{}'))
+      AND (s.center, s.scale) IS DISTINCT FROM (a.center, a.scale);
+
+    -- images deleted (or embedded under another model) lose their rows; new or re-embedded ones are stale
+    WITH gone_images AS (
+        DELETE FROM clip.image_score_state x
+        WHERE x.collection = c.name
+          AND NOT EXISTS (SELECT 1 FROM clip.embedding e WHERE e.collection = c.name AND e.model = m.name
+                              AND e.image_id = x.image_id AND e.stamp = x.stamp AND e.content_sha256 = x.content_sha256)
+        RETURNING x.image_id)
+    DELETE FROM clip.feature_image_attribute f USING gone_images g
+    WHERE f.collection = c.name AND f.image_id = g.image_id AND f.source IN ('zero_shot', 'derived');
+    SELECT array_agg(e.image_id) INTO stale FROM clip.embedding e
+    WHERE e.collection = c.name AND e.model = m.name
+      AND NOT EXISTS (SELECT 1 FROM clip.image_score_state x WHERE x.collection = c.name AND x.image_id = e.image_id);
+
+    DELETE FROM clip.feature_image_attribute f
+    WHERE f.collection = c.name AND f.source IN ('zero_shot', 'derived') AND f.attribute_code = ANY (gone);
+    DELETE FROM clip.attribute_score_state s WHERE s.collection = c.name AND s.code = ANY (gone);
+
+    -- zero-shot rows: every image for the rescored attributes, every attribute for stale images
+    IF rescore IS NOT NULL OR stale IS NOT NULL THEN
+        DELETE FROM clip.feature_image_attribute f
+        WHERE f.collection = c.name AND f.source = 'zero_shot' AND f.attribute_code = ANY (rescore);
+        DELETE FROM clip.feature_image_attribute f
+        WHERE f.collection = c.name AND f.source = 'zero_shot' AND f.image_id IN (SELECT unnest(stale));
+        WITH attrs AS (
+            SELECT a.code, a.grp, a.center, a.scale, a.code = ANY (rescore) AS everywhere, t.embedding
+            FROM clip.vocabulary_attribute a
+            JOIN clip.text_embedding t ON t.model = m.name AND t.stamp = m.stamp AND t.prompts = a.prompts
+            WHERE a.vocabulary = v AND a.kind = 'base'
+        ),
+        pairs AS (
+            SELECT e.image_id, a.code, a.grp, a.center, a.scale,
+                   m.logit_scale * (1 - (e.embedding <=> a.embedding)) AS logit
+            FROM clip.embedding e JOIN attrs a ON a.everywhere
+            WHERE e.collection = c.name AND e.model = m.name
+            UNION ALL
+            SELECT e.image_id, a.code, a.grp, a.center, a.scale,
+                   m.logit_scale * (1 - (e.embedding <=> a.embedding))
+            FROM clip.embedding e JOIN attrs a ON NOT a.everywhere
+            WHERE e.collection = c.name AND e.model = m.name AND e.image_id IN (SELECT unnest(stale))
+        ),
+        -- softmax groups: exp(logit - max) / sum over the image's group (max subtracted for range)
+        peaks AS (
+            SELECT p.*, max(p.logit) OVER (PARTITION BY p.image_id, p.grp) AS peak FROM pairs p
+        ),
+        done AS (
+            INSERT INTO clip.feature_image_attribute (collection, image_id, attribute_code, confidence, logit, source, vocabulary, model)
+            SELECT c.name, q.image_id, q.code,
+                   CASE WHEN q.grp IS NULL THEN 1 / (1 + exp(-(q.logit - q.center) / q.scale))
+                        ELSE exp(q.logit - q.peak) / sum(exp(q.logit - q.peak)) OVER (PARTITION BY q.image_id, q.grp) END,
+                   q.logit, 'zero_shot', v, m.name
+            FROM peaks q
+            RETURNING 1)
+        SELECT count(*) INTO n FROM done;
+        pairs := pairs + n;
+    END IF;
+
+    -- new calibration: confidences from the stored logits, no model needed
+    UPDATE clip.feature_image_attribute f
+    SET confidence = 1 / (1 + exp(-(f.logit - a.center) / a.scale)), scored_at = now()
+    FROM clip.vocabulary_attribute a
+    WHERE a.vocabulary = v AND a.code = ANY (recal)
+      AND f.collection = c.name AND f.attribute_code = a.code AND f.source = 'zero_shot';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    pairs := pairs + n;
+
+    -- derived attributes: everywhere when the rule or what it reads changed, else on stale images
+    SELECT array_agg(a.code) INTO rederive
+    FROM clip.vocabulary_attribute a LEFT JOIN clip.attribute_score_state s ON s.collection = c.name AND s.code = a.code
+    WHERE a.vocabulary = v AND a.kind = 'derived'
+      AND (s.code IS NULL OR s.kind <> 'derived' OR s.rule_sql IS DISTINCT FROM a.rule_sql
+           OR a.rule_codes && (coalesce(rescore, '{}') || coalesce(recal, '{}') || coalesce(gone, '{}')));
+    FOR r IN SELECT a.code, a.rule_sql, a.rule_codes, a.code = ANY (rederive) AS everywhere
+             FROM clip.vocabulary_attribute a WHERE a.vocabulary = v AND a.kind = 'derived' ORDER BY a.position LOOP
+        CONTINUE WHEN NOT r.everywhere AND stale IS NULL;
+        EXECUTE format($q$
+            WITH old AS (
+                DELETE FROM clip.feature_image_attribute f
+                WHERE f.collection = $1 AND f.attribute_code = $2 AND f.source = 'derived' %1$s
+            ),
+            done AS (
+                INSERT INTO clip.feature_image_attribute (collection, image_id, attribute_code, confidence, logit, source, vocabulary, model)
+                SELECT $1, x.image_id, $2, %2$s, NULL, 'derived', $3, $4
+                FROM (SELECT f.image_id, %3$s FROM clip.feature_image_attribute f
+                      WHERE f.collection = $1 AND f.source = 'zero_shot' AND f.attribute_code = ANY ($5) %1$s
+                      GROUP BY f.image_id) x
+                WHERE %2$s IS NOT NULL
+                RETURNING 1)
+            SELECT count(*) FROM done $q$,
+            CASE WHEN r.everywhere THEN '' ELSE 'AND f.image_id IN (SELECT unnest($6))' END,
+            r.rule_sql,
+            (SELECT string_agg(format('max(f.confidence) FILTER (WHERE f.attribute_code = %L) AS %I', u, u), ', ')
+             FROM (SELECT DISTINCT unnest(r.rule_codes) AS u) d))
+            INTO n USING c.name, r.code, v, m.name, r.rule_codes, stale;
+        pairs := pairs + n;
+    END LOOP;
+
+    attributes_changed := coalesce(cardinality(gone), 0) + coalesce(cardinality(rescore), 0)
+                          + coalesce(cardinality(recal), 0) + coalesce(cardinality(rederive), 0);
+    INSERT INTO clip.attribute_score_state AS s (collection, code, kind, model, stamp, prompts, center, scale, grp, rule_sql)
+    SELECT c.name, a.code, a.kind, m.name, m.stamp, a.prompts, a.center, a.scale, a.grp, a.rule_sql
+    FROM clip.vocabulary_attribute a WHERE a.vocabulary = v
+    ON CONFLICT (collection, code) DO UPDATE SET kind = EXCLUDED.kind, model = EXCLUDED.model, stamp = EXCLUDED.stamp,
+        prompts = EXCLUDED.prompts, center = EXCLUDED.center, scale = EXCLUDED.scale, grp = EXCLUDED.grp,
+        rule_sql = EXCLUDED.rule_sql;
+    INSERT INTO clip.image_score_state (collection, image_id, model, stamp, content_sha256)
+    SELECT c.name, e.image_id, e.model, e.stamp, e.content_sha256 FROM clip.embedding e
+    WHERE e.collection = c.name AND e.model = m.name AND e.image_id IN (SELECT unnest(stale));
+    IF attributes_changed > 0 OR to_regclass(format('clip.%I', c.name || '_attributes')) IS NULL THEN
+        PERFORM clip._attribute_view(c.name, v);
+    END IF;
+END $$;
+
+SELECT pg_catalog.pg_extension_config_dump('clip.vocabulary', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.vocabulary_attribute', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.collection_vocabulary', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.feature_image_attribute', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.text_embedding', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.attribute_score_state', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.image_score_state', '');
+
+GRANT SELECT ON clip.vocabulary, clip.vocabulary_attribute, clip.collection_vocabulary,
+    clip.feature_image_attribute TO PUBLIC;

@@ -98,13 +98,14 @@ RETURNS TABLE (attribute text, change text, fields text[]) LANGUAGE plpgsql AS $
 #variable_conflict use_column
 DECLARE
     vname text := load_vocabulary.name;
-    n int;
 BEGIN
     IF vname IS NULL OR vname !~ '^[a-z][a-z0-9_]{0,39}$' THEN
         RAISE EXCEPTION 'bad vocabulary name "%"', vname USING ERRCODE = '22023',
             HINT = 'Names are [a-z][a-z0-9_]*, at most 40 characters.';
     END IF;
-    CREATE TEMP TABLE IF NOT EXISTS pg_clip_vocab_new (LIKE clip.vocabulary_attribute);
+    IF to_regclass('pg_temp.pg_clip_vocab_new') IS NULL THEN
+        CREATE TEMP TABLE pg_clip_vocab_new (LIKE clip.vocabulary_attribute);
+    END IF;
     TRUNCATE pg_clip_vocab_new;
     -- raises with every problem listed, before anything is written
     INSERT INTO pg_clip_vocab_new
@@ -124,15 +125,19 @@ BEGIN
                CASE WHEN (n.center, n.scale) IS DISTINCT FROM (o.center, o.scale) THEN 'calibration' END,
                CASE WHEN n.grp IS DISTINCT FROM o.grp THEN 'group' END,
                CASE WHEN n.rule IS DISTINCT FROM o.rule THEN 'rule' END,
-               CASE WHEN n.threshold IS DISTINCT FROM o.threshold THEN 'threshold' END,
-               CASE WHEN n.position IS DISTINCT FROM o.position THEN 'position' END], NULL) END
+               CASE WHEN n.threshold IS DISTINCT FROM o.threshold THEN 'threshold' END], NULL) END
     FROM pg_clip_vocab_new n
     FULL JOIN (SELECT * FROM clip.vocabulary_attribute va WHERE va.vocabulary = vname) o ON o.code = n.code
-    WHERE n.code IS NULL OR o.code IS NULL OR (n.*) IS DISTINCT FROM (o.*)
+    -- (a move alone is not reported, but it is stored: it orders the view's columns)
+    WHERE n.code IS NULL OR o.code IS NULL OR (n.*) IS DISTINCT FROM (o.vocabulary, o.code, n.position, o.kind, o.label,
+          o.description, o.tag, o.prompts, o.center, o.scale, o.grp, o.rule, o.rule_sql, o.rule_codes, o.threshold)
     ORDER BY coalesce(n.position, o.position + 100000), 1;
-    GET DIAGNOSTICS n = ROW_COUNT;
 
-    IF n > 0 OR NOT EXISTS (SELECT 1 FROM clip.vocabulary v WHERE v.name = vname) THEN
+    IF NOT EXISTS (SELECT 1 FROM clip.vocabulary v WHERE v.name = vname)
+       OR EXISTS (SELECT * FROM pg_clip_vocab_new
+                  EXCEPT SELECT * FROM clip.vocabulary_attribute va WHERE va.vocabulary = vname)
+       OR EXISTS (SELECT * FROM clip.vocabulary_attribute va WHERE va.vocabulary = vname
+                  EXCEPT SELECT * FROM pg_clip_vocab_new) THEN
         INSERT INTO clip.vocabulary AS v (name, source) VALUES (vname, yaml)
         ON CONFLICT (name) DO UPDATE SET source = EXCLUDED.source, loaded_at = now();
         DELETE FROM clip.vocabulary_attribute va WHERE va.vocabulary = vname;
@@ -144,14 +149,19 @@ BEGIN
     TRUNCATE pg_clip_vocab_new;
 END $$;
 
--- Score collection `collection` with vocabulary `vocabulary` from its next refresh on (replacing
--- the vocabulary it had, whose rows that refresh removes).
+-- Score collection `collection` with vocabulary `vocabulary` from its next refresh on. Attaching
+-- another vocabulary than the one it had removes the old scores and view at once.
 CREATE FUNCTION clip.attach_vocabulary(collection text, vocabulary text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE c clip.collection := clip._collection(collection);
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM clip.vocabulary v WHERE v.name = attach_vocabulary.vocabulary) THEN
         RAISE EXCEPTION 'vocabulary "%" does not exist', attach_vocabulary.vocabulary USING ERRCODE = '42704',
             HINT = 'Load it first with SELECT * FROM clip.load_vocabulary(name, yaml).';
+    END IF;
+    IF EXISTS (SELECT 1 FROM clip.collection_vocabulary cv
+               WHERE cv.collection = c.name AND cv.vocabulary <> attach_vocabulary.vocabulary) THEN
+        -- another vocabulary: its scores go now, the next refresh scores the new one
+        PERFORM clip._drop_scores(c.name);
     END IF;
     INSERT INTO clip.collection_vocabulary AS cv (collection, vocabulary) VALUES (c.name, attach_vocabulary.vocabulary)
     ON CONFLICT ON CONSTRAINT collection_vocabulary_pkey DO UPDATE SET vocabulary = EXCLUDED.vocabulary;
@@ -167,7 +177,9 @@ END $$;
 
 CREATE FUNCTION clip._drop_scores(collection text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    EXECUTE format('DROP VIEW IF EXISTS clip.%I', collection || '_attributes');
+    IF to_regclass(format('clip.%I', collection || '_attributes')) IS NOT NULL THEN
+        EXECUTE format('DROP VIEW clip.%I', collection || '_attributes');
+    END IF;
     DELETE FROM clip.feature_image_attribute f WHERE f.collection = _drop_scores.collection AND f.source <> 'classifier';
     DELETE FROM clip.attribute_score_state s WHERE s.collection = _drop_scores.collection;
     DELETE FROM clip.image_score_state s WHERE s.collection = _drop_scores.collection;
@@ -180,7 +192,9 @@ BEGIN
     SELECT string_agg(format('max(confidence) FILTER (WHERE attribute_code = %L) AS %I', a.code, a.code), ', '
                       ORDER BY a.position)
     INTO cols FROM clip.vocabulary_attribute a WHERE a.vocabulary = _attribute_view.vocabulary;
-    EXECUTE format('DROP VIEW IF EXISTS clip.%I', collection || '_attributes');
+    IF to_regclass(format('clip.%I', collection || '_attributes')) IS NOT NULL THEN
+        EXECUTE format('DROP VIEW clip.%I', collection || '_attributes');
+    END IF;
     EXECUTE format('CREATE VIEW clip.%I AS SELECT image_id, %s FROM clip.feature_image_attribute
                     WHERE collection = %L GROUP BY image_id', collection || '_attributes', cols, collection);
     EXECUTE format('COMMENT ON VIEW clip.%I IS %L', collection || '_attributes',
@@ -196,6 +210,7 @@ END $$;
 -- they read changed. Called by CALL clip.refresh and the auto-refresh worker.
 CREATE FUNCTION clip._score(collection text, OUT pairs bigint, OUT attributes_changed int)
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 DECLARE
     c clip.collection := clip._collection(collection);
     v text;
@@ -225,6 +240,14 @@ BEGIN
         INSERT INTO clip.text_embedding (model, stamp, prompts, embedding)
         SELECT m.name, m.stamp, r.prompts, l2_normalize(avg(e)) FROM unnest(clip.embed_texts(r.prompts, m.name)) e;
     END LOOP;
+
+    -- an attribute that changed kind (base <-> derived) starts over
+    WITH turned AS (
+        DELETE FROM clip.attribute_score_state s USING clip.vocabulary_attribute a
+        WHERE s.collection = c.name AND a.vocabulary = v AND a.code = s.code AND a.kind <> s.kind
+        RETURNING s.code)
+    DELETE FROM clip.feature_image_attribute f USING turned t
+    WHERE f.collection = c.name AND f.attribute_code = t.code AND f.source IN ('zero_shot', 'derived');
 
     -- what changed in the vocabulary since the last scoring
     SELECT array_agg(s.code) INTO gone FROM clip.attribute_score_state s
@@ -272,7 +295,7 @@ BEGIN
         DELETE FROM clip.feature_image_attribute f
         WHERE f.collection = c.name AND f.source = 'zero_shot' AND f.image_id IN (SELECT unnest(stale));
         WITH attrs AS (
-            SELECT a.code, a.grp, a.center, a.scale, a.code = ANY (rescore) AS everywhere, t.embedding
+            SELECT a.code, a.grp, a.center, a.scale, coalesce(a.code = ANY (rescore), false) AS everywhere, t.embedding
             FROM clip.vocabulary_attribute a
             JOIN clip.text_embedding t ON t.model = m.name AND t.stamp = m.stamp AND t.prompts = a.prompts
             WHERE a.vocabulary = v AND a.kind = 'base'
@@ -319,15 +342,15 @@ BEGIN
     WHERE a.vocabulary = v AND a.kind = 'derived'
       AND (s.code IS NULL OR s.kind <> 'derived' OR s.rule_sql IS DISTINCT FROM a.rule_sql
            OR a.rule_codes && (coalesce(rescore, '{}') || coalesce(recal, '{}') || coalesce(gone, '{}')));
-    FOR r IN SELECT a.code, a.rule_sql, a.rule_codes, a.code = ANY (rederive) AS everywhere
+    FOR r IN SELECT a.code, a.rule_sql, a.rule_codes, coalesce(a.code = ANY (rederive), false) AS everywhere
              FROM clip.vocabulary_attribute a WHERE a.vocabulary = v AND a.kind = 'derived' ORDER BY a.position LOOP
         CONTINUE WHEN NOT r.everywhere AND stale IS NULL;
+        EXECUTE format('DELETE FROM clip.feature_image_attribute f
+                        WHERE f.collection = $1 AND f.attribute_code = $2 AND f.source = ''derived'' %s',
+                       CASE WHEN r.everywhere THEN '' ELSE 'AND f.image_id IN (SELECT unnest($3))' END)
+            USING c.name, r.code, stale;
         EXECUTE format($q$
-            WITH old AS (
-                DELETE FROM clip.feature_image_attribute f
-                WHERE f.collection = $1 AND f.attribute_code = $2 AND f.source = 'derived' %1$s
-            ),
-            done AS (
+            WITH done AS (
                 INSERT INTO clip.feature_image_attribute (collection, image_id, attribute_code, confidence, logit, source, vocabulary, model)
                 SELECT $1, x.image_id, $2, %2$s, NULL, 'derived', $3, $4
                 FROM (SELECT f.image_id, %3$s FROM clip.feature_image_attribute f

@@ -133,6 +133,8 @@ FROM expected_scores('shots') x
 JOIN clip.feature_image_attribute f ON f.collection = 'shots' AND f.attribute_code = x.code AND f.image_id = x.image_id
 GROUP BY 1 ORDER BY 1;
 SELECT count(*) AS rows_of_deleted_image FROM clip.feature_image_attribute WHERE image_id = 2;
+SELECT count(*) AS images, bool_and(earth_and_moon = least(earth, moon)) AS derived_follow
+FROM clip.shots_attributes;
 
 -- a vocabulary with problems changes nothing, even for an existing vocabulary
 CREATE TABLE attrs_before AS SELECT * FROM clip.vocabulary_attribute;

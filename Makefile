@@ -7,6 +7,8 @@ DB_USER ?= pgclip
 ORT_LIB := $(ROOT)/.deps/onnxruntime/libonnxruntime.so.1.32.0
 PG_REGRESS := $(shell $(PG_CONFIG) --pkglibdir 2>/dev/null)/pgxs/src/test/regress/pg_regress
 REGRESS_TESTS := setup embed errors collections vocabulary
+# example vocabularies, for clip.load_vocabulary_file('space', 'space.yaml')
+VOCAB_DIR := $(shell $(PG_CONFIG) --sharedir 2>/dev/null)/extension/pg_clip/vocab
 export PG_CLIP_ORT_LIB := $(ORT_LIB)
 export PG_CLIP_ROOT := $(ROOT)
 
@@ -18,6 +20,7 @@ setup:
 install: setup
 	@echo "==> cargo pgrx install --release"
 	@cargo pgrx install --release --pg-config $(PG_CONFIG) >/dev/null
+	@install -d $(VOCAB_DIR) && install -m 644 vocab/*.yaml $(VOCAB_DIR)/
 
 # Start the project's cluster, embed the sample photos and some prompts, print the matches.
 run: install

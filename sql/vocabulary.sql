@@ -149,15 +149,21 @@ BEGIN
     TRUNCATE pg_clip_vocab_new;
 END $$;
 
+-- As clip.load_vocabulary, from a file: a bare name such as 'space.yaml' is one of the examples
+-- installed with the extension; other paths are read under pg_clip.image_root (superusers and
+-- members of pg_read_server_files).
+CREATE FUNCTION clip.load_vocabulary_file(name text, path text)
+RETURNS TABLE (attribute text, change text, fields text[]) LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM clip.load_vocabulary(name, clip.read_vocabulary_file(path));
+END $$;
+
 -- Score collection `collection` with vocabulary `vocabulary` from its next refresh on. Attaching
 -- another vocabulary than the one it had removes the old scores and view at once.
 CREATE FUNCTION clip.attach_vocabulary(collection text, vocabulary text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE c clip.collection := clip._collection(collection);
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM clip.vocabulary v WHERE v.name = attach_vocabulary.vocabulary) THEN
-        RAISE EXCEPTION 'vocabulary "%" does not exist', attach_vocabulary.vocabulary USING ERRCODE = '42704',
-            HINT = 'Load it first with SELECT * FROM clip.load_vocabulary(name, yaml).';
-    END IF;
+    PERFORM clip._vocabulary(attach_vocabulary.vocabulary);
     IF EXISTS (SELECT 1 FROM clip.collection_vocabulary cv
                WHERE cv.collection = c.name AND cv.vocabulary <> attach_vocabulary.vocabulary) THEN
         -- another vocabulary: its scores go now, the next refresh scores the new one
@@ -202,6 +208,20 @@ BEGIN
     EXECUTE format('GRANT SELECT ON clip.%I TO PUBLIC', collection || '_attributes');
 END $$;
 
+-- The text embeddings of a vocabulary's base attributes under model `m`: prompt lists without
+-- one get it now (one model call per prompt list), others are reused from clip.text_embedding.
+CREATE FUNCTION clip._text_embeddings(vocabulary text, m clip.model) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT DISTINCT a.prompts FROM clip.vocabulary_attribute a
+             WHERE a.vocabulary = _text_embeddings.vocabulary AND a.kind = 'base'
+               AND NOT EXISTS (SELECT 1 FROM clip.text_embedding t
+                               WHERE t.model = m.name AND t.stamp = m.stamp AND t.prompts = a.prompts) LOOP
+        INSERT INTO clip.text_embedding (model, stamp, prompts, embedding)
+        SELECT m.name, m.stamp, r.prompts, l2_normalize(avg(e)) FROM unnest(clip.embed_texts(r.prompts, m.name)) e;
+    END LOOP;
+END $$;
+
 -- Bring a collection's scores up to date with its embeddings (current model) and its vocabulary,
 -- doing only what changed: new or re-embedded images get every attribute; a new attribute, or
 -- one with other prompts or another group, is scored for every image (its whole softmax group
@@ -232,14 +252,7 @@ BEGIN
     SELECT * INTO m FROM clip.model WHERE name = c.model;
     PERFORM pg_advisory_xact_lock(hashtext('pg_clip.score'), hashtext(c.name));
 
-    -- prompts without a text embedding for this model: one model call per prompt list
-    FOR r IN SELECT DISTINCT a.prompts FROM clip.vocabulary_attribute a
-             WHERE a.vocabulary = v AND a.kind = 'base'
-               AND NOT EXISTS (SELECT 1 FROM clip.text_embedding t
-                               WHERE t.model = m.name AND t.stamp = m.stamp AND t.prompts = a.prompts) LOOP
-        INSERT INTO clip.text_embedding (model, stamp, prompts, embedding)
-        SELECT m.name, m.stamp, r.prompts, l2_normalize(avg(e)) FROM unnest(clip.embed_texts(r.prompts, m.name)) e;
-    END LOOP;
+    PERFORM clip._text_embeddings(v, m);
 
     -- an attribute that changed kind (base <-> derived) starts over
     WITH turned AS (
@@ -381,6 +394,121 @@ BEGIN
     IF attributes_changed > 0 OR to_regclass(format('clip.%I', c.name || '_attributes')) IS NULL THEN
         PERFORM clip._attribute_view(c.name, v);
     END IF;
+END $$;
+
+-- Calibration from a collection's own images, without labels. For each sigmoid attribute of the
+-- vocabulary (base, not in a softmax group): the logits of a random sample of at most
+-- `sample_size` images, their summary, the current center and scale, and a suggested center and
+-- scale that map the median image to 0.05 and the 99th percentile to 0.95:
+-- center = (p50 + p99) / 2, scale = (p99 - p50) / (2 ln 19).
+CREATE FUNCTION clip.calibrate(collection text, vocabulary text, sample_size int DEFAULT 500)
+RETURNS TABLE (attribute text, n bigint, logit_min real, logit_mean real, logit_max real, logit_std real,
+               p05 real, p25 real, p50 real, p75 real, p95 real, p99 real,
+               center real, scale real, suggested_center real, suggested_scale real)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    c clip.collection := clip._collection(collection);
+    m clip.model;
+BEGIN
+    PERFORM clip._vocabulary(calibrate.vocabulary);
+    SELECT * INTO m FROM clip.model WHERE name = c.model;
+    PERFORM clip._text_embeddings(calibrate.vocabulary, m);
+    RETURN QUERY
+    WITH sample AS (
+        SELECT e.embedding FROM clip.embedding e WHERE e.collection = c.name AND e.model = m.name
+        ORDER BY random() LIMIT sample_size
+    ),
+    l AS (
+        SELECT a.code, a.position, a.center, a.scale, m.logit_scale * (1 - (s.embedding <=> t.embedding)) AS logit
+        FROM clip.vocabulary_attribute a
+        JOIN clip.text_embedding t ON t.model = m.name AND t.stamp = m.stamp AND t.prompts = a.prompts
+        CROSS JOIN sample s
+        WHERE a.vocabulary = calibrate.vocabulary AND a.kind = 'base' AND a.grp IS NULL
+    ),
+    q AS (
+        SELECT l.code, l.position, l.center, l.scale, count(*) AS n, min(l.logit) AS lo, avg(l.logit) AS mean,
+               max(l.logit) AS hi, stddev_samp(l.logit) AS sd,
+               percentile_cont(ARRAY[0.05, 0.25, 0.5, 0.75, 0.95, 0.99]) WITHIN GROUP (ORDER BY l.logit) AS p
+        FROM l GROUP BY 1, 2, 3, 4
+    )
+    SELECT q.code, q.n, q.lo::real, q.mean::real, q.hi::real, q.sd::real,
+           q.p[1]::real, q.p[2]::real, q.p[3]::real, q.p[4]::real, q.p[5]::real, q.p[6]::real,
+           q.center::real, q.scale::real, ((q.p[3] + q.p[6]) / 2)::real,
+           greatest((q.p[6] - q.p[3]) / (2 * ln(19)), 0.001)::real
+    FROM q ORDER BY q.position;
+END $$;
+
+-- Write clip.calibrate's suggestions into the vocabulary's stored attributes (all sigmoid
+-- attributes, or those named), so the next refresh recomputes their confidences from the stored
+-- logits. The YAML text is not rewritten: loading the file again brings its own values back.
+CREATE FUNCTION clip.apply_calibration(collection text, vocabulary text, attributes text[] DEFAULT NULL,
+                                       sample_size int DEFAULT 500)
+RETURNS TABLE (attribute text, old_center real, old_scale real, new_center real, new_scale real)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE missing text;
+BEGIN
+    IF to_regclass('pg_temp.pg_clip_calibration') IS NULL THEN
+        CREATE TEMP TABLE pg_clip_calibration AS SELECT * FROM clip.calibrate(collection, vocabulary, 0) WITH NO DATA;
+    END IF;
+    TRUNCATE pg_clip_calibration;
+    INSERT INTO pg_clip_calibration SELECT * FROM clip.calibrate(collection, vocabulary, sample_size);
+    SELECT string_agg(x, ', ') INTO missing FROM unnest(attributes) x
+    WHERE NOT EXISTS (SELECT 1 FROM pg_clip_calibration k WHERE k.attribute = x);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'not sigmoid attributes of vocabulary "%" (or no images to calibrate on): %', vocabulary, missing
+            USING ERRCODE = '42704', HINT = 'Softmax group members and derived attributes take no calibration.';
+    END IF;
+    UPDATE clip.vocabulary_attribute a SET center = k.suggested_center, scale = k.suggested_scale
+    FROM pg_clip_calibration k
+    WHERE a.vocabulary = apply_calibration.vocabulary AND a.code = k.attribute
+      AND (apply_calibration.attributes IS NULL OR k.attribute = ANY (apply_calibration.attributes));
+    RETURN QUERY SELECT k.attribute, k.center, k.scale, k.suggested_center, k.suggested_scale
+    FROM pg_clip_calibration k
+    WHERE apply_calibration.attributes IS NULL OR k.attribute = ANY (apply_calibration.attributes);
+    TRUNCATE pg_clip_calibration;
+END $$;
+
+-- The distribution of an attribute's stored zero-shot logits in a collection, in `bins` equal
+-- bins between the smallest and the largest, for plotting.
+CREATE FUNCTION clip.logit_histogram(collection text, attribute text, bins int DEFAULT 20)
+RETURNS TABLE (bin int, lower real, upper real, images bigint) LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+DECLARE
+    c clip.collection := clip._collection(collection);
+    lo float8;
+    hi float8;
+BEGIN
+    IF bins IS NULL OR bins < 1 THEN
+        RAISE EXCEPTION 'bins must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    SELECT min(f.logit), max(f.logit) INTO lo, hi FROM clip.feature_image_attribute f
+    WHERE f.collection = c.name AND f.attribute_code = logit_histogram.attribute AND f.source = 'zero_shot';
+    IF lo IS NULL THEN
+        RAISE EXCEPTION 'collection "%" has no zero-shot scores for attribute "%"', c.name, attribute
+            USING ERRCODE = '42704', HINT = 'Attach a vocabulary with it and CALL clip.refresh.';
+    END IF;
+    hi := greatest(hi, lo + 1e-6);
+    RETURN QUERY
+    SELECT b, (lo + (b - 1) * (hi - lo) / bins)::real, (lo + b * (hi - lo) / bins)::real, count(f.logit)
+    FROM generate_series(1, bins) b
+    LEFT JOIN clip.feature_image_attribute f
+           ON f.collection = c.name AND f.attribute_code = logit_histogram.attribute AND f.source = 'zero_shot'
+          AND least(width_bucket(f.logit, lo, hi, bins), bins) = b
+    GROUP BY b ORDER BY b;
+END $$;
+
+-- A vocabulary's row, or ERROR 42704 naming it.
+CREATE FUNCTION clip._vocabulary(name text) RETURNS clip.vocabulary LANGUAGE plpgsql STABLE AS $$
+DECLARE v clip.vocabulary;
+BEGIN
+    SELECT * INTO v FROM clip.vocabulary WHERE clip.vocabulary.name = _vocabulary.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'vocabulary "%" does not exist', name USING ERRCODE = '42704',
+            HINT = 'Load it first with SELECT * FROM clip.load_vocabulary(name, yaml).';
+    END IF;
+    RETURN v;
 END $$;
 
 SELECT pg_catalog.pg_extension_config_dump('clip.vocabulary', '');

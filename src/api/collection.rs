@@ -69,7 +69,7 @@ fn file_sha256(path: &str) -> Option<Vec<u8>> {
 
 /// pg_clip.image_root, after checking that it is set and that the current role may have the
 /// server read files (superusers and members of pg_read_server_files); ERROR otherwise.
-fn readable_image_root() -> String {
+pub(crate) fn readable_image_root() -> String {
     let root = gucs::image_root().unwrap_or_else(|| {
         errors::report(
             pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

@@ -1,5 +1,8 @@
 //! clip.parse_vocabulary: the YAML checked by the core, as rows that sql/vocabulary.sql stores.
 
+use std::path::{Path, PathBuf};
+
+use pg_clip_core::files;
 use pg_clip_core::vocab::{self, Kind};
 use pgrx::prelude::*;
 
@@ -61,4 +64,58 @@ fn parse_vocabulary(
         })
         .collect();
     TableIterator::new(rows)
+}
+
+/// The text of a vocabulary file: a bare file name is looked up first in the extension's
+/// installed `vocab/` folder (`<sharedir>/extension/pg_clip/vocab`, the examples, readable by
+/// everyone); anything else is a path under pg_clip.image_root, with the same checks and role
+/// (pg_read_server_files) as image files.
+#[pg_extern(volatile, parallel_unsafe)]
+fn read_vocabulary_file(path: &str) -> String {
+    let shipped = (!path.contains('/') && !path.is_empty()).then(|| vocab_dir().join(path)).filter(|p| p.is_file());
+    let bytes = match shipped {
+        Some(p) => std::fs::read(&p).unwrap_or_else(|e| {
+            errors::report(
+                pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
+                format!("could not read vocabulary file \"{}\": {e}", p.display()),
+                None,
+                None,
+            )
+        }),
+        None if !path.contains('/') && crate::gucs::image_root().is_none() => errors::report(
+            pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
+            format!("vocabulary file \"{path}\" is not among the installed ones in {}", vocab_dir().display()),
+            None,
+            Some("Your own files are read by path under pg_clip.image_root, which is not set.".into()),
+        ),
+        None => {
+            let root = super::collection::readable_image_root();
+            files::read_under(Path::new(&root), path).unwrap_or_else(|e| {
+                errors::raise(e.hint(format!(
+                    "A bare file name is looked up in {} first, then under pg_clip.image_root.",
+                    vocab_dir().display()
+                )))
+            })
+        }
+    };
+    String::from_utf8(bytes).unwrap_or_else(|e| {
+        errors::report(
+            pgrx::PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
+            format!("vocabulary file \"{path}\" is not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+            None,
+            None,
+        )
+    })
+}
+
+/// `<sharedir>/extension/pg_clip/vocab`, where `make install` puts the example vocabularies.
+fn vocab_dir() -> PathBuf {
+    let mut buf = [0 as std::ffi::c_char; pg_sys::MAXPGPATH as usize];
+    // SAFETY: my_exec_path is the backend's NUL-terminated executable path, set at startup;
+    // get_share_path writes at most MAXPGPATH bytes into buf, NUL-terminated.
+    let share = unsafe {
+        pg_sys::get_share_path(std::ptr::addr_of!(pg_sys::my_exec_path).cast(), buf.as_mut_ptr());
+        std::ffi::CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned()
+    };
+    PathBuf::from(share).join("extension/pg_clip/vocab")
 }

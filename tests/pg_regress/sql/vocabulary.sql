@@ -174,3 +174,49 @@ SELECT clip.drop_collection('shots');
 SELECT count(*) AS scores_left FROM clip.feature_image_attribute;
 DROP TABLE shots, before, attrs_before;
 DROP FUNCTION expected_scores(text);
+
+-- the examples are installed with the extension: load them by file name
+SELECT count(*) AS reloaded_unchanged FROM clip.load_vocabulary_file('packaging', 'packaging.yaml');
+SELECT try($$SELECT * FROM clip.load_vocabulary_file('x', 'nope.yaml')$$) AS unknown_file;
+-- your own files: paths under pg_clip.image_root, confined to it
+SELECT set_config('pg_clip.image_root', :'root', false) IS NOT NULL AS root_set;
+SELECT count(*) AS reloaded_from_root FROM clip.load_vocabulary_file('photo_library', 'vocab/photo_library.yaml');
+SELECT try($$SELECT * FROM clip.load_vocabulary_file('x', '../etc/passwd')$$) AS escape;
+RESET pg_clip.image_root;
+
+-- calibration without labels: logits of the collection's images per sigmoid attribute and a
+-- suggested sigmoid (median image -> 0.05, 99th percentile -> 0.95), applied on request
+CREATE TABLE cal (id int PRIMARY KEY, img bytea);
+INSERT INTO cal SELECT row_number() OVER (ORDER BY name), img FROM images WHERE name LIKE 'photos/%';
+SELECT clip.add_collection('cal', 'cal', 'id', 'img');
+SELECT clip.attach_vocabulary('cal', 'space');
+SET client_min_messages = warning;
+CALL clip.refresh('cal');
+RESET client_min_messages;
+SELECT count(*) AS sigmoid_attributes, bool_and(n = 6) AS all_images,
+       bool_and(logit_min <= p05 AND p05 <= p25 AND p25 <= p50 AND p50 <= p75 AND p75 <= p95 AND p95 <= p99 AND p99 <= logit_max) AS ordered,
+       bool_and(abs(suggested_center - (p50 + p99) / 2) < 1e-4) AS center_rule,
+       bool_and(abs(1 / (1 + exp(-(p50 - suggested_center) / suggested_scale)) - 0.05) < 1e-3
+                AND abs(1 / (1 + exp(-(p99 - suggested_center) / suggested_scale)) - 0.95) < 1e-3) AS maps_p50_p99
+FROM clip.calibrate('cal', 'space');
+-- the calibration's logits are the stored ones
+SELECT bool_and(abs(k.logit_mean - f.mean) < 1e-3) AS same_logits
+FROM clip.calibrate('cal', 'space') k
+JOIN (SELECT attribute_code, avg(logit) AS mean FROM clip.feature_image_attribute
+      WHERE collection = 'cal' AND source = 'zero_shot' GROUP BY 1) f ON f.attribute_code = k.attribute;
+SELECT try($$SELECT * FROM clip.apply_calibration('cal', 'space', ARRAY['photograph'])$$) AS group_member;
+SELECT attribute, new_center = (SELECT suggested_center FROM clip.calibrate('cal', 'space') WHERE attribute = 'earth') AS applied
+FROM clip.apply_calibration('cal', 'space', ARRAY['earth']);
+SET client_min_messages = warning;
+CALL clip.refresh('cal');
+RESET client_min_messages;
+SELECT max(abs(f.confidence - 1 / (1 + exp(-(f.logit - a.center) / a.scale)))) < 1e-5 AS earth_uses_new_calibration
+FROM clip.feature_image_attribute f JOIN clip.vocabulary_attribute a ON a.vocabulary = 'space' AND a.code = f.attribute_code
+WHERE f.collection = 'cal' AND f.attribute_code = 'earth';
+-- loading the file again brings its own calibration back
+SELECT * FROM clip.load_vocabulary_file('space', 'space.yaml');
+SELECT bin, images FROM clip.logit_histogram('cal', 'earth', 4);
+SELECT sum(images) AS binned FROM clip.logit_histogram('cal', 'moon');
+SELECT try($$SELECT * FROM clip.logit_histogram('cal', 'nope')$$) AS unknown_attribute;
+SELECT clip.drop_collection('cal');
+DROP TABLE cal;

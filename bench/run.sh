@@ -3,13 +3,18 @@
 #   (1) ONNX Runtime session alone on ready tensors (pg_clip's Rust session), batch 1 and 32
 #   (2) clip.embed_images from JPEG bytes, end to end through SQL
 #   (3) the Python reference pipeline (PIL + numpy + onnxruntime)
-# Environment: BENCH_IMAGES (default 200), BENCH_THREADS (default: all cores), BENCH_BATCH (32).
+#   (4) CALL clip.refresh on the same photos as a collection; no-change refresh; trigger cost
+#   (5) vocabulary scoring over 45,000 stored embeddings (bench/vocab.sh)
+# Environment: BENCH_IMAGES (default 200), BENCH_THREADS (default: all cores), BENCH_BATCH (32),
+# BENCH_PARTS (default "images vocab": (1)-(4) are "images", (5) is "vocab").
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 N="${BENCH_IMAGES:-200}"
 THREADS="${BENCH_THREADS:-$(nproc)}"
 BATCH="${BENCH_BATCH:-32}"
+PARTS="${BENCH_PARTS:-images vocab}"
+has() { [[ " $PARTS " == *" $1 "* ]]; }
 ORT_LIB="$ROOT/.deps/onnxruntime/libonnxruntime.so.1.32.0"
 OUT="$ROOT/.run/bench"; mkdir -p "$OUT"; : > "$OUT/results.txt"
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -30,6 +35,11 @@ if [ ! -f models/vit-b-32/visual/model.onnx ]; then
     say "generating the ViT-B/32-sized random model (models/vit-b-32, not committed)"
     .venv/bin/python models/gen_clip.py vit-b-32 models/vit-b-32 --seed 0 --bpe "$BPE"
 fi
+./scripts/cluster.sh start
+eval "$(./scripts/cluster.sh env)"
+trap './scripts/cluster.sh stop' EXIT
+
+if has images; then
 .venv/bin/python bench/make_photos.py bench/data/photos "$N"
 MP=$(.venv/bin/python -c "
 import os,sys; from PIL import Image
@@ -43,9 +53,6 @@ $B models/vit-b-32 "$ORT_LIB" "$THREADS" 1 32 | tee -a "$OUT/results.txt"
 $B models/vit-b-32 "$ORT_LIB" "$THREADS" "$BATCH" "$N" | tee -a "$OUT/results.txt"
 
 say "(2) clip.embed_images through SQL"
-./scripts/cluster.sh start
-eval "$(./scripts/cluster.sh env)"
-trap './scripts/cluster.sh stop' EXIT
 export PGDATABASE=pg_clip_bench
 ./scripts/cluster.sh recreate-db "$PGDATABASE"
 psql -X -q -v ON_ERROR_STOP=1 -v dir="$ROOT/bench/data/photos" -v n="$N" 2>&1 <<SQL | sed -n 's/.*NOTICE:  //p' | tee -a "$OUT/results.txt"
@@ -130,7 +137,14 @@ psql -X -q -c "SET client_min_messages = warning" -c "SELECT clip.drop_collectio
 say "(3) Python reference pipeline"
 .venv/bin/python bench/reference.py models/vit-b-32 bench/data/photos "$THREADS" "$BATCH" | tee -a "$OUT/results.txt"
 
-python3 - "$OUT/results.txt" "$N" "$MP" "$THREADS" "$BATCH" <<'PY'
+fi
+
+if has vocab; then
+    say "(5) vocabulary scoring: 45,000 stored 512-dim embeddings, the space vocabulary"
+    ./bench/vocab.sh "$OUT/results.txt"
+fi
+
+python3 - "$OUT/results.txt" "$N" "${MP:-0}" "$THREADS" "$BATCH" <<'PY'
 import re, sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -138,17 +152,38 @@ for line in open(sys.argv[1]):
     if m:
         rows[(m[1], int(m[2]))] = float(m[5])
 n, mp, threads, batch = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-s1, sb, sql, ref = rows[("session", 1)], rows[("session", batch)], rows[("sql", batch)], rows[("reference", batch)]
-print(f"\nViT-B/32 (random weights), {n} JPEG photos of {mp} MP on average, {threads} threads, CPU")
-print("| pipeline | batch | images/s | ratio |")
-print("|---|---|---|---|")
-print(f"| (1) ONNX Runtime session alone, ready tensors | 1 | {s1:.2f} | |")
-print(f"| (1) ONNX Runtime session alone, ready tensors | {batch} | {sb:.2f} | |")
-print(f"| (2) clip.embed_images, JPEG bytes through SQL | {batch} | {sql:.2f} | (2)/(1) = {sql / sb:.2f} |")
-print(f"| (3) Python: PIL + numpy + onnxruntime | {batch} | {ref:.2f} | (2)/(3) = {sql / ref:.2f} |")
-refresh = rows.get(("refresh", batch))
-if refresh:
-    print(f"| (4) CALL clip.refresh, same photos as a collection | {batch} | {refresh:.2f} | (4)/(2) = {refresh / sql:.2f} |")
+if ("sql", batch) in rows:
+    s1, sb, sql, ref = rows[("session", 1)], rows[("session", batch)], rows[("sql", batch)], rows[("reference", batch)]
+    print(f"\nViT-B/32 (random weights), {n} JPEG photos of {mp} MP on average, {threads} threads, CPU")
+    print("| pipeline | batch | images/s | ratio |")
+    print("|---|---|---|---|")
+    print(f"| (1) ONNX Runtime session alone, ready tensors | 1 | {s1:.2f} | |")
+    print(f"| (1) ONNX Runtime session alone, ready tensors | {batch} | {sb:.2f} | |")
+    print(f"| (2) clip.embed_images, JPEG bytes through SQL | {batch} | {sql:.2f} | (2)/(1) = {sql / sb:.2f} |")
+    print(f"| (3) Python: PIL + numpy + onnxruntime | {batch} | {ref:.2f} | (2)/(3) = {sql / ref:.2f} |")
+    refresh = rows.get(("refresh", batch))
+    if refresh:
+        print(f"| (4) CALL clip.refresh, same photos as a collection | {batch} | {refresh:.2f} | (4)/(2) = {refresh / sql:.2f} |")
+vocab = {}
+for line in open(sys.argv[1]):
+    if line.startswith("vocab "):
+        parts = line.split()
+        vocab[parts[1]] = dict(p.split("=", 1) for p in parts[2:])
+if vocab:
+    print("\n(5) vocabulary scoring, 45,000 stored embeddings (512-dim), CPU")
+    print("| step | seconds | rows | rows/s |")
+    print("|---|---|---|---|")
+    for key, what in [("model_load", "loading the model in a new session (first text embedding)"), ("full", "first scoring: every image x every attribute"), ("add_one", "one attribute added, then refresh"),
+                      ("recalibrate_one", "one attribute recalibrated, then refresh"), ("nothing_changed", "refresh, nothing changed"),
+                      ("query_view", "query on the attribute view"), ("query_rows_index", "same query on the rows, with the index"),
+                      ("query_rows_noindex", "same query on the rows, index scans off")]:
+        v = vocab.get(key)
+        if v:
+            s = float(v["ms"]) / 1000
+            rows_ = v.get("rows", "")
+            rate = f"{int(rows_) / s:,.0f}" if rows_ else ""
+            extra = f" ({v['attributes']} attributes)" if "attributes" in v else ""
+            print(f"| {what}{extra} | {s:.3f} | {rows_} | {rate} |")
 for line in open(sys.argv[1]):
     m = re.match(r"noop rows=(\d+) seconds=([\d.]+)", line)
     if m:

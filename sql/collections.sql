@@ -388,8 +388,13 @@ BEGIN
         END;
     END IF;
     IF n_gone > 0 OR ids IS NOT NULL THEN
-        -- scores of the new and changed images (a no-op without an attached vocabulary)
-        PERFORM clip._score(c.name);
+        -- scores of the new and changed images (a no-op without an attached vocabulary); a
+        -- failure keeps the embedded batch, and the next pass or refresh scores again
+        BEGIN
+            PERFORM clip._score(c.name);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'pg_clip: scoring collection "%" failed: %', c.name, SQLERRM;
+        END;
     END IF;
     RETURN n_gone + coalesce(cardinality(ids), 0);
 END $$;

@@ -391,6 +391,12 @@ BEGIN
     INSERT INTO clip.image_score_state (collection, image_id, model, stamp, content_sha256)
     SELECT c.name, e.image_id, e.model, e.stamp, e.content_sha256 FROM clip.embedding e
     WHERE e.collection = c.name AND e.model = m.name AND e.image_id IN (SELECT unnest(stale));
+    IF pairs > 100000 THEN
+        -- after a bulk scoring, fresh statistics for the next incremental one (autovacuum would
+        -- get there too, later): the anti-joins above are planned from them
+        ANALYZE clip.image_score_state;
+        ANALYZE clip.feature_image_attribute;
+    END IF;
     IF attributes_changed > 0 OR to_regclass(format('clip.%I', c.name || '_attributes')) IS NULL THEN
         PERFORM clip._attribute_view(c.name, v);
     END IF;

@@ -421,7 +421,7 @@ fn an_unreadable_file_is_recorded_and_files_changed_on_disk_are_rechecked() {
 }
 
 #[test]
-fn the_worker_embeds_inserted_rows_without_a_refresh() {
+fn the_worker_embeds_and_scores_inserted_rows_without_a_refresh() {
     let mut c = connect();
     let on: String = c.query_one("SHOW pg_clip.auto_refresh", &[]).unwrap().get(0);
     assert_eq!(on, "on", "make test-client starts the cluster with the auto-refresh worker on");
@@ -429,7 +429,11 @@ fn the_worker_embeds_inserted_rows_without_a_refresh() {
         "SELECT clip.drop_collection('auto') FROM clip.collection WHERE name = 'auto';
          DROP TABLE IF EXISTS auto;
          CREATE TABLE auto (id bigint PRIMARY KEY, img bytea);
-         SELECT clip.add_collection('auto', 'auto', 'id', 'img', 'tiny');",
+         SELECT clip.add_collection('auto', 'auto', 'id', 'img', 'tiny');
+         SELECT count(*) FROM clip.load_vocabulary('auto_vocab', E'version: 1\nbase_attributes:\n'
+             '  - {code: cat, description: a cat}\n  - {code: rocket, description: a rocket}\n'
+             'derived_attributes:\n  - {code: either, rule: cat OR rocket}\n');
+         SELECT clip.attach_vocabulary('auto', 'auto_vocab');",
     )
     .unwrap();
     for (i, p) in PHOTOS.iter().enumerate() {
@@ -449,6 +453,9 @@ fn the_worker_embeds_inserted_rows_without_a_refresh() {
     let failed: i64 =
         c.query_one("SELECT count(*) FROM clip.embedding_error WHERE collection = 'auto' AND image_id = 999", &[]).unwrap().get(0);
     assert_eq!((stored, failed), (2 * PHOTOS.len() as i64, 1), "the worker embedded the good rows and recorded the bad one");
+    let scored: i64 =
+        c.query_one("SELECT count(*) FROM clip.feature_image_attribute WHERE collection = 'auto'", &[]).unwrap().get(0);
+    assert_eq!(scored, 2 * PHOTOS.len() as i64 * 3, "the worker scored every embedded image with the 3 attributes");
     c.execute("DELETE FROM auto WHERE id = 999", &[]).unwrap();
     c.batch_execute("CALL clip.refresh('auto')").unwrap();
     assert_collection_matches_source(&mut c, "auto");

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 /// The sigmoid applied to a zero-shot logit (logit = logit_scale x cosine):
-/// confidence = 1 / (1 + exp(-(logit - center) / scale)).
+/// confidence = 1 / (1 + exp(-(logit - center) / scale)), computed by clip._score in SQL.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Calibration {
@@ -24,10 +24,6 @@ pub struct Calibration {
 
 impl Calibration {
     pub const DEFAULT: Calibration = Calibration { center: 25.5, scale: 1.5 };
-
-    pub fn confidence(&self, logit: f64) -> f64 {
-        1.0 / (1.0 + (-(logit - self.center) / self.scale).exp())
-    }
 }
 
 pub const DEFAULT_TEMPLATE: &str = "a photo of {description}";
@@ -469,17 +465,8 @@ impl Rule {
         }
     }
 
-    /// The derived confidence from the named confidences: min for AND, max for OR, 1 - x for NOT.
-    pub fn eval(&self, value: &dyn Fn(&str) -> f64) -> f64 {
-        match self {
-            Rule::Code(c) => value(c),
-            Rule::Not(a) => 1.0 - a.eval(value),
-            Rule::And(a, b) => a.eval(value).min(b.eval(value)),
-            Rule::Or(a, b) => a.eval(value).max(b.eval(value)),
-        }
-    }
-
-    /// The same as an SQL expression over columns named by `column(code)`.
+    /// The rule as an SQL expression over the confidences in columns named by `column(code)`:
+    /// least() for AND, greatest() for OR, 1 - x for NOT (clip._score evaluates it).
     pub fn to_sql(&self, column: &dyn Fn(&str) -> String) -> String {
         match self {
             Rule::Code(c) => column(c),
@@ -697,29 +684,13 @@ derived_attributes:
     }
 
     #[test]
-    fn rules_parse_with_precedence_and_evaluate_with_min_max() {
+    fn rules_parse_with_precedence_and_render_as_min_max_sql() {
         let r = Rule::parse("a or b and not (c OR d)").unwrap();
         assert_eq!(r.to_string(), "(a OR (b AND NOT (c OR d)))");
-        let v = |c: &str| match c {
-            "a" => 0.1,
-            "b" => 0.8,
-            "c" => 0.3,
-            "d" => 0.6,
-            _ => unreachable!(),
-        };
-        // max(0.1, min(0.8, 1 - max(0.3, 0.6))) = 0.4
-        assert!((r.eval(&v) - 0.4).abs() < 1e-12);
         assert_eq!(r.to_sql(&|c| format!("x.{c}")), "greatest(x.a, least(x.b, (1 - greatest(x.c, x.d))))");
         assert_eq!(r.codes(), ["a", "b", "c", "d"]);
         for bad in ["", "a AND", "(a", "a b", "a & b", "AND a", "a OR ()"] {
             assert!(Rule::parse(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn calibration_is_the_sigmoid_of_the_centred_scaled_logit() {
-        let c = Calibration { center: 25.0, scale: 2.0 };
-        assert_eq!(c.confidence(25.0), 0.5);
-        assert!((c.confidence(27.0) - 1.0 / (1.0 + (-1.0f64).exp())).abs() < 1e-12);
     }
 }

@@ -1,5 +1,6 @@
 -- make run: embed the sample photos and a few prompts with the committed tiny model and show,
--- for each photo, the prompt it is most similar to.
+-- for each photo, the prompt it is most similar to; then keep the photos as a collection and
+-- score them with an example vocabulary, one column per attribute.
 -- The tiny model has RANDOM weights: the pipeline is real, the similarities are meaningless.
 -- See README "Using a real model" for real CLIP weights.
 \set QUIET on
@@ -39,4 +40,20 @@ FROM demo_photos p
 CROSS JOIN LATERAL (SELECT prompt, embedding FROM demo_prompts
                     ORDER BY embedding <=> p.embedding LIMIT 1) best
 ORDER BY p.file;
-DROP TABLE demo_photos, demo_prompts;
+
+-- the main job: a table of images kept embedded by clip.refresh, and a vocabulary as columns
+CREATE TABLE demo_library (id int PRIMARY KEY, file text, image bytea);
+INSERT INTO demo_library SELECT row_number() OVER (ORDER BY file), file, image FROM demo_photos;
+SET client_min_messages = warning;
+SELECT clip.add_collection('demo', 'demo_library', 'id', 'image') \gset
+SELECT count(*) AS attributes FROM clip.load_vocabulary_file('photo_library', 'photo_library.yaml') \gset
+SELECT clip.attach_vocabulary('demo', 'photo_library') \gset
+CALL clip.refresh('demo');
+RESET client_min_messages;
+\echo 'The same photos as a collection, scored with vocab/photo_library.yaml,' :attributes 'attributes (random weights: meaningless values):'
+SELECT l.file, round(a.photograph::numeric, 2) AS photograph, round(a.screenshot::numeric, 2) AS screenshot,
+       round(a.people::numeric, 2) AS people, round(a.pet::numeric, 2) AS pet,
+       round(a.keep_candidate::numeric, 2) AS keep_candidate
+FROM clip.demo_attributes a JOIN demo_library l ON l.id = a.image_id ORDER BY l.file;
+SELECT clip.drop_collection('demo') \gset
+DROP TABLE demo_photos, demo_prompts, demo_library;

@@ -29,6 +29,9 @@ SELECT 'shots', m.name, s.id, m.stamp, sha256(s.img), l2_normalize(r.v)
 FROM shots s CROSS JOIN clip.model m
 CROSS JOIN LATERAL (SELECT array_agg(random() - 0.5)::vector AS v FROM generate_series(1, 512) WHERE s.id > 0) r
 WHERE m.name = 'vit-b-32';
+-- statistics, as autovacuum would have them after a refresh that wrote the rows over minutes
+ANALYZE shots;
+ANALYZE clip.embedding;
 SELECT count(*) FROM clip.load_vocabulary_file('space', 'space.yaml') \gset
 SELECT clip.attach_vocabulary('shots', 'space');
 SET pg_clip.device = 'cpu';

@@ -496,6 +496,11 @@ BEGIN
         DELETE FROM clip.embedding e WHERE e.collection = c.name AND e.model <> c.next_model;
         RAISE NOTICE 'clip.refresh(%): switched from model % to %', c.name, c.model, c.next_model;
     END IF;
+    IF n_emb > 1000 THEN
+        -- fresh statistics before scoring reads the new rows: planned from stale ones, its
+        -- anti-joins over tens of thousands of embeddings took minutes instead of seconds
+        ANALYZE clip.embedding;
+    END IF;
     -- zero-shot scores for the attached vocabulary (what changed only), in their own transaction
     SELECT * INTO scored FROM clip._score(c.name);
     IF scored.pairs > 0 OR scored.attributes_changed > 0 THEN

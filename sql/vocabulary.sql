@@ -241,6 +241,7 @@ DECLARE
     recal text[];
     rederive text[];
     stale bigint[];
+    grouped boolean;
     n bigint;
 BEGIN
     pairs := 0;
@@ -307,37 +308,41 @@ BEGIN
         WHERE f.collection = c.name AND f.source = 'zero_shot' AND f.attribute_code = ANY (rescore);
         DELETE FROM clip.feature_image_attribute f
         WHERE f.collection = c.name AND f.source = 'zero_shot' AND f.image_id IN (SELECT unnest(stale));
-        WITH attrs AS (
-            SELECT a.code, a.grp, a.center, a.scale, coalesce(a.code = ANY (rescore), false) AS everywhere, t.embedding
-            FROM clip.vocabulary_attribute a
-            JOIN clip.text_embedding t ON t.model = m.name AND t.stamp = m.stamp AND t.prompts = a.prompts
-            WHERE a.vocabulary = v AND a.kind = 'base'
-        ),
-        pairs AS (
-            SELECT e.image_id, a.code, a.grp, a.center, a.scale,
-                   m.logit_scale * (1 - (e.embedding <=> a.embedding)) AS logit
-            FROM clip.embedding e JOIN attrs a ON a.everywhere
-            WHERE e.collection = c.name AND e.model = m.name
-            UNION ALL
-            SELECT e.image_id, a.code, a.grp, a.center, a.scale,
-                   m.logit_scale * (1 - (e.embedding <=> a.embedding))
-            FROM clip.embedding e JOIN attrs a ON NOT a.everywhere
-            WHERE e.collection = c.name AND e.model = m.name AND e.image_id IN (SELECT unnest(stale))
-        ),
-        -- softmax groups: exp(logit - max) / sum over the image's group (max subtracted for range)
-        peaks AS (
-            SELECT p.*, max(p.logit) OVER (PARTITION BY p.image_id, p.grp) AS peak FROM pairs p
-        ),
-        done AS (
-            INSERT INTO clip.feature_image_attribute (collection, image_id, attribute_code, confidence, logit, source, vocabulary, model)
-            SELECT c.name, q.image_id, q.code,
-                   CASE WHEN q.grp IS NULL THEN 1 / (1 + exp(-(q.logit - q.center) / q.scale))
-                        ELSE exp(q.logit - q.peak) / sum(exp(q.logit - q.peak)) OVER (PARTITION BY q.image_id, q.grp) END,
-                   q.logit, 'zero_shot', v, m.name
-            FROM peaks q
-            RETURNING 1)
-        SELECT count(*) INTO n FROM done;
-        pairs := pairs + n;
+        -- sigmoid attributes, then softmax groups: only the groups need the per-image window
+        -- (and its sort), so they are written by a statement of their own
+        FOREACH grouped IN ARRAY ARRAY[false, true] LOOP
+            EXECUTE format($q$
+                WITH attrs AS (
+                    SELECT a.code, a.grp, a.center, a.scale, coalesce(a.code = ANY ($6), false) AS everywhere, t.embedding
+                    FROM clip.vocabulary_attribute a
+                    JOIN clip.text_embedding t ON t.model = $3 AND t.stamp = $4 AND t.prompts = a.prompts
+                    WHERE a.vocabulary = $2 AND a.kind = 'base' AND (a.grp IS NOT NULL) = $8
+                ),
+                pairs AS (
+                    SELECT e.image_id, a.code, a.grp, a.center, a.scale, $5 * (1 - (e.embedding <=> a.embedding)) AS logit
+                    FROM clip.embedding e JOIN attrs a ON a.everywhere
+                    WHERE e.collection = $1 AND e.model = $3
+                    UNION ALL
+                    SELECT e.image_id, a.code, a.grp, a.center, a.scale, $5 * (1 - (e.embedding <=> a.embedding))
+                    FROM clip.embedding e JOIN attrs a ON NOT a.everywhere
+                    WHERE e.collection = $1 AND e.model = $3 AND e.image_id IN (SELECT unnest($7))
+                ),
+                done AS (
+                    INSERT INTO clip.feature_image_attribute
+                        (collection, image_id, attribute_code, confidence, logit, source, vocabulary, model)
+                    SELECT $1, q.image_id, q.code, %s, q.logit, 'zero_shot', $2, $3 FROM %s q
+                    RETURNING 1)
+                SELECT count(*) FROM done $q$,
+                CASE WHEN grouped
+                     -- exp(logit - max) / sum over the image's group (the max subtracted for range)
+                     THEN 'exp(q.logit - q.peak) / sum(exp(q.logit - q.peak)) OVER (PARTITION BY q.image_id, q.grp)'
+                     ELSE '1 / (1 + exp(-(q.logit - q.center) / q.scale))' END,
+                CASE WHEN grouped
+                     THEN '(SELECT p.*, max(p.logit) OVER (PARTITION BY p.image_id, p.grp) AS peak FROM pairs p)'
+                     ELSE 'pairs' END)
+                INTO n USING c.name, v, m.name, m.stamp, m.logit_scale, rescore, stale, grouped;
+            pairs := pairs + n;
+        END LOOP;
     END IF;
 
     -- new calibration: confidences from the stored logits, no model needed

@@ -84,9 +84,18 @@ SELECT count(*) AS images,
        bool_and(abs(earthish - greatest(earth, least(earth_and_moon, 1 - packaged))) < 1e-6) AS nested
 FROM clip.shots_attributes;
 SELECT attname FROM pg_attribute WHERE attrelid = 'clip.shots_attributes'::regclass AND attnum > 0 ORDER BY attnum;
--- hand-checked: with earth 0.9 and moon 0.2, earth AND moon = 0.2, NOT moon = 0.8, and
--- earth OR (earth_and_moon AND NOT packaged) = 0.9 whatever packaged is
-SELECT least(0.9, 0.2) AS and_, 1 - 0.2 AS not_, greatest(0.9, least(least(0.9, 0.2), 1 - 0.7)) AS nested;
+-- hand-checked: the stored rules, evaluated on earth 0.9, moon 0.2, packaged 0.7, give
+-- earth AND moon = 0.2, NOT moon = 0.8, earth OR (earth_and_moon AND NOT packaged) = 0.9
+CREATE FUNCTION eval_rule(rule_code text) RETURNS numeric LANGUAGE plpgsql AS $$
+DECLARE r numeric;
+BEGIN
+    EXECUTE format('SELECT round((%s)::numeric, 4) FROM (SELECT 0.9 AS earth, 0.2 AS moon, 0.7 AS packaged) x',
+                   (SELECT rule_sql FROM clip.vocabulary_attribute WHERE vocabulary = 'space' AND code = rule_code))
+        INTO r;
+    RETURN r;
+END $$;
+SELECT eval_rule('earth_and_moon') AS and_, eval_rule('no_moon') AS not_, eval_rule('earthish') AS nested;
+DROP FUNCTION eval_rule(text);
 -- the view answers queries on attributes and joins to the user's table
 SELECT (SELECT count(*) FROM clip.shots_attributes a JOIN shots s ON s.id = a.image_id WHERE a.earth > 0.5 AND NOT a.moon > 0.5)
      = (SELECT count(*) FROM clip.feature_image_attribute e JOIN clip.feature_image_attribute m USING (collection, image_id)

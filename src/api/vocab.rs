@@ -72,7 +72,9 @@ fn parse_vocabulary(
 /// (pg_read_server_files) as image files.
 #[pg_extern(volatile, parallel_unsafe)]
 fn read_vocabulary_file(path: &str) -> String {
-    let shipped = (!path.contains('/') && !path.is_empty()).then(|| vocab_dir().join(path)).filter(|p| p.is_file());
+    let bare = !path.contains('/') && !path.is_empty();
+    let dir = vocab_dir();
+    let shipped = bare.then(|| dir.join(path)).filter(|p| p.is_file());
     let bytes = match shipped {
         Some(p) => std::fs::read(&p).unwrap_or_else(|e| {
             errors::report(
@@ -82,9 +84,9 @@ fn read_vocabulary_file(path: &str) -> String {
                 None,
             )
         }),
-        None if !path.contains('/') && crate::gucs::image_root().is_none() => errors::report(
+        None if bare && crate::gucs::image_root().is_none() => errors::report(
             pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
-            format!("vocabulary file \"{path}\" is not among the installed ones in {}", vocab_dir().display()),
+            format!("vocabulary file \"{path}\" is not among the installed ones in {}", dir.display()),
             None,
             Some("Your own files are read by path under pg_clip.image_root, which is not set.".into()),
         ),
@@ -93,7 +95,7 @@ fn read_vocabulary_file(path: &str) -> String {
             files::read_under(Path::new(&root), path).unwrap_or_else(|e| {
                 errors::raise(e.hint(format!(
                     "A bare file name is looked up in {} first, then under pg_clip.image_root.",
-                    vocab_dir().display()
+                    dir.display()
                 )))
             })
         }

@@ -5,15 +5,16 @@
 #   (3) the Python reference pipeline (PIL + numpy + onnxruntime)
 #   (4) CALL clip.refresh on the same photos as a collection; no-change refresh; trigger cost
 #   (5) vocabulary scoring over 45,000 stored embeddings (bench/vocab.sh)
+#   (6) identification against 1,000 / 10,000 / 100,000 references (bench/identify.sh)
 # Environment: BENCH_IMAGES (default 200), BENCH_THREADS (default: all cores), BENCH_BATCH (32),
-# BENCH_PARTS (default "images vocab": (1)-(4) are "images", (5) is "vocab").
+# BENCH_PARTS (default "images vocab identify": (1)-(4) are "images", (5) "vocab", (6) "identify").
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 N="${BENCH_IMAGES:-200}"
 THREADS="${BENCH_THREADS:-$(nproc)}"
 BATCH="${BENCH_BATCH:-32}"
-PARTS="${BENCH_PARTS:-images vocab}"
+PARTS="${BENCH_PARTS:-images vocab identify}"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 ORT_LIB="$ROOT/.deps/onnxruntime/libonnxruntime.so.1.32.0"
 OUT="$ROOT/.run/bench"; mkdir -p "$OUT"; : > "$OUT/results.txt"
@@ -144,6 +145,11 @@ if has vocab; then
     ./bench/vocab.sh "$OUT/results.txt"
 fi
 
+if has identify; then
+    say "(6) identification: generated 512-dim reference sets, clip.identify"
+    ./bench/identify.sh "$OUT/results.txt"
+fi
+
 python3 - "$OUT/results.txt" "$N" "${MP:-0}" "$THREADS" "$BATCH" <<'PY'
 import re, sys
 rows = {}
@@ -184,6 +190,31 @@ if vocab:
             rate = f"{int(rows_) / s:,.0f}" if rows_ else ""
             extra = f" ({v['attributes']} attributes)" if "attributes" in v else ""
             print(f"| {what}{extra} | {s:.3f} | {rows_} | {rate} |")
+ident = [dict(p.split("=", 1) for p in line.split()[2:]) | {"kind": line.split()[1]}
+         for line in open(sys.argv[1]) if line.startswith("identify ")]
+if ident:
+    names = {"exact": "clip.identify, exact search", "ef40": "clip.identify, HNSW, ef_search 40",
+             "ef100": "clip.identify, HNSW, ef_search 100", "pgvector40": "pgvector ORDER BY <=> LIMIT 1, ef_search 40"}
+    print("\n(6) identification by vector: 200 queries per set (a reference plus noise, cosine ~0.5), latency inside the server")
+    print("| references | search | p50 ms | p99 ms | recall@1 vs exact | p50 / pgvector's |")
+    print("|---|---|---|---|---|---|")
+    base = {r["size"]: float(r["p50_ms"]) for r in ident if r["kind"] == "vector" and r["what"] == "pgvector40"}
+    for r in ident:
+        if r["kind"] == "build":
+            print(f"| {int(r['size']):,} | HNSW index build: {float(r['index_ms']) / 1000:.1f} s | | | | |")
+        elif r["kind"] == "vector":
+            ratio = float(r["p50_ms"]) / base[r["size"]] if base.get(r["size"]) else 0
+            print(f"| {int(r['size']):,} | {names[r['what']]} | {r['p50_ms']} | {r['p99_ms']} | {r['recall1']} | {ratio:.2f} |")
+    by = {r["what"]: float(r["p50_ms"]) for r in ident if r["kind"] == "bytes"}
+    if by:
+        print("\n(6) identification from image bytes, ViT-B/32 on CPU, 10,000 references")
+        print("| what | ms (p50 per call, or total) |")
+        print("|---|---|")
+        print(f"| clip.embed_image alone | {by['embed_image']:.1f} |")
+        print(f"| clip.identify(bytea): model call + search | {by['identify_bytes']:.1f} (x{by['identify_bytes'] / by['embed_image']:.2f} of embed_image) |")
+        print(f"| 100 frames: LATERAL join | {by['frames_lateral']:.0f} |")
+        print(f"| 100 frames: loop of single calls | {by['frames_loop']:.0f} (LATERAL / loop = {by['frames_lateral'] / by['frames_loop']:.2f}) |")
+        print(f"| 100 frames: clip.identify_many (batched model calls) | {by['frames_many']:.0f} (many / loop = {by['frames_many'] / by['frames_loop']:.2f}) |")
 for line in open(sys.argv[1]):
     m = re.match(r"noop rows=(\d+) seconds=([\d.]+)", line)
     if m:

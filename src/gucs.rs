@@ -36,6 +36,13 @@ static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(32);
 static MAX_IMAGE_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(100_000_000);
 
 /// Start the auto-refresh background worker (needs shared_preload_libraries = 'pg_clip').
+/// `hnsw.ef_search` for clip.identify's index scans (candidate list size: recall against speed).
+static IDENTIFY_EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
+/// Reference sets with fewer references than this are searched exactly, without the index.
+static IDENTIFY_EXACT_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1000);
+/// Trailing file-name suffixes that clip.label_from_filename splits off into the variant.
+static IDENTIFY_VARIANTS: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"pscr,scr,ur,sr,op,utr,cr,ea,gmr"));
 static AUTO_REFRESH: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Database whose collections the worker keeps embedded.
 static AUTO_REFRESH_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
@@ -144,6 +151,34 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"pg_clip.identify_ef_search",
+        c"hnsw.ef_search used by clip.identify (raised to the number of candidates it needs).",
+        c"Higher finds the true nearest reference more often and costs more time.",
+        &IDENTIFY_EF_SEARCH,
+        1,
+        1000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_clip.identify_exact_limit",
+        c"Reference sets with fewer references than this are searched exactly rather than through HNSW.",
+        c"0 always uses the index.",
+        &IDENTIFY_EXACT_LIMIT,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_clip.identify_variants",
+        c"Comma-separated file-name suffixes that clip.label_from_filename splits off as the variant.",
+        c"",
+        &IDENTIFY_VARIANTS,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     // SAFETY: called from _PG_init, in the postmaster or a backend's main thread.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"pg_clip".as_ptr()) };
 }
@@ -198,4 +233,8 @@ pub fn batch_size() -> usize {
 
 pub fn max_image_pixels() -> u64 {
     MAX_IMAGE_PIXELS.get().max(1) as u64
+}
+
+pub fn identify_variants() -> String {
+    IDENTIFY_VARIANTS.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
 }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod files;
 pub mod model;
 pub mod preprocess;
+pub mod reference;
 pub mod runtime;
 pub mod tokenize;
 pub mod vocab;

@@ -2,5 +2,6 @@
 
 pub mod collection;
 pub mod embed;
+pub mod identify;
 pub mod model;
 pub mod vocab;

@@ -1,0 +1,267 @@
+-- pg_clip identification: reference sets (one or a few images per label) and clip.identify,
+-- "which one is this?" for a camera frame, as one call in an application's query. A reference
+-- set is a collection (kept embedded by CALL clip.refresh, indexed with HNSW) plus where its
+-- labels come from.
+
+CREATE TABLE clip.reference_set (
+    name         text PRIMARY KEY REFERENCES clip.collection (name) ON DELETE CASCADE,
+    -- a column of the source table holding the label; NULL: from the image's file name
+    label_column name,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE clip.reference_set IS 'collections of reference images that clip.identify matches against';
+
+-- A reference set's row, or ERROR 42704 naming it.
+CREATE FUNCTION clip._reference_set(name text) RETURNS clip.reference_set LANGUAGE plpgsql STABLE AS $$
+DECLARE r clip.reference_set;
+BEGIN
+    SELECT * INTO r FROM clip.reference_set WHERE clip.reference_set.name = _reference_set.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'reference set "%" does not exist', name USING ERRCODE = '42704',
+            HINT = 'Create it with SELECT clip.add_reference_set(name, source_table, id_column, image_column), then CALL clip.refresh(name).';
+    END IF;
+    RETURN r;
+END $$;
+
+-- Make table `source` a reference set: a collection of the same name (CALL clip.refresh embeds
+-- it; the auto-refresh worker keeps it embedded) whose labels come from `label_column`, or,
+-- without one, from the file names in the image column (clip.label_from_filename).
+CREATE FUNCTION clip.add_reference_set(name text, source regclass, id_column text, image_column text,
+                                       label_column text DEFAULT NULL, model text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF label_column IS NULL
+       AND clip._column_type(source, image_column) NOT IN ('text'::regtype, 'character varying'::regtype) THEN
+        RAISE EXCEPTION 'reference set "%" needs a label column: its images are bytes, with no file name to read a label from', name
+            USING ERRCODE = '22023',
+            HINT = 'Pass label_column, a column of the table holding each image''s label.';
+    END IF;
+    IF label_column IS NOT NULL THEN
+        PERFORM clip._column_type(source, label_column);
+    END IF;
+    PERFORM clip.add_collection(name, source, id_column, image_column, model);
+    INSERT INTO clip.reference_set (name, label_column) VALUES (add_reference_set.name, add_reference_set.label_column);
+END $$;
+
+CREATE FUNCTION clip.drop_reference_set(name text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM clip._reference_set(name);
+    PERFORM clip.drop_collection(name);
+END $$;
+
+-- SQL selecting (reference_id, label, variant) from the set's source table, alias s. The id is
+-- not cast, so that a join on it can use the source table's index on its id column.
+CREATE FUNCTION clip._reference_labels_sql(r clip.reference_set, c clip.collection) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN r.label_column IS NULL
+        THEN format('SELECT s.%1$I AS reference_id, f.label, f.variant FROM %2$s s
+                     CROSS JOIN LATERAL clip.label_from_filename(s.%3$I) f', c.id_column, c.source, c.image_column)
+        ELSE format('SELECT s.%1$I AS reference_id, s.%3$I::text AS label, NULL::text AS variant
+                     FROM %2$s s', c.id_column, c.source, r.label_column) END
+$$;
+
+-- Every reference of a set with its label and variant, as clip.identify reports them.
+CREATE FUNCTION clip.reference_labels(reference_set text)
+RETURNS TABLE (reference_id bigint, label text, variant text) LANGUAGE plpgsql STABLE AS $$
+DECLARE r clip.reference_set := clip._reference_set(reference_set); c clip.collection := clip._collection(reference_set);
+BEGIN
+    RETURN QUERY EXECUTE format('SELECT l.reference_id::bigint, l.label, l.variant FROM (%s) l ORDER BY 1',
+                               clip._reference_labels_sql(r, c));
+END $$;
+
+-- The references nearest to an embedding: rank, reference id, label, variant, cosine
+-- similarity, and margin = this score minus the best score of a candidate with another label
+-- (NULL when none of the candidates has another label). The nearest max(k, 10) references are
+-- the candidates: through the set's HNSW index with hnsw.ef_search = pg_clip.identify_ef_search
+-- (for this call only), or exactly when the set has fewer than pg_clip.identify_exact_limit
+-- references. With min_score / min_margin, rows below them are left out, so a frame that
+-- matches nothing well returns no row rather than a wrong one.
+CREATE FUNCTION clip.identify(embedding vector, reference_set text, k int DEFAULT 1,
+                              min_score real DEFAULT NULL, min_margin real DEFAULT NULL)
+RETURNS TABLE (rank int, reference_id bigint, label text, variant text, score real, margin real)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r clip.reference_set := clip._reference_set(reference_set);
+    c clip.collection := clip._collection(reference_set);
+    dim int;
+    n int := greatest(k, 10);
+    exact_limit int := coalesce(nullif(current_setting('pg_clip.identify_exact_limit', true), '')::int, 1000);
+    ef int := greatest(coalesce(nullif(current_setting('pg_clip.identify_ef_search', true), '')::int, 40), n);
+    old_ef text := current_setting('hnsw.ef_search', true);
+    exact boolean;
+    candidates text;
+BEGIN
+    IF embedding IS NULL THEN
+        RETURN;
+    END IF;
+    IF k IS NULL OR k < 1 THEN
+        RAISE EXCEPTION 'k must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    SELECT embed_dim INTO dim FROM clip.model WHERE name = c.model;
+    IF vector_dims(embedding) <> dim THEN
+        RAISE EXCEPTION 'embedding has % dimensions, reference set "%" (model %) has %', vector_dims(embedding),
+            c.name, c.model, dim USING ERRCODE = '22023',
+            HINT = format('Embed the query with the set''s model: clip.embed_image(image, %L).', c.model);
+    END IF;
+    -- counting stops at the limit, so a large set costs no full count
+    SELECT count(*) < exact_limit INTO exact FROM (
+        SELECT 1 FROM clip.embedding e WHERE e.collection = c.name AND e.model = c.model LIMIT exact_limit) x;
+    candidates := CASE WHEN exact
+        -- the raw column matches no index expression: a scan of the set and a sort
+        THEN format('SELECT e.image_id, e.embedding <=> $1 AS d FROM clip.embedding e
+                     WHERE e.collection = %L AND e.model = %L ORDER BY 2 LIMIT $2', c.name, c.model)
+        ELSE format('SELECT v.image_id, v.embedding <=> $1 AS d FROM clip.%I v ORDER BY 2 LIMIT $2',
+                    c.name || '_embeddings') END;
+    IF NOT exact THEN
+        PERFORM set_config('hnsw.ef_search', ef::text, true);
+    END IF;
+    RETURN QUERY EXECUTE format($q$
+        WITH cand AS (%1$s),
+        lab AS (
+            SELECT cand.image_id, (1 - cand.d)::real AS score, l.label, l.variant
+            FROM cand JOIN (%2$s) l ON l.reference_id = cand.image_id
+        ),
+        ranked AS (
+            SELECT lab.*, (lab.score - (SELECT max(o.score) FROM lab o WHERE o.label IS DISTINCT FROM lab.label))::real AS margin,
+                   row_number() OVER (ORDER BY lab.score DESC, lab.image_id)::int AS rank
+            FROM lab
+        )
+        SELECT x.rank, x.image_id, x.label, x.variant, x.score, x.margin FROM ranked x
+        WHERE x.rank <= $3 AND ($4 IS NULL OR x.score >= $4) AND ($5 IS NULL OR x.margin IS NULL OR x.margin >= $5)
+        ORDER BY x.rank $q$, candidates, clip._reference_labels_sql(r, c))
+        USING embedding, n, k, min_score, min_margin;
+    IF NOT exact THEN
+        PERFORM set_config('hnsw.ef_search', coalesce(old_ef, '40'), true);
+    END IF;
+END $$;
+
+-- As above, from image bytes: one model call (the set's model), then the search.
+CREATE FUNCTION clip.identify(image bytea, reference_set text, k int DEFAULT 1,
+                              min_score real DEFAULT NULL, min_margin real DEFAULT NULL)
+RETURNS TABLE (rank int, reference_id bigint, label text, variant text, score real, margin real)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r clip.reference_set := clip._reference_set(reference_set);
+    c clip.collection := clip._collection(reference_set);
+BEGIN
+    IF image IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT * FROM clip.identify(clip.embed_image(image, c.model), reference_set, k, min_score, min_margin);
+END $$;
+
+-- Many frames at once: one batched model call for all of them (pg_clip.batch_size per call),
+-- then one search each. `frame` is the 1-based position in the array; NULL frames give no rows,
+-- a frame that cannot be decoded is an ERROR naming its position.
+CREATE FUNCTION clip.identify_many(images bytea[], reference_set text, k int DEFAULT 1,
+                                   min_score real DEFAULT NULL, min_margin real DEFAULT NULL)
+RETURNS TABLE (frame int, rank int, reference_id bigint, label text, variant text, score real, margin real)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r clip.reference_set := clip._reference_set(reference_set);
+    c clip.collection := clip._collection(reference_set);
+BEGIN
+    RETURN QUERY
+    SELECT e.ord::int, i.* FROM unnest(clip.embed_images(images, c.model)) WITH ORDINALITY e (v, ord)
+    CROSS JOIN LATERAL clip.identify(e.v, reference_set, k, min_score, min_margin) i
+    ORDER BY 1, 2;
+END $$;
+
+-- Self-test of a reference set: each embedded reference is augmented four ways (crop, small
+-- rotation, colour change, blur: clip.augmented_copies), the copies are identified against the
+-- set as clip.identify would, and the result says how well the set separates under this model:
+-- the share of copies whose top-1 label is their source's, the median and lowest margins
+-- (best score of the true label minus best score of another label; negative = misidentified),
+-- a margin histogram (bins of 0.1), the most confusable pairs of labels (nearest references with
+-- different labels, and how many copies of one were taken for the other), and a verdict from the
+-- median margin: above 0.3 strong, 0.1 to 0.3 medium, below 0.1 too alike for this model.
+CREATE FUNCTION clip.verify_reference_set(name text)
+RETURNS TABLE (refs bigint, copies bigint, top1_rate real, median_margin real, lowest_margin real,
+               verdict text, margin_histogram jsonb, confusable_pairs jsonb)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    r clip.reference_set := clip._reference_set(name);
+    c clip.collection := clip._collection(name);
+    bs int := greatest(coalesce(nullif(current_setting('pg_clip.batch_size', true), '')::int, 32) / 4, 1);
+    ids bigint[];
+    last_id bigint := -9223372036854775808;
+BEGIN
+    IF to_regclass('pg_temp.pg_clip_verify_ref') IS NULL THEN
+        CREATE TEMP TABLE pg_clip_verify_ref (reference_id bigint PRIMARY KEY, label text, embedding vector);
+        CREATE TEMP TABLE pg_clip_verify_copy (reference_id bigint, kind text, label text, top1 text, margin real);
+    END IF;
+    TRUNCATE pg_clip_verify_ref, pg_clip_verify_copy;
+    EXECUTE format('INSERT INTO pg_clip_verify_ref SELECT l.reference_id::bigint, l.label, e.embedding FROM (%s) l
+                    JOIN clip.embedding e ON e.collection = $1 AND e.model = $2 AND e.image_id = l.reference_id',
+                   clip._reference_labels_sql(r, c)) USING c.name, c.model;
+    IF NOT EXISTS (SELECT 1 FROM pg_clip_verify_ref) THEN
+        RAISE EXCEPTION 'reference set "%" has no embedded references', c.name USING ERRCODE = '55000',
+            HINT = format('CALL clip.refresh(%L) first.', c.name);
+    END IF;
+    LOOP
+        SELECT array_agg(x.reference_id ORDER BY x.reference_id) INTO ids FROM (
+            SELECT v.reference_id FROM pg_clip_verify_ref v WHERE v.reference_id > last_id
+            ORDER BY 1 LIMIT bs) x;
+        EXIT WHEN ids IS NULL;
+        last_id := ids[cardinality(ids)];
+        EXECUTE format($q$
+            WITH src AS (SELECT s.%1$I::bigint AS id, %3$s AS img FROM %2$s s WHERE s.%1$I = ANY ($1)),
+            aug AS (
+                SELECT src.id, a.kind, a.image FROM src CROSS JOIN LATERAL clip.augmented_copies(src.img) a
+            ),
+            arr AS (SELECT array_agg(aug.id ORDER BY aug.id, aug.kind) AS ids,
+                           array_agg(aug.kind ORDER BY aug.id, aug.kind) AS kinds,
+                           array_agg(aug.image ORDER BY aug.id, aug.kind) AS imgs FROM aug)
+            INSERT INTO pg_clip_verify_copy
+            SELECT arr.ids[t.ord], arr.kinds[t.ord], v.label, m.top1,
+                   (greatest(1 - (t.v <=> v.embedding), m.own) - coalesce(m.other, m.lowest))::real
+            FROM arr CROSS JOIN LATERAL unnest(clip.embed_images(arr.imgs, $2)) WITH ORDINALITY t (v, ord)
+            JOIN pg_clip_verify_ref v ON v.reference_id = arr.ids[t.ord]
+            CROSS JOIN LATERAL (
+                SELECT (array_agg(i.label ORDER BY i.rank))[1] AS top1,
+                       max(i.score) FILTER (WHERE i.label = v.label) AS own,
+                       max(i.score) FILTER (WHERE i.label <> v.label) AS other,
+                       min(i.score) AS lowest
+                FROM clip.identify(t.v, $3, 10) i) m $q$,
+            c.id_column, c.source,
+            CASE c.image_kind WHEN 'bytea' THEN format('s.%I', c.image_column)
+                              ELSE format('clip.read_image_file(s.%I)', c.image_column) END)
+            USING ids, c.model, c.name;
+    END LOOP;
+    RETURN QUERY
+    WITH s AS (
+        SELECT count(*) AS n, avg((p.top1 = p.label)::int)::real AS rate,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY p.margin)::real AS med, min(p.margin) AS lo
+        FROM pg_clip_verify_copy p
+    ),
+    hist AS (
+        SELECT jsonb_agg(jsonb_build_object('from', round(b * 0.1 - 1.1, 1), 'to', round(b * 0.1 - 1.0, 1), 'copies', n)
+                         ORDER BY b) AS h
+        FROM (SELECT least(greatest(width_bucket(p.margin, -1, 1, 20), 1), 20) AS b, count(*) AS n FROM pg_clip_verify_copy p GROUP BY 1) x
+    ),
+    near AS (
+        -- each reference's nearest reference with another label
+        SELECT DISTINCT ON (least(v.label, i.label), greatest(v.label, i.label))
+               least(v.label, i.label) AS a, greatest(v.label, i.label) AS b, i.score
+        FROM pg_clip_verify_ref v CROSS JOIN LATERAL clip.identify(v.embedding, c.name, 10) i
+        WHERE i.label <> v.label
+        ORDER BY least(v.label, i.label), greatest(v.label, i.label), i.score DESC
+    ),
+    pairs AS (
+        SELECT jsonb_agg(jsonb_build_object('labels', jsonb_build_array(n.a, n.b), 'similarity', round(n.score::numeric, 3),
+                         'copies_confused', (SELECT count(*) FROM pg_clip_verify_copy p
+                                             WHERE (p.label, p.top1) IN ((n.a, n.b), (n.b, n.a))))
+                         ORDER BY n.score DESC, n.a, n.b) AS p
+        FROM (SELECT * FROM near ORDER BY score DESC, a, b LIMIT 10) n
+    )
+    SELECT (SELECT count(*) FROM pg_clip_verify_ref), s.n, s.rate, s.med, s.lo,
+           CASE WHEN s.med > 0.3 THEN 'strong'
+                WHEN s.med >= 0.1 THEN 'medium'
+                ELSE 'weak: references too alike for this model' END,
+           hist.h, coalesce(pairs.p, '[]')
+    FROM s, hist, pairs;
+END $$;
+
+SELECT pg_catalog.pg_extension_config_dump('clip.reference_set', '');
+GRANT SELECT ON clip.reference_set TO PUBLIC;

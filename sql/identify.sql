@@ -72,22 +72,22 @@ END $$;
 -- The references nearest to an embedding: rank, reference id, label, variant, cosine
 -- similarity, and margin = this score minus the best score of a candidate with another label
 -- (NULL when none of the candidates has another label). The nearest max(k, 10) references are
--- the candidates: through the set's HNSW index with hnsw.ef_search = pg_clip.identify_ef_search
--- (for this call only), or exactly when the set has fewer than pg_clip.identify_exact_limit
--- references. With min_score / min_margin, rows below them are left out, so a frame that
--- matches nothing well returns no row rather than a wrong one.
+-- the candidates: through the set's HNSW index with hnsw.ef_search = pg_clip.identify_ef_search,
+-- or exactly when the set has fewer than pg_clip.identify_exact_limit references. With
+-- min_score / min_margin, rows below them are left out, so a frame that matches nothing well
+-- returns no row rather than a wrong one.
 CREATE FUNCTION clip.identify(embedding vector, reference_set text, k int DEFAULT 1,
                               min_score real DEFAULT NULL, min_margin real DEFAULT NULL)
 RETURNS TABLE (rank int, reference_id bigint, label text, variant text, score real, margin real)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    r clip.reference_set := clip._reference_set(reference_set);
-    c clip.collection := clip._collection(reference_set);
+    r clip.reference_set;
+    c clip.collection;
     dim int;
     n int := greatest(k, 10);
-    exact_limit int := coalesce(nullif(current_setting('pg_clip.identify_exact_limit', true), '')::int, 1000);
+    exact_limit int := coalesce(nullif(current_setting('pg_clip.identify_exact_limit', true), '')::int, 200);
     ef int := greatest(coalesce(nullif(current_setting('pg_clip.identify_ef_search', true), '')::int, 40), n);
-    old_ef text := current_setting('hnsw.ef_search', true);
+    saved text[];
     exact boolean;
     candidates text;
 BEGIN
@@ -97,7 +97,9 @@ BEGIN
     IF k IS NULL OR k < 1 THEN
         RAISE EXCEPTION 'k must be at least 1' USING ERRCODE = '22023';
     END IF;
-    SELECT embed_dim INTO dim FROM clip.model WHERE name = c.model;
+    r := clip._reference_set(reference_set);
+    SELECT * INTO c FROM clip.collection co WHERE co.name = r.name;
+    SELECT m.embed_dim INTO dim FROM clip.model m WHERE m.name = c.model;
     IF vector_dims(embedding) <> dim THEN
         RAISE EXCEPTION 'embedding has % dimensions, reference set "%" (model %) has %', vector_dims(embedding),
             c.name, c.model, dim USING ERRCODE = '22023',
@@ -113,7 +115,14 @@ BEGIN
         ELSE format('SELECT v.image_id, v.embedding <=> $1 AS d FROM clip.%I v ORDER BY 2 LIMIT $2',
                     c.name || '_embeddings') END;
     IF NOT exact THEN
-        PERFORM set_config('hnsw.ef_search', ef::text, true);
+        -- For this call only. The planner must take the index: pgvector 0.8.0's HNSW cost
+        -- estimate rises as ef_search falls (at 10,000 references and ef_search 40 it chose a
+        -- 25 ms scan over a 1 ms index search), and a sequential scan's cost leaves out the
+        -- detoasting of every vector. With sequential scans off, JIT would be triggered by their
+        -- penalty cost, so it goes off too.
+        saved := ARRAY[current_setting('hnsw.ef_search', true), current_setting('enable_seqscan'), current_setting('jit')];
+        PERFORM set_config('hnsw.ef_search', ef::text, true), set_config('enable_seqscan', 'off', true),
+                set_config('jit', 'off', true);
     END IF;
     RETURN QUERY EXECUTE format($q$
         WITH cand AS (%1$s),
@@ -131,7 +140,8 @@ BEGIN
         ORDER BY x.rank $q$, candidates, clip._reference_labels_sql(r, c))
         USING embedding, n, k, min_score, min_margin;
     IF NOT exact THEN
-        PERFORM set_config('hnsw.ef_search', coalesce(old_ef, '40'), true);
+        PERFORM set_config('hnsw.ef_search', coalesce(saved[1], '40'), true), set_config('enable_seqscan', saved[2], true),
+                set_config('jit', saved[3], true);
     END IF;
 END $$;
 

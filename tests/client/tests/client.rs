@@ -460,3 +460,103 @@ fn the_worker_embeds_and_scores_inserted_rows_without_a_refresh() {
     c.batch_execute("CALL clip.refresh('auto')").unwrap();
     assert_collection_matches_source(&mut c, "auto");
 }
+
+/// What a shop's application does: one reference image per product, then camera frames sent as
+/// bytes, one at a time (a prepared statement), many in one LATERAL query, many in one
+/// clip.identify_many call, and by vector; all agree, also from four sessions at once.
+#[test]
+fn an_application_identifies_frames_against_a_reference_set() {
+    let mut c = connect();
+    c.batch_execute(
+        "SELECT clip.drop_reference_set(name) FROM clip.reference_set WHERE name = 'shop';
+         DROP TABLE IF EXISTS shop, frames;
+         CREATE TABLE shop (id bigint PRIMARY KEY, product text NOT NULL, img bytea NOT NULL);
+         CREATE TABLE frames (id int PRIMARY KEY, source bigint, img bytea);
+         SET client_min_messages = warning;
+         SELECT clip.add_reference_set('shop', 'shop', 'id', 'img', 'product');",
+    )
+    .unwrap();
+    for (i, p) in PHOTOS.iter().enumerate() {
+        let product = format!("product {}", p.split('.').next().unwrap());
+        c.execute("INSERT INTO shop VALUES ($1, $2, $3)", &[&(i as i64 + 1), &product, &photo(p)]).unwrap();
+    }
+    c.batch_execute("CALL clip.refresh('shop')").unwrap();
+    // the camera frames: blurred and rotated copies of each product's image
+    c.batch_execute(
+        "INSERT INTO frames
+         SELECT row_number() OVER (ORDER BY s.id, a.kind), s.id, a.image
+         FROM shop s CROSS JOIN LATERAL clip.augmented_copies(s.img) a WHERE a.kind IN ('blur', 'rotate')",
+    )
+    .unwrap();
+    let frames: Vec<(i32, i64, Vec<u8>)> = c
+        .query("SELECT id, source, img FROM frames ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(frames.len(), 2 * PHOTOS.len());
+
+    let one = c.prepare("SELECT reference_id, label, score, margin FROM clip.identify($1::bytea, 'shop')").unwrap();
+    let mut singles = Vec::new();
+    for (_, source, img) in &frames {
+        let r = c.query_one(&one, &[img]).unwrap();
+        let (id, label, score, margin): (i64, String, f32, Option<f32>) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert_eq!(id, *source, "frame of {source} identified as {id} ({label})");
+        assert!(score > 0.0 && score <= 1.0 && margin.unwrap() > 0.0, "{label}: {score} {margin:?}");
+        singles.push((id, label, score));
+    }
+
+    let lateral: Vec<(i64, String, f32)> = c
+        .query(
+            "SELECT i.reference_id, i.label, i.score FROM frames f
+             CROSS JOIN LATERAL clip.identify(f.img, 'shop') i ORDER BY f.id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(lateral, singles);
+
+    let imgs: Vec<&[u8]> = frames.iter().map(|f| f.2.as_slice()).collect();
+    let many: Vec<(i32, i64, f32)> = c
+        .query("SELECT frame, reference_id, score FROM clip.identify_many($1, 'shop')", &[&imgs])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(many.len(), frames.len());
+    for ((frame, id, score), (i, single)) in many.iter().zip(singles.iter().enumerate()) {
+        // batched model calls agree with single ones to float rounding
+        assert_eq!((*frame, *id), (i as i32 + 1, single.0));
+        assert!((score - single.2).abs() < 1e-4, "frame {frame}: {score} vs {}", single.2);
+    }
+
+    // by vector, from an embedding the application computed earlier
+    let v: Vector = c.query_one("SELECT clip.embed_image($1, 'tiny')", &[&frames[0].2]).unwrap().get(0);
+    let id: i64 = c.query_one("SELECT reference_id FROM clip.identify($1::vector, 'shop')", &[&v]).unwrap().get(0);
+    assert_eq!(id, frames[0].1);
+
+    // a threshold no frame reaches: no row, which the application reads as "not recognised"
+    let none = c.query("SELECT * FROM clip.identify($1::bytea, 'shop', 1, 0.99999)", &[&frames[0].2]).unwrap();
+    assert!(none.is_empty());
+
+    // four sessions at once get the same answers
+    let expected: Vec<i64> = singles.iter().map(|s| s.0).collect();
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let frames: Vec<Vec<u8>> = frames.iter().map(|f| f.2.clone()).collect();
+            thread::spawn(move || {
+                let mut c = connect();
+                frames
+                    .iter()
+                    .map(|f| c.query_one("SELECT reference_id FROM clip.identify($1::bytea, 'shop')", &[f]).unwrap().get(0))
+                    .collect::<Vec<i64>>()
+            })
+        })
+        .collect();
+    for w in workers {
+        assert_eq!(w.join().unwrap(), expected);
+    }
+    c.batch_execute("SELECT clip.drop_reference_set('shop'); DROP TABLE shop, frames;").unwrap();
+}

@@ -86,7 +86,7 @@ DECLARE
     dim int;
     n int := greatest(k, 10);
     exact_limit int := coalesce(nullif(current_setting('pg_clip.identify_exact_limit', true), '')::int, 200);
-    ef int := greatest(coalesce(nullif(current_setting('pg_clip.identify_ef_search', true), '')::int, 40), n);
+    ef int := greatest(coalesce(nullif(current_setting('pg_clip.identify_ef_search', true), '')::int, 100), n);
     saved text[];
     exact boolean;
     candidates text;
@@ -170,9 +170,12 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     r clip.reference_set := clip._reference_set(reference_set);
     c clip.collection := clip._collection(reference_set);
+    -- embedded into a variable first: inside the query, the planner evaluated the model call
+    -- twice (measured: twice the time of the same query outside the function)
+    vs vector[] := clip.embed_images(images, c.model);
 BEGIN
     RETURN QUERY
-    SELECT e.ord::int, i.* FROM unnest(clip.embed_images(images, c.model)) WITH ORDINALITY e (v, ord)
+    SELECT e.ord::int, i.* FROM unnest(vs) WITH ORDINALITY e (v, ord)
     CROSS JOIN LATERAL clip.identify(e.v, reference_set, k, min_score, min_margin) i
     ORDER BY 1, 2;
 END $$;

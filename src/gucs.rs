@@ -37,7 +37,7 @@ static MAX_IMAGE_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(100_000_000);
 
 /// Start the auto-refresh background worker (needs shared_preload_libraries = 'pg_clip').
 /// `hnsw.ef_search` for clip.identify's index scans (candidate list size: recall against speed).
-static IDENTIFY_EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
+static IDENTIFY_EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(100);
 /// Reference sets with fewer references than this are searched exactly, without the index.
 static IDENTIFY_EXACT_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(200);
 /// Trailing file-name suffixes that clip.label_from_filename splits off into the variant.

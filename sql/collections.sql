@@ -39,6 +39,28 @@ CREATE TABLE clip.embedding (
     PRIMARY KEY (collection, model, image_id)
 );
 
+-- A counter per collection, raised by every statement that inserts, updates or deletes its
+-- embeddings (statement triggers below). Scoring compares it with the value it last scored, and
+-- skips its two anti-joins over all the collection's images when nothing was embedded since.
+CREATE TABLE clip.embedding_version (
+    collection text PRIMARY KEY REFERENCES clip.collection (name) ON DELETE CASCADE,
+    version    bigint NOT NULL DEFAULT 0
+);
+
+CREATE FUNCTION clip._embeddings_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE clip.embedding_version v SET version = v.version + 1
+    WHERE v.collection IN (SELECT DISTINCT t.collection FROM pg_clip_changed t);
+    RETURN NULL;
+END $$;
+-- (a trigger with a transition table takes one event, hence three)
+CREATE TRIGGER embedding_version_ins AFTER INSERT ON clip.embedding REFERENCING NEW TABLE AS pg_clip_changed
+    FOR EACH STATEMENT EXECUTE FUNCTION clip._embeddings_changed();
+CREATE TRIGGER embedding_version_upd AFTER UPDATE ON clip.embedding REFERENCING NEW TABLE AS pg_clip_changed
+    FOR EACH STATEMENT EXECUTE FUNCTION clip._embeddings_changed();
+CREATE TRIGGER embedding_version_del AFTER DELETE ON clip.embedding REFERENCING OLD TABLE AS pg_clip_changed
+    FOR EACH STATEMENT EXECUTE FUNCTION clip._embeddings_changed();
+
 CREATE TABLE clip.embedding_error (
     collection     text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
     image_id       bigint NOT NULL,
@@ -194,6 +216,7 @@ BEGIN
     END IF;
     INSERT INTO clip.collection (name, source, id_column, image_column, image_kind, model)
     VALUES (name, source, id_column, image_column, CASE WHEN imtype = 'bytea'::regtype THEN 'bytea' ELSE 'path' END, m);
+    INSERT INTO clip.embedding_version (collection) VALUES (name);
     PERFORM clip._index_collection(name);
     FOR ev IN SELECT * FROM (VALUES ('ins', 'INSERT', 'NEW TABLE AS pg_clip_new'),
                                     ('upd', 'UPDATE', 'OLD TABLE AS pg_clip_old NEW TABLE AS pg_clip_new'),
@@ -519,6 +542,7 @@ END $$;
 SELECT pg_catalog.pg_extension_config_dump('clip.collection', '');
 SELECT pg_catalog.pg_extension_config_dump('clip.embedding', '');
 SELECT pg_catalog.pg_extension_config_dump('clip.embedding_error', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.embedding_version', '');
 SELECT pg_catalog.pg_extension_config_dump('clip.refresh_queue', '');
 
 -- Duplicates: exact ones (same bytes) as one group per content hash, near ones (cosine at or

@@ -34,7 +34,9 @@ CREATE TABLE clip.vocabulary_attribute (
 -- the vocabulary each collection is scored with (one per collection)
 CREATE TABLE clip.collection_vocabulary (
     collection text PRIMARY KEY REFERENCES clip.collection (name) ON DELETE CASCADE,
-    vocabulary text NOT NULL REFERENCES clip.vocabulary (name)
+    vocabulary text NOT NULL REFERENCES clip.vocabulary (name),
+    -- clip.embedding_version.version when the images were last scored (NULL: never)
+    scored_embedding_version bigint
 );
 
 -- One row per (image, attribute). No foreign key: millions of rows are written in bulk, and
@@ -189,6 +191,7 @@ BEGIN
     DELETE FROM clip.feature_image_attribute f WHERE f.collection = _drop_scores.collection AND f.source <> 'classifier';
     DELETE FROM clip.attribute_score_state s WHERE s.collection = _drop_scores.collection;
     DELETE FROM clip.image_score_state s WHERE s.collection = _drop_scores.collection;
+    UPDATE clip.collection_vocabulary cv SET scored_embedding_version = NULL WHERE cv.collection = _drop_scores.collection;
 END $$;
 
 -- The per-collection view: one real column per attribute, in vocabulary order, keyed by image id.
@@ -243,6 +246,7 @@ DECLARE
     stale bigint[];
     grouped boolean;
     n bigint;
+    emb_version bigint;
 BEGIN
     pairs := 0;
     attributes_changed := 0;
@@ -285,18 +289,24 @@ BEGIN
     WHERE a.vocabulary = v AND a.kind = 'base' AND a.grp IS NULL AND a.code <> ALL (coalesce(rescore, '{}'))
       AND (s.center, s.scale) IS DISTINCT FROM (a.center, a.scale);
 
-    -- images deleted (or embedded under another model) lose their rows; new or re-embedded ones are stale
-    WITH gone_images AS (
-        DELETE FROM clip.image_score_state x
-        WHERE x.collection = c.name
-          AND NOT EXISTS (SELECT 1 FROM clip.embedding e WHERE e.collection = c.name AND e.model = m.name
-                              AND e.image_id = x.image_id AND e.stamp = x.stamp AND e.content_sha256 = x.content_sha256)
-        RETURNING x.image_id)
-    DELETE FROM clip.feature_image_attribute f USING gone_images g
-    WHERE f.collection = c.name AND f.image_id = g.image_id AND f.source IN ('zero_shot', 'derived');
-    SELECT array_agg(e.image_id) INTO stale FROM clip.embedding e
-    WHERE e.collection = c.name AND e.model = m.name
-      AND NOT EXISTS (SELECT 1 FROM clip.image_score_state x WHERE x.collection = c.name AND x.image_id = e.image_id);
+    -- images deleted (or embedded under another model) lose their rows; new or re-embedded ones are
+    -- stale. Only when an embedding of the collection changed since the last scoring: the version
+    -- is read before the images are, so a batch committed meanwhile is seen again next time.
+    SELECT ev.version INTO emb_version FROM clip.embedding_version ev WHERE ev.collection = c.name;
+    IF emb_version IS NULL OR emb_version IS DISTINCT FROM
+       (SELECT cv.scored_embedding_version FROM clip.collection_vocabulary cv WHERE cv.collection = c.name) THEN
+        WITH gone_images AS (
+            DELETE FROM clip.image_score_state x
+            WHERE x.collection = c.name
+              AND NOT EXISTS (SELECT 1 FROM clip.embedding e WHERE e.collection = c.name AND e.model = m.name
+                                  AND e.image_id = x.image_id AND e.stamp = x.stamp AND e.content_sha256 = x.content_sha256)
+            RETURNING x.image_id)
+        DELETE FROM clip.feature_image_attribute f USING gone_images g
+        WHERE f.collection = c.name AND f.image_id = g.image_id AND f.source IN ('zero_shot', 'derived');
+        SELECT array_agg(e.image_id) INTO stale FROM clip.embedding e
+        WHERE e.collection = c.name AND e.model = m.name
+          AND NOT EXISTS (SELECT 1 FROM clip.image_score_state x WHERE x.collection = c.name AND x.image_id = e.image_id);
+    END IF;
 
     DELETE FROM clip.feature_image_attribute f
     WHERE f.collection = c.name AND f.source IN ('zero_shot', 'derived') AND f.attribute_code = ANY (gone);
@@ -396,6 +406,8 @@ BEGIN
     INSERT INTO clip.image_score_state (collection, image_id, model, stamp, content_sha256)
     SELECT c.name, e.image_id, e.model, e.stamp, e.content_sha256 FROM clip.embedding e
     WHERE e.collection = c.name AND e.model = m.name AND e.image_id IN (SELECT unnest(stale));
+    UPDATE clip.collection_vocabulary cv SET scored_embedding_version = emb_version
+    WHERE cv.collection = c.name AND cv.scored_embedding_version IS DISTINCT FROM emb_version;
     IF pairs > 100000 THEN
         -- after a bulk scoring, fresh statistics for the next incremental one (autovacuum would
         -- get there too, later): the anti-joins above are planned from them

@@ -56,4 +56,20 @@ SELECT l.file, round(a.photograph::numeric, 2) AS photograph, round(a.screenshot
        round(a.keep_candidate::numeric, 2) AS keep_candidate
 FROM clip.demo_attributes a JOIN demo_library l ON l.id = a.image_id ORDER BY l.file;
 SELECT clip.drop_collection('demo') \gset
-DROP TABLE demo_photos, demo_prompts, demo_library;
+
+-- identification: the photos as a reference set (one per label), then "camera frames" (the
+-- blurred and rotated copies clip.augmented_copies makes) identified against it
+CREATE TABLE demo_refs (id int PRIMARY KEY, label text, image bytea);
+INSERT INTO demo_refs SELECT row_number() OVER (ORDER BY file), split_part(file, '.', 1), image FROM demo_photos;
+SET client_min_messages = warning;
+SELECT clip.add_reference_set('demo_refs', 'demo_refs', 'id', 'image', 'label') \gset
+CALL clip.refresh('demo_refs');
+RESET client_min_messages;
+\echo 'Camera frames identified against the photos as a reference set (clip.identify):'
+SELECT r.label AS frame_of, a.kind AS frame, i.label AS identified_as, round(i.score::numeric, 3) AS score,
+       round(i.margin::numeric, 3) AS margin
+FROM demo_refs r CROSS JOIN LATERAL clip.augmented_copies(r.image) a
+CROSS JOIN LATERAL clip.identify(a.image, 'demo_refs') i
+WHERE a.kind IN ('blur', 'rotate') ORDER BY r.label, a.kind;
+SELECT clip.drop_reference_set('demo_refs') \gset
+DROP TABLE demo_photos, demo_prompts, demo_library, demo_refs;

@@ -199,6 +199,10 @@ DECLARE
     bs int := greatest(coalesce(nullif(current_setting('pg_clip.batch_size', true), '')::int, 32) / 4, 1);
     ids bigint[];
     last_id bigint := -9223372036854775808;
+    copy_ids bigint[];
+    copy_kinds text[];
+    copy_images bytea[];
+    copy_vectors vector[];
 BEGIN
     IF to_regclass('pg_temp.pg_clip_verify_ref') IS NULL THEN
         CREATE TEMP TABLE pg_clip_verify_ref (reference_id bigint PRIMARY KEY, label text, embedding vector);
@@ -218,29 +222,29 @@ BEGIN
             ORDER BY 1 LIMIT bs) x;
         EXIT WHEN ids IS NULL;
         last_id := ids[cardinality(ids)];
+        -- the copies, then one embed_images call for them (into variables: inside one query
+        -- with the join below, the planner may run the model twice, as it did in identify_many)
         EXECUTE format($q$
-            WITH src AS (SELECT s.%1$I::bigint AS id, %3$s AS img FROM %2$s s WHERE s.%1$I = ANY ($1)),
-            aug AS (
-                SELECT src.id, a.kind, a.image FROM src CROSS JOIN LATERAL clip.augmented_copies(src.img) a
-            ),
-            arr AS (SELECT array_agg(aug.id ORDER BY aug.id, aug.kind) AS ids,
-                           array_agg(aug.kind ORDER BY aug.id, aug.kind) AS kinds,
-                           array_agg(aug.image ORDER BY aug.id, aug.kind) AS imgs FROM aug)
-            INSERT INTO pg_clip_verify_copy
-            SELECT arr.ids[t.ord], arr.kinds[t.ord], v.label, m.top1,
-                   (greatest(1 - (t.v <=> v.embedding), m.own) - coalesce(m.other, m.lowest))::real
-            FROM arr CROSS JOIN LATERAL unnest(clip.embed_images(arr.imgs, $2)) WITH ORDINALITY t (v, ord)
-            JOIN pg_clip_verify_ref v ON v.reference_id = arr.ids[t.ord]
-            CROSS JOIN LATERAL (
-                SELECT (array_agg(i.label ORDER BY i.rank))[1] AS top1,
-                       max(i.score) FILTER (WHERE i.label = v.label) AS own,
-                       max(i.score) FILTER (WHERE i.label <> v.label) AS other,
-                       min(i.score) AS lowest
-                FROM clip.identify(t.v, $3, 10) i) m $q$,
+            SELECT array_agg(src.id ORDER BY src.id, a.kind), array_agg(a.kind ORDER BY src.id, a.kind),
+                   array_agg(a.image ORDER BY src.id, a.kind)
+            FROM (SELECT s.%1$I::bigint AS id, %3$s AS img FROM %2$s s WHERE s.%1$I = ANY ($1)) src
+            CROSS JOIN LATERAL clip.augmented_copies(src.img) a $q$,
             c.id_column, c.source,
             CASE c.image_kind WHEN 'bytea' THEN format('s.%I', c.image_column)
                               ELSE format('clip.read_image_file(s.%I)', c.image_column) END)
-            USING ids, c.model, c.name;
+            INTO copy_ids, copy_kinds, copy_images USING ids;
+        copy_vectors := clip.embed_images(copy_images, c.model);
+        INSERT INTO pg_clip_verify_copy
+        SELECT copy_ids[t.ord], copy_kinds[t.ord], v.label, m.top1,
+               (greatest(1 - (t.v <=> v.embedding), m.own) - coalesce(m.other, m.lowest))::real
+        FROM unnest(copy_vectors) WITH ORDINALITY t (v, ord)
+        JOIN pg_clip_verify_ref v ON v.reference_id = copy_ids[t.ord]
+        CROSS JOIN LATERAL (
+            SELECT (array_agg(i.label ORDER BY i.rank))[1] AS top1,
+                   max(i.score) FILTER (WHERE i.label = v.label) AS own,
+                   max(i.score) FILTER (WHERE i.label <> v.label) AS other,
+                   min(i.score) AS lowest
+            FROM clip.identify(t.v, c.name, 10) i) m;
     END LOOP;
     RETURN QUERY
     WITH s AS (

@@ -11,10 +11,6 @@ use regex::Regex;
 use crate::preprocess;
 use crate::{ClipError, Result};
 
-/// Rarity suffixes split off into the variant when no list is configured (trading-card scans
-/// are named `<set code>_<card name>_<rarity>.jpg`).
-pub const DEFAULT_VARIANTS: &str = "pscr,scr,ur,sr,op,utr,cr,ea,gmr";
-
 /// A leading set code such as `LOB-EN001_`, `SDK-001_` or `MP22-EN045a_`: letters and digits,
 /// a hyphen, an optional language code, a card number, an underscore.
 static SET_CODE: LazyLock<Regex> =
@@ -153,6 +149,10 @@ fn rotate(img: &RgbImage, angle: f32) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// pg_clip.identify_variants' default: trading-card scans are named
+    /// `<set code>_<card name>_<rarity>.jpg`.
+    const DEFAULT_VARIANTS: &str = "pscr,scr,ur,sr,op,utr,cr,ea,gmr";
 
     fn parse(name: &str) -> (String, Option<String>) {
         let l = label_from_filename(name, &parse_variants(DEFAULT_VARIANTS));

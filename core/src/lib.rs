@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod files;
+pub mod learn;
 pub mod model;
 pub mod preprocess;
 pub mod reference;

@@ -88,7 +88,8 @@ pub fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Decoding threads, started once per process with all signals blocked.
+/// CPU threads for decoding images and for k-means' assignment step, started once per process
+/// with all signals blocked (the backend's main thread keeps handling them).
 pub fn decode_pool() -> &'static rayon::ThreadPool {
     static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
     POOL.get_or_init(|| {

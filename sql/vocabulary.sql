@@ -194,20 +194,28 @@ BEGIN
     UPDATE clip.collection_vocabulary cv SET scored_embedding_version = NULL WHERE cv.collection = _drop_scores.collection;
 END $$;
 
--- The per-collection view: one real column per attribute, in vocabulary order, keyed by image id.
+-- The per-collection view: one real column per attribute, in vocabulary order, then the
+-- classes of the classifiers written by clip.classify, keyed by image id. `vocabulary` may be NULL.
 CREATE FUNCTION clip._attribute_view(collection text, vocabulary text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE cols text;
 BEGIN
-    SELECT string_agg(format('max(confidence) FILTER (WHERE attribute_code = %L) AS %I', a.code, a.code), ', '
-                      ORDER BY a.position)
-    INTO cols FROM clip.vocabulary_attribute a WHERE a.vocabulary = _attribute_view.vocabulary;
+    SELECT string_agg(format('max(confidence) FILTER (WHERE attribute_code = %L) AS %I', x.code, x.code), ', '
+                      ORDER BY x.o1, x.o2)
+    INTO cols FROM (
+        SELECT a.code, 0 AS o1, a.position AS o2 FROM clip.vocabulary_attribute a WHERE a.vocabulary = _attribute_view.vocabulary
+        UNION ALL
+        SELECT u.code, 1, row_number() OVER (ORDER BY k.classifier, u.o)
+        FROM clip.classification k CROSS JOIN LATERAL unnest(k.codes) WITH ORDINALITY u (code, o)
+        WHERE k.collection = _attribute_view.collection) x;
     IF to_regclass(format('clip.%I', collection || '_attributes')) IS NOT NULL THEN
         EXECUTE format('DROP VIEW clip.%I', collection || '_attributes');
     END IF;
-    EXECUTE format('CREATE VIEW clip.%I AS SELECT image_id, %s FROM clip.feature_image_attribute
-                    WHERE collection = %L GROUP BY image_id', collection || '_attributes', cols, collection);
+    EXECUTE format('CREATE VIEW clip.%I AS SELECT image_id%s FROM clip.feature_image_attribute
+                    WHERE collection = %L GROUP BY image_id', collection || '_attributes',
+                   coalesce(', ' || cols, ''), collection);
     EXECUTE format('COMMENT ON VIEW clip.%I IS %L', collection || '_attributes',
-                   format('confidences of vocabulary %s for collection %s, one column per attribute', vocabulary, collection));
+                   format('confidences of vocabulary %s and classifiers for collection %s, one column per attribute',
+                          coalesce(vocabulary, '(none)'), collection));
     EXECUTE format('GRANT SELECT ON clip.%I TO PUBLIC', collection || '_attributes');
 END $$;
 

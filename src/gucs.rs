@@ -43,6 +43,8 @@ static IDENTIFY_EXACT_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(200);
 /// Trailing file-name suffixes that clip.label_from_filename splits off into the variant.
 static IDENTIFY_VARIANTS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"pscr,scr,ur,sr,op,utr,cr,ea,gmr"));
+/// clip.label refits the classifier after this many new labels since its last fit; 0 = never.
+static REFIT_EVERY: GucSetting<i32> = GucSetting::<i32>::new(10);
 static AUTO_REFRESH: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Database whose collections the worker keeps embedded.
 static AUTO_REFRESH_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
@@ -168,6 +170,16 @@ pub fn init() {
         &IDENTIFY_EXACT_LIMIT,
         0,
         i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_clip.refit_every",
+        c"clip.label refits the classifier after this many new labels since its last fit (0: never).",
+        c"",
+        &REFIT_EVERY,
+        0,
+        1_000_000,
         GucContext::Userset,
         GucFlags::default(),
     );

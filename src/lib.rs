@@ -17,6 +17,7 @@ extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
 extension_sql_file!("../sql/collections.sql", name = "collections", requires = ["catalog"]);
 extension_sql_file!("../sql/vocabulary.sql", name = "vocabulary", requires = ["collections"]);
 extension_sql_file!("../sql/identify.sql", name = "identify", requires = ["collections"]);
+extension_sql_file!("../sql/learn.sql", name = "learn", requires = ["vocabulary"]);
 extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 
 #[pg_guard]

@@ -3,5 +3,6 @@
 pub mod collection;
 pub mod embed;
 pub mod identify;
+pub mod learn;
 pub mod model;
 pub mod vocab;

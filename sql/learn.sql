@@ -1,0 +1,426 @@
+-- pg_clip learning: labels, logistic-regression classifiers with active learning, k-means
+-- clusters. The fitting runs in Rust (clip._fit_logreg, clip._kmeans) over the stored
+-- embeddings; predictions are SQL over pgvector's inner product, with weights that have the
+-- standardisation folded in, so no model is loaded to predict.
+
+CREATE TABLE clip.label (
+    collection  text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
+    classifier  text NOT NULL CHECK (classifier ~ '^[a-z][a-z0-9_]{0,39}$'),
+    image_id    bigint NOT NULL,
+    label       text NOT NULL CHECK (label <> ''),
+    labelled_by text NOT NULL DEFAULT current_user,
+    labelled_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (collection, classifier, image_id)
+);
+COMMENT ON TABLE clip.label IS 'labels for classifiers, written by clip.label(collection, image_id, classifier, label)';
+
+-- Every fit is kept: the current classifier is its highest version.
+CREATE TABLE clip.classifier (
+    name         text NOT NULL CHECK (name ~ '^[a-z][a-z0-9_]{0,39}$'),
+    version      int NOT NULL,
+    collection   text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
+    model        text NOT NULL,
+    model_stamp  text NOT NULL,
+    -- the classes, in weight order; with two, the second is the positive class
+    labels       text[] NOT NULL,
+    label_counts int[] NOT NULL,
+    options      jsonb NOT NULL,
+    -- cross-validated: {"folds", "mean": {accuracy, precision, recall, f1, roc_auc, log_loss}, "std": {...}}
+    metrics      jsonb NOT NULL,
+    iterations   int NOT NULL,
+    fitted_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (name, version)
+);
+
+-- score = weight . embedding + intercept on raw embeddings; one row (class 1) for two classes
+CREATE TABLE clip.classifier_weight (
+    name      text NOT NULL,
+    version   int NOT NULL,
+    class     int NOT NULL,
+    weight    vector NOT NULL,
+    intercept float8 NOT NULL,
+    PRIMARY KEY (name, version, class),
+    FOREIGN KEY (name, version) REFERENCES clip.classifier (name, version) ON DELETE CASCADE
+);
+
+-- which classifier wrote which attribute codes into clip.feature_image_attribute
+CREATE TABLE clip.classification (
+    collection    text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
+    classifier    text NOT NULL,
+    version       int NOT NULL,
+    codes         text[] NOT NULL,
+    classified_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (collection, classifier)
+);
+
+CREATE TABLE clip.clustering (
+    name       text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,39}$'),
+    collection text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
+    model      text NOT NULL,
+    k          int NOT NULL,
+    options    jsonb NOT NULL,
+    inertia    float8 NOT NULL,
+    iterations int NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE clip.cluster_centroid (
+    clustering text NOT NULL REFERENCES clip.clustering (name) ON DELETE CASCADE,
+    cluster    int NOT NULL,
+    centroid   vector NOT NULL,
+    size       bigint NOT NULL,
+    PRIMARY KEY (clustering, cluster)
+);
+
+-- distance: squared Euclidean distance to the centroid (2 - 2 cos for unit embeddings)
+CREATE TABLE clip.cluster_assignment (
+    clustering text NOT NULL REFERENCES clip.clustering (name) ON DELETE CASCADE,
+    collection text NOT NULL,
+    image_id   bigint NOT NULL,
+    cluster    int NOT NULL,
+    distance   real NOT NULL,
+    PRIMARY KEY (clustering, image_id)
+);
+
+-- The current (highest) version of a classifier, or ERROR 42704 naming it.
+CREATE FUNCTION clip._classifier(name text) RETURNS clip.classifier LANGUAGE plpgsql STABLE AS $$
+DECLARE k clip.classifier;
+BEGIN
+    SELECT * INTO k FROM clip.classifier WHERE clip.classifier.name = _classifier.name ORDER BY version DESC LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'classifier "%" does not exist', name USING ERRCODE = '42704',
+            HINT = 'Label images with clip.label(collection, image_id, classifier, label), then SELECT * FROM clip.fit_classifier(classifier, collection).';
+    END IF;
+    RETURN k;
+END $$;
+
+-- The attribute code of a classifier's class: <classifier>_<label in lower case, other
+-- characters as _>, a column name of the collection's attribute view.
+CREATE FUNCTION clip._class_code(classifier text, label text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT left(classifier || '_' || coalesce(nullif(trim(BOTH '_' FROM regexp_replace(lower(label), '[^a-z0-9]+', '_', 'g')), ''), 'x'), 63)
+$$;
+
+-- Record (or change) one label. With pg_clip.refit_every > 0, the classifier is refitted once
+-- that many labels were given since its last fit (a refit that cannot run yet, too few labels
+-- say, is a NOTICE). Returns what it did.
+CREATE FUNCTION clip.label(collection text, image_id bigint, classifier text, label text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    c clip.collection := clip._collection(collection);
+    every int := coalesce(nullif(current_setting('pg_clip.refit_every', true), '')::int, 10);
+    last clip.classifier;
+    fresh bigint;
+    refit record;
+BEGIN
+    IF classifier IS NULL OR classifier !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'bad classifier name "%"', classifier USING ERRCODE = '22023',
+            HINT = 'Names are [a-z][a-z0-9_]*, at most 40 characters.';
+    END IF;
+    IF label IS NULL OR label = '' THEN
+        RAISE EXCEPTION 'a label must be a non-empty text' USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO clip.label AS l (collection, classifier, image_id, label)
+    VALUES (c.name, label.classifier, label.image_id, label.label)
+    ON CONFLICT ON CONSTRAINT label_pkey DO UPDATE
+        SET label = EXCLUDED.label, labelled_by = EXCLUDED.labelled_by, labelled_at = EXCLUDED.labelled_at;
+    IF every = 0 THEN
+        RETURN 'labelled';
+    END IF;
+    SELECT * INTO last FROM clip.classifier k WHERE k.name = label.classifier ORDER BY k.version DESC LIMIT 1;
+    SELECT count(*) INTO fresh FROM clip.label l
+    WHERE l.collection = c.name AND l.classifier = label.classifier AND (last.fitted_at IS NULL OR l.labelled_at > last.fitted_at);
+    IF fresh < every THEN
+        RETURN 'labelled';
+    END IF;
+    BEGIN
+        SELECT * INTO refit FROM clip.fit_classifier(label.classifier, c.name, coalesce(last.options, '{}'));
+    EXCEPTION WHEN OTHERS THEN
+        RAISE NOTICE 'clip.label: classifier "%" not refitted: %', label.classifier, SQLERRM;
+        RETURN 'labelled';
+    END;
+    RETURN format('labelled; classifier %s refitted as version %s', label.classifier, refit.version);
+END $$;
+
+-- Fit classifier `name` on the labels of `collection` (clip.label) and the collection's current
+-- embeddings: L2-regularised logistic regression on standardised embeddings, binary or
+-- multinomial, after stratified k-fold cross-validation. Options: C (1.0), class_weight
+-- ("balanced" or null), max_iter (100), folds (5). Too few labels is an ERROR whose hint says
+-- how many more of which class. Each fit is stored as a new version; the old ones are kept.
+CREATE FUNCTION clip.fit_classifier(name text, collection text, options jsonb DEFAULT '{}')
+RETURNS TABLE (classifier text, version int, labels text[], label_counts int[], metrics jsonb)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    c clip.collection := clip._collection(collection);
+    m clip.model;
+    folds int;
+    lab text[];
+    cnt int[];
+    total int;
+    res jsonb;
+    v int;
+    short record;
+BEGIN
+    IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'bad classifier name "%"', name USING ERRCODE = '22023',
+            HINT = 'Names are [a-z][a-z0-9_]*, at most 40 characters.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM clip.classifier k WHERE k.name = fit_classifier.name AND k.collection <> c.name) THEN
+        RAISE EXCEPTION 'classifier "%" belongs to another collection', name USING ERRCODE = '42710';
+    END IF;
+    folds := coalesce((options ->> 'folds')::int, 5);
+    SELECT * INTO m FROM clip.model WHERE clip.model.name = c.model;
+    -- labelled images that have an embedding under the collection's model
+    SELECT array_agg(x.label ORDER BY x.label), array_agg(x.n::int ORDER BY x.label), sum(x.n)
+    INTO lab, cnt, total
+    FROM (SELECT l.label, count(*) AS n FROM clip.label l
+          JOIN clip.embedding e ON e.collection = l.collection AND e.model = c.model AND e.image_id = l.image_id
+          WHERE l.collection = c.name AND l.classifier = fit_classifier.name GROUP BY l.label) x;
+    IF coalesce(total, 0) < 10 THEN
+        RAISE EXCEPTION 'classifier "%" has % labelled images with an embedding; fitting needs at least 10', name, coalesce(total, 0)
+            USING ERRCODE = '55000',
+            HINT = format('Label %s more with SELECT clip.label(%L, image_id, %L, label).', 10 - coalesce(total, 0), c.name, name);
+    END IF;
+    IF cardinality(lab) < 2 THEN
+        RAISE EXCEPTION 'classifier "%" has one class only ("%"); it needs two or more', name, lab[1]
+            USING ERRCODE = '55000', HINT = 'Label some images with another label.';
+    END IF;
+    SELECT u.l, u.n INTO short FROM unnest(lab, cnt) u (l, n) WHERE u.n < folds ORDER BY u.n, u.l LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'class "%" of classifier "%" has % labels; %-fold cross-validation needs at least % of each class',
+            short.l, name, short.n, folds, folds USING ERRCODE = '55000',
+            HINT = format('Label %s more "%s" images, or pass {"folds": %s} in the options.', folds - short.n, short.l,
+                          greatest(short.n, 2));
+    END IF;
+    IF (SELECT count(DISTINCT clip._class_code(name, x)) FROM unnest(lab) x) < cardinality(lab) THEN
+        RAISE EXCEPTION 'labels of classifier "%" differ only in case or punctuation: %', name, lab USING ERRCODE = '22023',
+            HINT = 'Each class becomes a column <classifier>_<label>; relabel so that they stay distinct.';
+    END IF;
+    SELECT clip._fit_logreg(array_agg(e.embedding::real[] ORDER BY l.image_id), m.embed_dim,
+                            array_agg(array_position(lab, l.label) - 1 ORDER BY l.image_id), cardinality(lab), options)
+    INTO res
+    FROM clip.label l JOIN clip.embedding e ON e.collection = l.collection AND e.model = c.model AND e.image_id = l.image_id
+    WHERE l.collection = c.name AND l.classifier = fit_classifier.name;
+    SELECT coalesce(max(k.version), 0) + 1 INTO v FROM clip.classifier k WHERE k.name = fit_classifier.name;
+    INSERT INTO clip.classifier (name, version, collection, model, model_stamp, labels, label_counts, options, metrics, iterations)
+    VALUES (fit_classifier.name, v, c.name, m.name, m.stamp, lab, cnt, res -> 'options', res -> 'metrics', (res ->> 'iterations')::int);
+    INSERT INTO clip.classifier_weight (name, version, class, weight, intercept)
+    SELECT fit_classifier.name, v, CASE WHEN cardinality(lab) = 2 THEN 1 ELSE (w.ord - 1)::int END,
+           (w.j ->> 'weight')::vector, (w.j ->> 'intercept')::float8
+    FROM jsonb_array_elements(res -> 'weights') WITH ORDINALITY w (j, ord);
+    RETURN QUERY SELECT fit_classifier.name, v, lab, cnt, res -> 'metrics';
+END $$;
+
+-- Class probabilities of a collection's images (all, or `ids`) under the current version of
+-- classifier `k`: (image_id, class index, label, probability, score), score being the class's
+-- linear score (the logit of the positive class with two classes).
+CREATE FUNCTION clip._probabilities(k clip.classifier, ids bigint[] DEFAULT NULL)
+RETURNS TABLE (image_id bigint, class int, label text, probability float8, score float8)
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+BEGIN
+    IF k.model_stamp IS DISTINCT FROM (SELECT m.stamp FROM clip.model m WHERE m.name = k.model)
+       OR k.model IS DISTINCT FROM (SELECT c.model FROM clip.collection c WHERE c.name = k.collection) THEN
+        RAISE EXCEPTION 'classifier "%" was fitted on embeddings of another model than collection "%" has now', k.name, k.collection
+            USING ERRCODE = '55000', HINT = format('Refit it: SELECT * FROM clip.fit_classifier(%L, %L).', k.name, k.collection);
+    END IF;
+    -- scores clamped to +-700: exp() beyond that is an ERROR in PostgreSQL, not infinity
+    RETURN QUERY
+    WITH z AS (
+        SELECT e.image_id, w.class, least(greatest(w.intercept - (e.embedding <#> w.weight), -700), 700) AS z
+        FROM clip.embedding e
+        JOIN clip.classifier_weight w ON w.name = k.name AND w.version = k.version
+        WHERE e.collection = k.collection AND e.model = k.model AND (ids IS NULL OR e.image_id = ANY (ids))
+    ),
+    multi AS (SELECT z.*, max(z.z) OVER (PARTITION BY z.image_id) AS peak FROM z)
+    SELECT z.image_id, 1, k.labels[2], 1 / (1 + exp(-z.z)), z.z FROM z WHERE cardinality(k.labels) = 2
+    UNION ALL
+    SELECT z.image_id, 0, k.labels[1], 1 - 1 / (1 + exp(-z.z)), -z.z FROM z WHERE cardinality(k.labels) = 2
+    UNION ALL
+    SELECT x.image_id, x.class, k.labels[x.class + 1],
+           exp(greatest(x.z - x.peak, -700)) / sum(exp(greatest(x.z - x.peak, -700))) OVER (PARTITION BY x.image_id), x.z
+    FROM multi x WHERE cardinality(k.labels) > 2;
+END $$;
+
+-- The probability of each class for one image (its current embedding).
+CREATE FUNCTION clip.predict_proba(classifier text, image_id bigint)
+RETURNS TABLE (label text, probability real) LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+DECLARE k clip.classifier := clip._classifier(classifier);
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM clip.embedding e JOIN clip.collection c ON c.name = e.collection AND c.model = e.model
+                   WHERE e.collection = k.collection AND e.image_id = predict_proba.image_id) THEN
+        RAISE EXCEPTION 'image % of collection "%" has no embedding', image_id, k.collection USING ERRCODE = '55000',
+            HINT = format('Run CALL clip.refresh(%L) first, or see clip.embedding_error.', k.collection);
+    END IF;
+    RETURN QUERY SELECT p.label, p.probability::real FROM clip._probabilities(k, ARRAY[predict_proba.image_id]) p
+    ORDER BY p.class;
+END $$;
+
+-- The most probable class of one image.
+CREATE FUNCTION clip.predict(classifier text, image_id bigint) RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT p.label FROM clip.predict_proba(classifier, image_id) p ORDER BY p.probability DESC, p.label LIMIT 1
+$$;
+
+-- Write the current classifier's probabilities for every image of the collection into
+-- clip.feature_image_attribute (source 'classifier', one attribute <classifier>_<label> per
+-- class, logit = the class's linear score), replacing its earlier rows; they appear as columns
+-- of clip.<collection>_attributes. Returns the number of rows written.
+CREATE FUNCTION clip.classify(collection text, classifier text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    c clip.collection := clip._collection(collection);
+    k clip.classifier := clip._classifier(classifier);
+    codes text[];
+    n bigint;
+BEGIN
+    IF k.collection <> c.name THEN
+        RAISE EXCEPTION 'classifier "%" belongs to collection "%"', k.name, k.collection USING ERRCODE = '22023';
+    END IF;
+    SELECT array_agg(clip._class_code(k.name, x) ORDER BY o) INTO codes FROM unnest(k.labels) WITH ORDINALITY u (x, o);
+    IF EXISTS (SELECT 1 FROM clip.collection_vocabulary cv JOIN clip.vocabulary_attribute a ON a.vocabulary = cv.vocabulary
+               WHERE cv.collection = c.name AND a.code = ANY (codes)) THEN
+        RAISE EXCEPTION 'a class of classifier "%" has the code of a vocabulary attribute: %', k.name, codes
+            USING ERRCODE = '42710', HINT = 'Rename the classifier or the attribute.';
+    END IF;
+    DELETE FROM clip.feature_image_attribute f
+    WHERE f.collection = c.name AND f.source = 'classifier'
+      AND f.attribute_code = ANY (coalesce((SELECT x.codes FROM clip.classification x
+                                             WHERE x.collection = c.name AND x.classifier = k.name), '{}'));
+    WITH done AS (
+        INSERT INTO clip.feature_image_attribute (collection, image_id, attribute_code, confidence, logit, source, vocabulary, model)
+        SELECT c.name, p.image_id, codes[p.class + 1], p.probability, p.score, 'classifier', NULL, k.model
+        FROM clip._probabilities(k) p
+        RETURNING 1)
+    SELECT count(*) INTO n FROM done;
+    INSERT INTO clip.classification AS x (collection, classifier, version, codes) VALUES (c.name, k.name, k.version, codes)
+    ON CONFLICT ON CONSTRAINT classification_pkey DO UPDATE
+        SET version = EXCLUDED.version, codes = EXCLUDED.codes, classified_at = now();
+    PERFORM clip._attribute_view(c.name, (SELECT cv.vocabulary FROM clip.collection_vocabulary cv WHERE cv.collection = c.name));
+    RETURN n;
+END $$;
+
+-- Active learning: the `n` unlabelled images the current classifier is least sure of, with its
+-- prediction. Two classes: smallest |p - 0.5| first; more: smallest margin between the two most
+-- probable classes first. uncertainty = 1 - that margin (1 = a coin toss). With no classifier
+-- yet, a seeded random sample (the same for the same classifier name), prediction NULL.
+CREATE FUNCTION clip.next_to_label(collection text, classifier text, n int DEFAULT 20)
+RETURNS TABLE (image_id bigint, prediction text, probability real, uncertainty real)
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+DECLARE
+    c clip.collection := clip._collection(collection);
+    k clip.classifier;
+BEGIN
+    SELECT * INTO k FROM clip.classifier x WHERE x.name = next_to_label.classifier AND x.collection = c.name
+    ORDER BY x.version DESC LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN QUERY
+        SELECT e.image_id, NULL::text, NULL::real, NULL::real FROM clip.embedding e
+        WHERE e.collection = c.name AND e.model = c.model
+          AND NOT EXISTS (SELECT 1 FROM clip.label l WHERE l.collection = c.name AND l.classifier = next_to_label.classifier
+                              AND l.image_id = e.image_id)
+        ORDER BY hashtextextended(e.image_id::text, hashtext(next_to_label.classifier)), e.image_id LIMIT n;
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH p AS (
+        SELECT q.image_id, q.label, q.probability,
+               row_number() OVER (PARTITION BY q.image_id ORDER BY q.probability DESC, q.class) AS r
+        FROM clip._probabilities(k) q
+        WHERE NOT EXISTS (SELECT 1 FROM clip.label l WHERE l.collection = c.name AND l.classifier = k.name
+                              AND l.image_id = q.image_id)
+    ),
+    top AS (
+        SELECT p1.image_id, p1.label, p1.probability, p1.probability - p2.probability AS margin
+        FROM p p1 JOIN p p2 ON p2.image_id = p1.image_id AND p2.r = 2 WHERE p1.r = 1
+    )
+    SELECT t.image_id, t.label, t.probability::real, (1 - t.margin)::real FROM top t
+    ORDER BY t.margin, t.image_id LIMIT n;
+END $$;
+
+-- For a labelling screen's header, per class: images labelled, images predicted (over the
+-- whole collection), the predicted share, and the share of those predictions made with a
+-- probability of at least 0.9.
+CREATE FUNCTION clip.label_stats(collection text, classifier text)
+RETURNS TABLE (label text, labelled bigint, predicted bigint, predicted_share real, confident_share real)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    c clip.collection := clip._collection(collection);
+    k clip.classifier;
+BEGIN
+    SELECT * INTO k FROM clip.classifier x WHERE x.name = label_stats.classifier AND x.collection = c.name
+    ORDER BY x.version DESC LIMIT 1;
+    IF to_regclass('pg_temp.pg_clip_best') IS NULL THEN
+        CREATE TEMP TABLE pg_clip_best (image_id bigint, label text, probability float8);
+    END IF;
+    TRUNCATE pg_clip_best;
+    IF k.name IS NOT NULL THEN
+        INSERT INTO pg_clip_best
+        SELECT DISTINCT ON (q.image_id) q.image_id, q.label, q.probability
+        FROM clip._probabilities(k) q ORDER BY q.image_id, q.probability DESC, q.class;
+    END IF;
+    RETURN QUERY
+    WITH labelled AS (
+        SELECT l.label, count(*) AS n FROM clip.label l
+        WHERE l.collection = c.name AND l.classifier = label_stats.classifier GROUP BY l.label
+    ),
+    predicted AS (
+        SELECT b.label, count(*) AS n, avg((b.probability >= 0.9)::int) AS confident FROM pg_clip_best b GROUP BY b.label
+    )
+    SELECT coalesce(l.label, p.label), coalesce(l.n, 0), coalesce(p.n, 0),
+           (coalesce(p.n, 0)::float8 / greatest((SELECT count(*) FROM pg_clip_best), 1))::real, p.confident::real
+    FROM labelled l FULL JOIN predicted p ON p.label = l.label
+    ORDER BY 1;
+END $$;
+
+-- k-means over the collection's current embeddings (unit vectors, so the clusters follow cosine
+-- similarity): k-means++ seeding, best of n_init runs, seeded and so reproducible. Options:
+-- n_init (4), max_iter (300), tol (1e-4), seed (0). Stores the clustering, its centroids and
+-- every image's cluster and distance (clustering `name` is replaced), and returns the size of
+-- each cluster with the inertia (sum of squared distances to the centroids).
+CREATE FUNCTION clip.kmeans(collection text, k int, name text, options jsonb DEFAULT '{}')
+RETURNS TABLE (cluster int, size bigint, inertia real) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    c clip.collection := clip._collection(collection);
+    dim int;
+    ids bigint[];
+    r record;
+BEGIN
+    IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'bad clustering name "%"', name USING ERRCODE = '22023',
+            HINT = 'Names are [a-z][a-z0-9_]*, at most 40 characters.';
+    END IF;
+    SELECT m.embed_dim INTO dim FROM clip.model m WHERE m.name = c.model;
+    SELECT array_agg(e.image_id ORDER BY e.image_id) INTO ids FROM clip.embedding e
+    WHERE e.collection = c.name AND e.model = c.model;
+    IF ids IS NULL THEN
+        RAISE EXCEPTION 'collection "%" has no embeddings to cluster', c.name USING ERRCODE = '55000',
+            HINT = format('CALL clip.refresh(%L) first.', c.name);
+    END IF;
+    SELECT * INTO r FROM clip._kmeans(
+        (SELECT array_agg(e.embedding::real[] ORDER BY e.image_id) FROM clip.embedding e
+         WHERE e.collection = c.name AND e.model = c.model), dim, k, options);
+    DELETE FROM clip.clustering x WHERE x.name = kmeans.name;
+    INSERT INTO clip.clustering (name, collection, model, k, options, inertia, iterations)
+    VALUES (kmeans.name, c.name, c.model, k, options, r.inertia, r.iterations);
+    INSERT INTO clip.cluster_assignment (clustering, collection, image_id, cluster, distance)
+    SELECT kmeans.name, c.name, ids[i], r.clusters[i], r.distances[i] FROM generate_subscripts(ids, 1) i;
+    INSERT INTO clip.cluster_centroid (clustering, cluster, centroid, size)
+    SELECT kmeans.name, g, r.centroids[g * dim + 1 : (g + 1) * dim]::vector,
+           (SELECT count(*) FROM clip.cluster_assignment a WHERE a.clustering = kmeans.name AND a.cluster = g)
+    FROM generate_series(0, k - 1) g;
+    RETURN QUERY SELECT x.cluster, x.size, r.inertia::real FROM clip.cluster_centroid x
+    WHERE x.clustering = kmeans.name ORDER BY x.cluster;
+END $$;
+
+SELECT pg_catalog.pg_extension_config_dump('clip.label', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.classifier', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.classifier_weight', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.classification', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.clustering', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.cluster_centroid', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.cluster_assignment', '');
+GRANT SELECT ON clip.label, clip.classifier, clip.classifier_weight, clip.clustering, clip.cluster_centroid,
+    clip.cluster_assignment TO PUBLIC;

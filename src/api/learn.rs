@@ -1,0 +1,132 @@
+//! Learning, the Rust half: fitting and clustering over embeddings that sql/learn.sql gathers
+//! as flat `real[]` arrays (row after row). The SQL side stores the results and predicts with
+//! pgvector's inner product, from weights with the standardisation folded in.
+
+use ndarray::{Array2, Axis};
+use pg_clip_core::learn::{kmeans, logreg, metrics};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+
+use crate::errors;
+
+fn bad(message: String, hint: Option<&str>) -> ! {
+    errors::report(pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, None, hint.map(String::from))
+}
+
+/// n x dim matrix from a flat array of n * dim values.
+fn matrix(values: Array<f32>, dim: i32) -> Array2<f32> {
+    let v: Vec<f32> = values.iter().map(|x| x.unwrap_or(f32::NAN)).collect();
+    let d = usize::try_from(dim).ok().filter(|&d| d > 0 && v.len() % d == 0).unwrap_or_else(|| {
+        bad(format!("{} values do not make rows of {dim}", v.len()), None)
+    });
+    if v.iter().any(|x| !x.is_finite()) {
+        bad("embeddings hold NULL, NaN or infinite values".into(), None);
+    }
+    Array2::from_shape_vec((v.len() / d, d), v).expect("checked shape")
+}
+
+fn option_f64(o: &Value, key: &str, default: f64) -> f64 {
+    match o.get(key) {
+        None | Some(Value::Null) => default,
+        Some(v) => v.as_f64().unwrap_or_else(|| bad(format!("option \"{key}\" must be a number, not {v}"), None)),
+    }
+}
+
+fn check_keys(o: &Value, allowed: &[&str]) {
+    let Some(map) = o.as_object() else { bad(format!("options must be a JSON object, not {o}"), None) };
+    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        bad(format!("unknown option \"{k}\""), Some(&format!("Options are {}.", allowed.join(", "))));
+    }
+}
+
+fn scores_json(s: &metrics::Scores) -> Value {
+    json!({"accuracy": s.accuracy, "precision": s.precision, "recall": s.recall, "f1": s.f1,
+           "roc_auc": s.roc_auc, "log_loss": s.log_loss})
+}
+
+/// Fit L2 logistic regression on `embeddings` (flat, `dim` per row) with labels `y` in
+/// 0..classes, after stratified k-fold cross-validation. Returns the options used, the
+/// cross-validated metrics (mean and std over folds) and the final model's weights per class
+/// with the standardisation folded in: score = w . x + b on raw embeddings.
+#[pg_extern(immutable, parallel_safe)]
+fn _fit_logreg(embeddings: Array<f32>, dim: i32, y: Array<i32>, classes: i32, options: JsonB) -> JsonB {
+    let o = options.0;
+    check_keys(&o, &["C", "class_weight", "max_iter", "folds"]);
+    let balanced = match o.get("class_weight") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s == "balanced" => true,
+        Some(v) => bad(format!("option \"class_weight\" must be \"balanced\" or null, not {v}"), None),
+    };
+    let opts = logreg::Options {
+        c: option_f64(&o, "C", 1.0),
+        balanced,
+        max_iter: option_f64(&o, "max_iter", 100.0) as u64,
+        tol: 1e-4,
+    };
+    let folds = option_f64(&o, "folds", 5.0) as usize;
+    if !(opts.c > 0.0) || opts.max_iter < 1 || folds < 2 {
+        bad("C must be positive, max_iter at least 1 and folds at least 2".into(), None);
+    }
+    let x = matrix(embeddings, dim).mapv(f64::from);
+    let classes = usize::try_from(classes).unwrap_or(0);
+    let y: Vec<usize> = y.iter().map(|v| v.and_then(|v| usize::try_from(v).ok()).filter(|&v| v < classes)
+        .unwrap_or_else(|| bad("labels must be 0..classes".into(), None))).collect();
+    if y.len() != x.nrows() {
+        bad(format!("{} labels for {} rows", y.len(), x.nrows()), None);
+    }
+    let cv = metrics::cross_validate(x.view(), &y, classes, folds, &opts).unwrap_or_else(|e| bad(e, None));
+    let model = logreg::fit(x.view(), &y, classes, &opts).unwrap_or_else(|e| bad(e, None));
+    // fold the standardisation in: w . (x - m) / s + b = (w / s) . x + (b - sum w m / s)
+    let weights: Vec<Value> = model
+        .coef
+        .axis_iter(Axis(0))
+        .zip(&model.intercept)
+        .map(|(w, b)| {
+            let folded: Vec<f64> = w.iter().zip(&model.scaler.scale).map(|(w, s)| w / s).collect();
+            let shift: f64 = folded.iter().zip(&model.scaler.mean).map(|(w, m)| w * m).sum();
+            json!({"weight": folded, "intercept": b - shift})
+        })
+        .collect();
+    JsonB(json!({
+        "options": {"C": opts.c, "class_weight": if balanced { json!("balanced") } else { Value::Null },
+                    "max_iter": opts.max_iter, "folds": folds},
+        "metrics": {"folds": folds, "mean": scores_json(&cv.mean), "std": scores_json(&cv.std)},
+        "iterations": model.iterations,
+        "weights": weights,
+    }))
+}
+
+/// k-means over `embeddings` (flat, `dim` per row). Returns the centroids (flat), each row's
+/// cluster (0-based) and squared distance to its centroid, the inertia and the iterations of
+/// the best run.
+#[pg_extern(immutable, parallel_safe)]
+fn _kmeans(
+    embeddings: Array<f32>,
+    dim: i32,
+    k: i32,
+    options: JsonB,
+) -> TableIterator<
+    'static,
+    (
+        name!(centroids, Vec<f32>),
+        name!(clusters, Vec<i32>),
+        name!(distances, Vec<f32>),
+        name!(inertia, f64),
+        name!(iterations, i32),
+    ),
+> {
+    let o = options.0;
+    check_keys(&o, &["n_init", "max_iter", "tol", "seed"]);
+    let x = matrix(embeddings, dim);
+    let opts = kmeans::Options {
+        k: usize::try_from(k).unwrap_or(0),
+        n_init: option_f64(&o, "n_init", 4.0) as usize,
+        max_iter: option_f64(&o, "max_iter", 300.0) as usize,
+        tol: option_f64(&o, "tol", 1e-4),
+        seed: option_f64(&o, "seed", 0.0) as u64,
+    };
+    let c = kmeans::kmeans(x.view(), &opts).unwrap_or_else(|e| bad(e, Some("Pick k between 1 and the number of embedded images.")));
+    let clusters = c.labels.iter().map(|&l| l as i32).collect();
+    TableIterator::once((c.centroids.into_raw_vec_and_offset().0, clusters, c.distances, c.inertia, c.iterations as i32))
+}

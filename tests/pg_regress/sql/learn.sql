@@ -1,0 +1,139 @@
+-- Learning: labels, classifiers (fit, predict, classify, active learning), k-means.
+-- The embeddings are generated (three noisy clusters of 64-dim unit vectors, seeded): fitting
+-- and clustering read only stored embeddings. The core's agreement with scikit-learn is
+-- checked in core/tests/learn.rs; this checks the SQL around it.
+\set SHOW_CONTEXT never
+SET pg_clip.device = 'cpu';
+SET pg_clip.refit_every = 0;
+SET client_min_messages = warning;
+CREATE TABLE things (id bigint PRIMARY KEY, img bytea);
+INSERT INTO things SELECT g, '\x00' FROM generate_series(1, 300) g;
+SELECT clip.add_collection('things', 'things', 'id', 'img', 'tiny');
+RESET client_min_messages;
+SELECT setseed(0.25);
+CREATE TEMP TABLE centres AS
+SELECT c, (SELECT array_agg(random() - 0.5) FROM generate_series(1, 64) WHERE c >= 0) AS v FROM generate_series(0, 2) c;
+-- class of thing id: id % 3 ('a', 'b', 'c'); each row its class centre plus noise
+INSERT INTO clip.embedding (collection, model, image_id, stamp, content_sha256, embedding)
+SELECT 'things', 'tiny', t.id, m.stamp, '\x00',
+       l2_normalize((SELECT array_agg(x + (random() - 0.5) * 1.4 ORDER BY i) FROM unnest(ce.v) WITH ORDINALITY u (x, i)
+                     WHERE t.id > 0)::vector)
+FROM things t JOIN centres ce ON ce.c = t.id % 3 CROSS JOIN clip.model m WHERE m.name = 'tiny';
+CREATE VIEW truth AS SELECT id, (ARRAY['a', 'b', 'c'])[id % 3 + 1] AS label FROM things;
+
+-- guardrails: each says what is missing
+SELECT try($$SELECT * FROM clip.fit_classifier('kind', 'things')$$) AS no_labels;
+SELECT count(*) FROM (SELECT clip.label('things', id, 'kind', 'a') FROM things WHERE id % 3 = 0 AND id <= 36) x;
+SELECT try($$SELECT * FROM clip.fit_classifier('kind', 'things')$$) AS one_class;
+SELECT count(*) FROM (SELECT clip.label('things', id, 'kind', 'b') FROM things WHERE id % 3 = 1 AND id <= 9) x;
+SELECT try($$SELECT * FROM clip.fit_classifier('kind', 'things')$$) AS class_too_small;
+SELECT try($$SELECT * FROM clip.fit_classifier('kind', 'things', '{"folds": 3, "penalty": "l1"}')$$) AS unknown_option;
+SELECT try($$SELECT clip.label('things', 1, 'Kind', 'a')$$) AS bad_name;
+SELECT try($$SELECT clip.label('nope', 1, 'kind', 'a')$$) AS unknown_collection;
+SELECT try($$SELECT * FROM clip.predict_proba('nope', 1)$$) AS unknown_classifier;
+
+-- binary: 3 folds work with 3 labels of b; then more labels, 5 folds, balanced weights
+SELECT classifier, version, labels, label_counts, (metrics ->> 'folds')::int AS folds
+FROM clip.fit_classifier('kind', 'things', '{"folds": 3}');
+SELECT count(*) FROM (SELECT clip.label('things', id, 'kind', 'b') FROM things WHERE id % 3 = 1 AND id <= 60) x;
+SELECT classifier, version, labels, label_counts,
+       (metrics -> 'mean' ->> 'accuracy')::float8 >= 0.9 AS accurate,
+       (metrics -> 'mean' ->> 'roc_auc')::float8 >= 0.9 AS auc_high,
+       (metrics -> 'mean' ->> 'log_loss')::float8 < 0.5 AS log_loss_low,
+       metrics -> 'mean' ?& ARRAY['accuracy', 'precision', 'recall', 'f1', 'roc_auc', 'log_loss'] AS all_metrics,
+       metrics -> 'std' ? 'accuracy' AS has_spread
+FROM clip.fit_classifier('kind', 'things', '{"C": 0.5, "class_weight": "balanced"}');
+-- every fit is kept
+SELECT name, version, labels, label_counts, options FROM clip.classifier ORDER BY version;
+
+-- probabilities: two classes summing to 1, equal to the logistic function of the stored
+-- weights computed here without pgvector's operator
+SELECT label, round(probability::numeric, 3) AS probability FROM clip.predict_proba('kind', 3) ORDER BY label;
+WITH w AS (SELECT weight::real[] AS w, intercept FROM clip.classifier_weight WHERE name = 'kind' AND version = 2),
+mine AS (
+    SELECT e.image_id, 1 / (1 + exp(-((SELECT sum(a * b) FROM unnest(e.embedding::real[], w.w) u (a, b)) + w.intercept))) AS p
+    FROM clip.embedding e, w WHERE e.collection = 'things' AND e.image_id <= 30
+)
+SELECT count(*) AS images,
+       max(abs(m.p - (SELECT p.probability FROM clip.predict_proba('kind', m.image_id) p WHERE p.label = 'b'))) < 1e-5 AS same_as_mine,
+       bool_and((SELECT sum(p.probability) FROM clip.predict_proba('kind', m.image_id) p) BETWEEN 0.9999 AND 1.0001) AS sum_to_one
+FROM mine m;
+-- predictions on the a/b things it was not trained on agree with the truth
+SELECT count(*) AS held_out, avg((clip.predict('kind', t.id) = t.label)::int) >= 0.9 AS accurate
+FROM truth t WHERE t.label IN ('a', 'b') AND t.id > 60;
+SELECT try($$SELECT * FROM clip.predict_proba('kind', 100000)$$) AS no_embedding;
+
+-- classify: one attribute per class in clip.feature_image_attribute and the attribute view
+SELECT clip.classify('things', 'kind') AS rows_written;
+SELECT attribute_code, source, count(*), round(avg(confidence)::numeric, 1) >= 0 AS has_confidence
+FROM clip.feature_image_attribute WHERE collection = 'things' GROUP BY 1, 2 ORDER BY 1;
+SELECT count(*) AS images, bool_and(abs(kind_a + kind_b - 1) < 1e-5) AS sum_to_one FROM clip.things_attributes;
+SELECT avg(((a.kind_b > 0.5) = (t.label = 'b'))::int) >= 0.9 AS columns_follow_truth
+FROM clip.things_attributes a JOIN truth t ON t.id = a.image_id WHERE t.label IN ('a', 'b');
+
+-- active learning: unlabelled images, least certain first
+SELECT count(*) AS n, bool_and(NOT EXISTS (SELECT 1 FROM clip.label l WHERE l.classifier = 'kind' AND l.image_id = x.image_id))
+       AS all_unlabelled,
+       bool_and(x.uncertainty BETWEEN 0 AND 1) AS in_range
+FROM clip.next_to_label('things', 'kind', 10) x;
+WITH x AS (SELECT row_number() OVER () AS r, * FROM clip.next_to_label('things', 'kind', 10))
+SELECT bool_and(x.uncertainty >= y.uncertainty) AS most_uncertain_first
+FROM x JOIN x y ON y.r = x.r + 1;
+-- with no classifier yet: a seeded sample, the same every time
+SELECT image_id, prediction FROM clip.next_to_label('things', 'newcomer', 5);
+SELECT array_agg(image_id) = (SELECT array_agg(image_id) FROM clip.next_to_label('things', 'newcomer', 5)) AS repeatable
+FROM clip.next_to_label('things', 'newcomer', 5);
+SELECT label, labelled, predicted, round(predicted_share::numeric, 2) AS share, confident_share > 0.5 AS mostly_confident
+FROM clip.label_stats('things', 'kind');
+SELECT round(sum(predicted_share)::numeric, 4) AS shares FROM clip.label_stats('things', 'kind');
+
+-- multinomial: three classes, softmax probabilities
+SELECT count(*) FROM (SELECT clip.label('things', id, 'kind3', label) FROM truth WHERE id <= 90) x;
+SELECT classifier, version, labels, label_counts, (metrics -> 'mean' ->> 'accuracy')::float8 >= 0.9 AS accurate,
+       metrics -> 'mean' -> 'roc_auc' AS roc_auc
+FROM clip.fit_classifier('kind3', 'things');
+SELECT count(*) AS weights FROM clip.classifier_weight WHERE name = 'kind3';
+SELECT count(*) AS images, avg((clip.predict('kind3', t.id) = t.label)::int) >= 0.9 AS accurate,
+       bool_and(abs((SELECT sum(p.probability) FROM clip.predict_proba('kind3', t.id) p) - 1) < 1e-5) AS sum_to_one
+FROM truth t WHERE t.id > 90;
+WITH x AS (SELECT * FROM clip.next_to_label('things', 'kind3', 5))
+SELECT count(*) AS n, bool_and(x.prediction IN ('a', 'b', 'c')) AS predicted FROM x;
+
+-- automatic refit after pg_clip.refit_every new labels
+SET pg_clip.refit_every = 3;
+SELECT clip.label('things', 91, 'kind3', 'b');
+SELECT clip.label('things', 92, 'kind3', 'c');
+SELECT clip.label('things', 93, 'kind3', 'a');
+SELECT max(version) AS kind3_versions FROM clip.classifier WHERE name = 'kind3';
+RESET pg_clip.refit_every;
+
+-- k-means: sizes add up, each image's cluster is its nearest centroid, the clusters find the
+-- three generating centres, and the same seed gives the same clustering
+SELECT cluster, size > 0 AS non_empty, inertia > 0 AS has_inertia FROM clip.kmeans('things', 3, 'blobs');
+SELECT sum(size) AS clustered FROM clip.cluster_centroid WHERE clustering = 'blobs';
+SELECT count(*) AS nearer_elsewhere
+FROM clip.cluster_assignment a JOIN clip.embedding e ON e.collection = 'things' AND e.image_id = a.image_id
+JOIN clip.cluster_centroid mine ON mine.clustering = 'blobs' AND mine.cluster = a.cluster
+WHERE EXISTS (SELECT 1 FROM clip.cluster_centroid o WHERE o.clustering = 'blobs'
+              AND (e.embedding <-> o.centroid) < (e.embedding <-> mine.centroid) - 1e-4);
+SELECT abs(sum(a.distance) - (SELECT inertia FROM clip.clustering WHERE name = 'blobs')) < 1e-3 AS inertia_is_sum,
+       bool_and(abs(a.distance - (e.embedding <-> c.centroid) ^ 2) < 1e-4) AS distances_squared
+FROM clip.cluster_assignment a JOIN clip.embedding e ON e.collection = 'things' AND e.image_id = a.image_id
+JOIN clip.cluster_centroid c ON c.clustering = 'blobs' AND c.cluster = a.cluster WHERE a.clustering = 'blobs';
+WITH purity AS (
+    SELECT a.cluster, max(n)::float8 / sum(n) AS p
+    FROM (SELECT a.cluster, t.label, count(*) AS n FROM clip.cluster_assignment a JOIN truth t ON t.id = a.image_id
+          WHERE a.clustering = 'blobs' GROUP BY 1, 2) a GROUP BY 1
+)
+SELECT min(p) >= 0.9 AS clusters_follow_centres FROM purity;
+CREATE TEMP TABLE first_run AS SELECT image_id, cluster FROM clip.cluster_assignment WHERE clustering = 'blobs';
+SELECT count(*) FROM clip.kmeans('things', 3, 'blobs', '{"n_init": 4, "seed": 0}');
+SELECT count(*) AS moved FROM first_run f JOIN clip.cluster_assignment a ON a.clustering = 'blobs' AND a.image_id = f.image_id
+WHERE a.cluster <> f.cluster;
+SELECT try($$SELECT * FROM clip.kmeans('things', 301, 'too_many')$$) AS k_too_large;
+SELECT try($$SELECT * FROM clip.kmeans('things', 3, 'x', '{"init": "random"}')$$) AS unknown_option;
+
+-- dropping the collection removes labels, classifiers and clusterings
+SELECT clip.drop_collection('things');
+SELECT (SELECT count(*) FROM clip.label) AS labels, (SELECT count(*) FROM clip.classifier) AS classifiers,
+       (SELECT count(*) FROM clip.clustering) AS clusterings, (SELECT count(*) FROM clip.cluster_assignment) AS assignments;

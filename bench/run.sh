@@ -6,15 +6,17 @@
 #   (4) CALL clip.refresh on the same photos as a collection; no-change refresh; trigger cost
 #   (5) vocabulary scoring over 45,000 stored embeddings (bench/vocab.sh)
 #   (6) identification against 1,000 / 10,000 / 100,000 references (bench/identify.sh)
+#   (7) classifier, predictions and k-means over 45,000 embeddings, beside scikit-learn (bench/learn.sh)
 # Environment: BENCH_IMAGES (default 200), BENCH_THREADS (default: all cores), BENCH_BATCH (32),
-# BENCH_PARTS (default "images vocab identify": (1)-(4) are "images", (5) "vocab", (6) "identify").
+# BENCH_PARTS (default "images vocab identify learn": (1)-(4) are "images", (5) "vocab", (6) "identify",
+# (7) "learn").
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 N="${BENCH_IMAGES:-200}"
 THREADS="${BENCH_THREADS:-$(nproc)}"
 BATCH="${BENCH_BATCH:-32}"
-PARTS="${BENCH_PARTS:-images vocab identify}"
+PARTS="${BENCH_PARTS:-images vocab identify learn}"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 ORT_LIB="$ROOT/.deps/onnxruntime/libonnxruntime.so.1.32.0"
 OUT="$ROOT/.run/bench"; mkdir -p "$OUT"; : > "$OUT/results.txt"
@@ -150,6 +152,11 @@ if has identify; then
     ./bench/identify.sh "$OUT/results.txt"
 fi
 
+if has learn; then
+    say "(7) learning: 45,000 stored 512-dim embeddings, beside scikit-learn"
+    ./bench/learn.sh "$OUT/results.txt"
+fi
+
 python3 - "$OUT/results.txt" "$N" "${MP:-0}" "$THREADS" "$BATCH" <<'PY'
 import re, sys
 rows = {}
@@ -216,6 +223,29 @@ if ident:
         print(f"| 100 frames: LATERAL join | {by['frames_lateral']:.0f} |")
         print(f"| 100 frames: loop of single calls | {by['frames_loop']:.0f} (LATERAL / loop = {by['frames_lateral'] / by['frames_loop']:.2f}) |")
         print(f"| 100 frames: clip.identify_many (batched model calls) | {by['frames_many']:.0f} (many / loop = {by['frames_many'] / by['frames_loop']:.2f}) |")
+learn = {}
+for line in open(sys.argv[1]):
+    if line.startswith("learn "):
+        parts = line.split()
+        learn[(parts[1], parts[2].split("=", 1)[1])] = dict(p.split("=", 1) for p in parts[3:])
+if learn:
+    print("\n(7) learning over 45,000 stored embeddings (512-dim), 2 cores, CPU, beside scikit-learn in the same run")
+    print("| step | pg_clip ms | scikit-learn ms | scikit-learn / pg_clip |")
+    print("|---|---|---|---|")
+    names = {"fit": "fit: 1,000 labels, 5-fold CV + final fit", "predict": "probabilities for 45,000 images",
+             "kmeans2": "k-means k=2, n_init 4", "kmeans8": "k-means k=8, n_init 4", "kmeans64": "k-means k=64, n_init 4"}
+    for what, title in names.items():
+        a, b = learn.get(("pg_clip", what)), learn.get(("sklearn", what))
+        if a and b:
+            extra = ""
+            if "inertia" in a:
+                extra = f" (inertia {a['inertia']} vs {b['inertia']})"
+            if "accuracy" in a:
+                extra = f" (CV accuracy {a['accuracy']} vs {b['accuracy']})"
+            print(f"| {title}{extra} | {float(a['ms']):.0f} | {float(b['ms']):.0f} | {float(b['ms']) / float(a['ms']):.2f} |")
+    ld = learn.get(("sklearn", "load"))
+    if ld:
+        print(f"| reading the 45,000 embeddings out of PostgreSQL into numpy (scikit-learn's side only) | | {float(ld['ms']):.0f} | |")
 for line in open(sys.argv[1]):
     m = re.match(r"noop rows=(\d+) seconds=([\d.]+)", line)
     if m:

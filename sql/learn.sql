@@ -82,11 +82,12 @@ CREATE TABLE clip.cluster_assignment (
     PRIMARY KEY (clustering, image_id)
 );
 
--- The current (highest) version of a classifier, or ERROR 42704 naming it.
-CREATE FUNCTION clip._classifier(name text) RETURNS clip.classifier LANGUAGE plpgsql STABLE AS $$
+-- The current (highest) version of a classifier, or ERROR 42704 naming it. (Not clip._classifier:
+-- that is the name of the array type of clip.classifier, and a call with a literal would be a cast.)
+CREATE FUNCTION clip._current_classifier(name text) RETURNS clip.classifier LANGUAGE plpgsql STABLE AS $$
 DECLARE k clip.classifier;
 BEGIN
-    SELECT * INTO k FROM clip.classifier WHERE clip.classifier.name = _classifier.name ORDER BY version DESC LIMIT 1;
+    SELECT * INTO k FROM clip.classifier WHERE clip.classifier.name = _current_classifier.name ORDER BY version DESC LIMIT 1;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'classifier "%" does not exist', name USING ERRCODE = '42704',
             HINT = 'Label images with clip.label(collection, image_id, classifier, label), then SELECT * FROM clip.fit_classifier(classifier, collection).';
@@ -246,7 +247,7 @@ END $$;
 CREATE FUNCTION clip.predict_proba(classifier text, image_id bigint)
 RETURNS TABLE (label text, probability real) LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
-DECLARE k clip.classifier := clip._classifier(classifier);
+DECLARE k clip.classifier := clip._current_classifier(classifier);
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM clip.embedding e JOIN clip.collection c ON c.name = e.collection AND c.model = e.model
                    WHERE e.collection = k.collection AND e.image_id = predict_proba.image_id) THEN
@@ -269,7 +270,7 @@ $$;
 CREATE FUNCTION clip.classify(collection text, classifier text) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     c clip.collection := clip._collection(collection);
-    k clip.classifier := clip._classifier(classifier);
+    k clip.classifier := clip._current_classifier(classifier);
     codes text[];
     n bigint;
 BEGIN
@@ -385,7 +386,6 @@ RETURNS TABLE (cluster int, size bigint, inertia real) LANGUAGE plpgsql AS $$
 DECLARE
     c clip.collection := clip._collection(collection);
     dim int;
-    ids bigint[];
     r record;
 BEGIN
     IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
@@ -393,24 +393,17 @@ BEGIN
             HINT = 'Names are [a-z][a-z0-9_]*, at most 40 characters.';
     END IF;
     SELECT m.embed_dim INTO dim FROM clip.model m WHERE m.name = c.model;
-    SELECT array_agg(e.image_id ORDER BY e.image_id) INTO ids FROM clip.embedding e
-    WHERE e.collection = c.name AND e.model = c.model;
-    IF ids IS NULL THEN
-        RAISE EXCEPTION 'collection "%" has no embeddings to cluster', c.name USING ERRCODE = '55000',
-            HINT = format('CALL clip.refresh(%L) first.', c.name);
-    END IF;
-    SELECT * INTO r FROM clip._kmeans(
-        (SELECT array_agg(e.embedding::real[] ORDER BY e.image_id) FROM clip.embedding e
-         WHERE e.collection = c.name AND e.model = c.model), dim, k, options);
+    SELECT * INTO r FROM clip._kmeans(c.name, c.model, k, options);
     DELETE FROM clip.clustering x WHERE x.name = kmeans.name;
     INSERT INTO clip.clustering (name, collection, model, k, options, inertia, iterations)
     VALUES (kmeans.name, c.name, c.model, k, options, r.inertia, r.iterations);
+    -- (unnest, not ids[i]: subscripting a large array once per row copies it once per row)
     INSERT INTO clip.cluster_assignment (clustering, collection, image_id, cluster, distance)
-    SELECT kmeans.name, c.name, ids[i], r.clusters[i], r.distances[i] FROM generate_subscripts(ids, 1) i;
+    SELECT kmeans.name, c.name, u.id, u.cl, u.d FROM unnest(r.ids, r.clusters, r.distances) u (id, cl, d);
     INSERT INTO clip.cluster_centroid (clustering, cluster, centroid, size)
-    SELECT kmeans.name, g, r.centroids[g * dim + 1 : (g + 1) * dim]::vector,
-           (SELECT count(*) FROM clip.cluster_assignment a WHERE a.clustering = kmeans.name AND a.cluster = g)
-    FROM generate_series(0, k - 1) g;
+    SELECT kmeans.name, g, r.centroids[g * dim + 1 : (g + 1) * dim]::vector, coalesce(n.size, 0)
+    FROM generate_series(0, k - 1) g
+    LEFT JOIN (SELECT u.cl, count(*) AS size FROM unnest(r.clusters) u (cl) GROUP BY u.cl) n ON n.cl = g;
     RETURN QUERY SELECT x.cluster, x.size, r.inertia::real FROM clip.cluster_centroid x
     WHERE x.clustering = kmeans.name ORDER BY x.cluster;
 END $$;

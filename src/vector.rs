@@ -1,11 +1,11 @@
-//! pgvector's `vector` as a return type. The pgvector crate serves clients only, so the
-//! varlena is written here: 4-byte header, int16 dim, int16 unused, float4 values
-//! (pgvector's src/vector.h).
+//! pgvector's `vector` as a return type, and read from query results. The pgvector crate serves
+//! clients only, so the varlena is written and read here: 4-byte header, int16 dim, int16
+//! unused, float4 values (pgvector's src/vector.h).
 
 use std::cell::Cell;
 
 use pgrx::prelude::*;
-use pgrx::{pg_sys, IntoDatum};
+use pgrx::{pg_sys, FromDatum, IntoDatum};
 
 use crate::errors;
 
@@ -63,6 +63,28 @@ impl IntoDatum for Vector {
 
     fn type_oid() -> pg_sys::Oid {
         vector_oid()
+    }
+}
+
+impl FromDatum for Vector {
+    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _typoid: pg_sys::Oid) -> Option<Self> {
+        if is_null {
+            return None;
+        }
+        // SAFETY: a non-null datum of type vector is a varlena; detoasting gives a 4-byte-header
+        // copy (or the original when it was plain), which holds at least 8 + 4 * dim bytes.
+        unsafe {
+            let raw = datum.cast_mut_ptr::<pg_sys::varlena>();
+            let plain = pg_sys::pg_detoast_datum(raw);
+            let p = plain as *const u8;
+            let dim = i16::from_ne_bytes([*p.add(4), *p.add(5)]).max(0) as usize;
+            let mut values = vec![0f32; dim];
+            std::ptr::copy_nonoverlapping(p.add(8), values.as_mut_ptr() as *mut u8, 4 * dim);
+            if plain != raw {
+                pg_sys::pfree(plain.cast());
+            }
+            Some(Vector(values))
+        }
     }
 }
 

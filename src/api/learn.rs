@@ -9,6 +9,7 @@ use pgrx::JsonB;
 use serde_json::{json, Value};
 
 use crate::errors;
+use crate::vector::Vector;
 
 fn bad(message: String, hint: Option<&str>) -> ! {
     errors::report(pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, None, hint.map(String::from))
@@ -97,18 +98,20 @@ fn _fit_logreg(embeddings: Array<f32>, dim: i32, y: Array<i32>, classes: i32, op
     }))
 }
 
-/// k-means over `embeddings` (flat, `dim` per row). Returns the centroids (flat), each row's
-/// cluster (0-based) and squared distance to its centroid, the inertia and the iterations of
-/// the best run.
-#[pg_extern(immutable, parallel_safe)]
+/// k-means over the current embeddings of a collection, read here row by row (gathering them
+/// into one SQL array first cost 2 s at 45,000 x 512). Returns the image ids in order, the
+/// centroids (flat, `dim` per centroid), each image's cluster (0-based) and squared distance to
+/// its centroid, the inertia and the iterations of the best run.
+#[pg_extern(stable, parallel_unsafe)]
 fn _kmeans(
-    embeddings: Array<f32>,
-    dim: i32,
+    collection: &str,
+    model: &str,
     k: i32,
     options: JsonB,
 ) -> TableIterator<
     'static,
     (
+        name!(ids, Vec<i64>),
         name!(centroids, Vec<f32>),
         name!(clusters, Vec<i32>),
         name!(distances, Vec<f32>),
@@ -118,7 +121,34 @@ fn _kmeans(
 > {
     let o = options.0;
     check_keys(&o, &["n_init", "max_iter", "tol", "seed"]);
-    let x = matrix(embeddings, dim);
+    let (ids, dim, values) = Spi::connect(|client| -> Result<(Vec<i64>, usize, Vec<f32>), pgrx::spi::SpiError> {
+        let rows = client.select(
+            "SELECT image_id, embedding FROM clip.embedding WHERE collection = $1 AND model = $2 ORDER BY image_id",
+            None,
+            &[collection.into(), model.into()],
+        )?;
+        let (mut ids, mut dim, mut values) = (Vec::with_capacity(rows.len()), 0, Vec::new());
+        for row in rows {
+            let (Some(id), Some(Vector(v))) = (row.get::<i64>(1)?, row.get::<Vector>(2)?) else { continue };
+            if dim == 0 {
+                dim = v.len();
+                values.reserve(dim * ids.capacity());
+            }
+            ids.push(id);
+            values.extend_from_slice(&v);
+        }
+        Ok((ids, dim, values))
+    })
+    .unwrap_or_else(|e| bad(format!("reading the embeddings failed: {e}"), None));
+    if ids.is_empty() {
+        errors::report(
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("collection \"{collection}\" has no embeddings to cluster"),
+            None,
+            Some(format!("CALL clip.refresh('{collection}') first.")),
+        );
+    }
+    let x = Array2::from_shape_vec((ids.len(), dim), values).unwrap_or_else(|e| bad(e.to_string(), None));
     let opts = kmeans::Options {
         k: usize::try_from(k).unwrap_or(0),
         n_init: option_f64(&o, "n_init", 4.0) as usize,
@@ -128,5 +158,5 @@ fn _kmeans(
     };
     let c = kmeans::kmeans(x.view(), &opts).unwrap_or_else(|e| bad(e, Some("Pick k between 1 and the number of embedded images.")));
     let clusters = c.labels.iter().map(|&l| l as i32).collect();
-    TableIterator::once((c.centroids.into_raw_vec_and_offset().0, clusters, c.distances, c.inertia, c.iterations as i32))
+    TableIterator::once((ids, c.centroids.into_raw_vec_and_offset().0, clusters, c.distances, c.inertia, c.iterations as i32))
 }

@@ -117,16 +117,35 @@ fn lloyd(x: ArrayView2<f32>, norms: &[f32], mut centres: Array2<f32>, opts: &Opt
     let (mut labels, mut dist) = assign(x, norms, &centres);
     for _ in 0..opts.max_iter {
         iterations += 1;
-        let mut sums = Array2::<f64>::zeros((k, d));
-        let mut counts = vec![0usize; k];
-        for (i, &l) in labels.iter().enumerate() {
-            counts[l] += 1;
-            sums.row_mut(l).zip_mut_with(&x.row(i), |s, &v| *s += f64::from(v));
-        }
+        // per-block sums on the CPU pool, then added up
+        let (sums, counts) = decode_pool().install(|| {
+            (0..n.div_ceil(BLOCK))
+                .into_par_iter()
+                .map(|b| {
+                    let mut sums = Array2::<f64>::zeros((k, d));
+                    let mut counts = vec![0usize; k];
+                    for i in b * BLOCK..((b + 1) * BLOCK).min(n) {
+                        counts[labels[i]] += 1;
+                        sums.row_mut(labels[i]).zip_mut_with(&x.row(i), |s, &v| *s += f64::from(v));
+                    }
+                    (sums, counts)
+                })
+                .reduce(
+                    || (Array2::<f64>::zeros((k, d)), vec![0usize; k]),
+                    |(mut a, mut ca), (b, cb)| {
+                        a += &b;
+                        ca.iter_mut().zip(cb).for_each(|(x, y)| *x += y);
+                        (a, ca)
+                    },
+                )
+        });
         let mut next = Array2::<f32>::zeros((k, d));
         // an empty cluster takes the row farthest from its centre, as scikit-learn relocates them
-        let mut far: Vec<usize> = (0..n).collect();
-        far.sort_by(|&a, &b| dist[b].total_cmp(&dist[a]));
+        let mut far = Vec::new();
+        if counts.contains(&0) {
+            far = (0..n).collect();
+            far.sort_by(|&a, &b| dist[b].total_cmp(&dist[a]));
+        }
         let mut far = far.into_iter();
         for j in 0..k {
             if counts[j] == 0 {

@@ -408,6 +408,153 @@ BEGIN
     WHERE x.clustering = kmeans.name ORDER BY x.cluster;
 END $$;
 
+-- The attributes of softmax group `attribute_group` in the vocabulary attached to collection
+-- `c`, with their text embeddings under the collection's model, one row per class of `labels`
+-- (matched by code, or by label case-insensitively), into pg_clip_classes; ERROR 22023 naming
+-- what does not match.
+CREATE FUNCTION clip._group_classes(c clip.collection, attribute_group text, labels text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v text := (SELECT cv.vocabulary FROM clip.collection_vocabulary cv WHERE cv.collection = c.name);
+    m clip.model;
+    members text;
+    unmatched text;
+BEGIN
+    IF v IS NULL THEN
+        RAISE EXCEPTION 'collection "%" has no vocabulary', c.name USING ERRCODE = '55000',
+            HINT = 'Attach one with clip.attach_vocabulary(collection, vocabulary) and CALL clip.refresh.';
+    END IF;
+    SELECT string_agg(a.code, ', ' ORDER BY a.position) INTO members FROM clip.vocabulary_attribute a
+    WHERE a.vocabulary = v AND a.grp = attribute_group;
+    IF members IS NULL THEN
+        RAISE EXCEPTION 'vocabulary "%" has no attribute group "%"', v, attribute_group USING ERRCODE = '22023',
+            HINT = 'Groups are the "group:" of base attributes: softmax groups of mutually exclusive attributes.';
+    END IF;
+    SELECT * INTO m FROM clip.model WHERE name = c.model;
+    PERFORM clip._text_embeddings(v, m);
+    IF to_regclass('pg_temp.pg_clip_classes') IS NULL THEN
+        CREATE TEMP TABLE pg_clip_classes (class int, label text, code text, embedding vector);
+    END IF;
+    TRUNCATE pg_clip_classes;
+    INSERT INTO pg_clip_classes
+    SELECT (u.o - 1)::int, u.l, a.code, t.embedding
+    FROM unnest(labels) WITH ORDINALITY u (l, o)
+    LEFT JOIN clip.vocabulary_attribute a ON a.vocabulary = v AND a.grp = attribute_group
+         AND (a.code = regexp_replace(lower(u.l), '[^a-z0-9]+', '_', 'g') OR lower(a.label) = lower(u.l))
+    LEFT JOIN clip.text_embedding t ON t.model = m.name AND t.stamp = m.stamp AND t.prompts = a.prompts;
+    SELECT string_agg(x.label, ', ') INTO unmatched FROM pg_clip_classes x WHERE x.code IS NULL;
+    IF unmatched IS NOT NULL THEN
+        RAISE EXCEPTION 'no attribute of group "%" matches: %', attribute_group, unmatched USING ERRCODE = '22023',
+            HINT = format('The group has %s; a class matches an attribute by code or by label.', members);
+    END IF;
+END $$;
+
+-- For each cluster of a clustering, the member of attribute group `attribute_group` its centroid
+-- is most similar to (the cluster's prior), with the prior's softmax confidence over the group
+-- (logit_scale x cosine, as zero-shot scoring does). Where images of the cluster are labelled
+-- for the classifier named like the group, it reports how many and the share whose label is
+-- the prior; below `min_agreement` the prior is not trustworthy (clusters can follow lighting
+-- or background rather than the attribute). trustworthy is NULL without labels.
+CREATE FUNCTION clip.cluster_prior(collection text, clustering text, attribute_group text, min_agreement real DEFAULT 0.7)
+RETURNS TABLE (cluster int, size bigint, prior text, similarity real, prior_confidence real, labelled bigint,
+               agreement real, trustworthy boolean)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    c clip.collection := clip._collection(collection);
+    members text[];
+    scale float8;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM clip.clustering x WHERE x.name = cluster_prior.clustering AND x.collection = c.name) THEN
+        RAISE EXCEPTION 'collection "%" has no clustering "%"', c.name, clustering USING ERRCODE = '42704',
+            HINT = 'Make one with SELECT * FROM clip.kmeans(collection, k, name).';
+    END IF;
+    SELECT array_agg(a.code ORDER BY a.position) INTO members FROM clip.vocabulary_attribute a
+    JOIN clip.collection_vocabulary cv ON cv.vocabulary = a.vocabulary
+    WHERE cv.collection = c.name AND a.grp = attribute_group;
+    PERFORM clip._group_classes(c, attribute_group, members);
+    SELECT m.logit_scale INTO scale FROM clip.model m WHERE m.name = c.model;
+    RETURN QUERY
+    WITH sim AS (
+        SELECT z.cluster, z.size, g.code, 1 - (z.centroid <=> g.embedding) AS cos
+        FROM clip.cluster_centroid z CROSS JOIN pg_clip_classes g WHERE z.clustering = cluster_prior.clustering
+    ),
+    top AS (SELECT s.*, max(s.cos) OVER (PARTITION BY s.cluster) AS peak FROM sim s),
+    soft AS (
+        SELECT t.*, exp(greatest(scale * (t.cos - t.peak), -700))
+                    / sum(exp(greatest(scale * (t.cos - t.peak), -700))) OVER (PARTITION BY t.cluster) AS conf
+        FROM top t
+    ),
+    best AS (SELECT DISTINCT ON (s.cluster) s.* FROM soft s ORDER BY s.cluster, s.cos DESC, s.code),
+    agree AS (
+        SELECT a.cluster, count(*) AS n, avg((regexp_replace(lower(l.label), '[^a-z0-9]+', '_', 'g') = b.code)::int) AS share
+        FROM clip.cluster_assignment a
+        JOIN clip.label l ON l.collection = c.name AND l.classifier = attribute_group AND l.image_id = a.image_id
+        JOIN best b ON b.cluster = a.cluster
+        WHERE a.clustering = cluster_prior.clustering GROUP BY a.cluster
+    )
+    SELECT b.cluster, b.size, b.code, b.cos::real, b.conf::real, coalesce(g.n, 0), g.share::real, g.share >= min_agreement
+    FROM best b LEFT JOIN agree g ON g.cluster = b.cluster ORDER BY b.cluster;
+END $$;
+
+-- Per image, the classifier's decision blended with the zero-shot confidences of attribute group
+-- `attribute_group` (whose members match the classifier's classes by code or label) and, given
+-- a clustering, the prior of the image's cluster (softmax of logit_scale x cosine between its
+-- centroid and each member): w = the classifier's certainty (top probability minus the second),
+-- p = w x classifier + (1 - w) x mean(zero-shot, cluster prior). See clip._blend and the README.
+CREATE FUNCTION clip.decide(collection text, classifier text, attribute_group text, clustering text DEFAULT NULL)
+RETURNS TABLE (image_id bigint, decision text, confidence real, classifier_label text, classifier_probability real,
+               zero_shot real, cluster_prior real, classifier_weight real)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    c clip.collection := clip._collection(collection);
+    k clip.classifier := clip._current_classifier(classifier);
+    scale float8;
+BEGIN
+    IF k.collection <> c.name THEN
+        RAISE EXCEPTION 'classifier "%" belongs to collection "%"', k.name, k.collection USING ERRCODE = '22023';
+    END IF;
+    IF clustering IS NOT NULL AND NOT EXISTS (SELECT 1 FROM clip.clustering x WHERE x.name = decide.clustering AND x.collection = c.name) THEN
+        RAISE EXCEPTION 'collection "%" has no clustering "%"', c.name, clustering USING ERRCODE = '42704';
+    END IF;
+    PERFORM clip._group_classes(c, attribute_group, k.labels);
+    SELECT m.logit_scale INTO scale FROM clip.model m WHERE m.name = c.model;
+    RETURN QUERY
+    WITH clf AS (
+        SELECT p.image_id, array_agg(p.probability::real ORDER BY p.class) AS probs FROM clip._probabilities(k) p GROUP BY p.image_id
+    ),
+    zs AS (
+        SELECT f.image_id, array_agg(f.confidence ORDER BY g.class) AS probs
+        FROM clip.feature_image_attribute f JOIN pg_clip_classes g ON g.code = f.attribute_code
+        WHERE f.collection = c.name AND f.source = 'zero_shot'
+        GROUP BY f.image_id HAVING count(*) = (SELECT count(*) FROM pg_clip_classes)
+    ),
+    prior AS (
+        -- softmax weights relative to the nearest member, floored where real (float4) would underflow
+        SELECT p.cluster, array_agg(exp(greatest(scale * (p.cos - p.peak), -80))::real ORDER BY p.class) AS probs
+        FROM (SELECT z.cluster, g.class, 1 - (z.centroid <=> g.embedding) AS cos,
+                     max(1 - (z.centroid <=> g.embedding)) OVER (PARTITION BY z.cluster) AS peak
+              FROM clip.cluster_centroid z CROSS JOIN pg_clip_classes g WHERE z.clustering = decide.clustering) p
+        GROUP BY p.cluster
+    ),
+    cl AS (
+        SELECT a.image_id, pr.probs FROM clip.cluster_assignment a JOIN prior pr ON pr.cluster = a.cluster
+        WHERE a.clustering = decide.clustering
+    )
+    SELECT x.image_id, k.labels[b.top], b.probabilities[b.top], k.labels[x.ctop], x.probs[x.ctop],
+           z.probs[b.top], l.probs[b.top] / (SELECT sum(v) FROM unnest(l.probs) v), b.classifier_weight
+    FROM (SELECT clf.*, (SELECT o FROM unnest(clf.probs) WITH ORDINALITY u (v, o) ORDER BY v DESC, o LIMIT 1)::int AS ctop
+          FROM clf) x
+    LEFT JOIN zs z ON z.image_id = x.image_id
+    LEFT JOIN cl l ON l.image_id = x.image_id
+    CROSS JOIN LATERAL (
+        SELECT bl.*, (SELECT o FROM unnest(bl.probabilities) WITH ORDINALITY u (v, o) ORDER BY v DESC, o LIMIT 1)::int AS top
+        FROM clip._blend(x.probs, z.probs, l.probs) bl
+    ) b
+    ORDER BY x.image_id;
+END $$;
+
 SELECT pg_catalog.pg_extension_config_dump('clip.label', '');
 SELECT pg_catalog.pg_extension_config_dump('clip.classifier', '');
 SELECT pg_catalog.pg_extension_config_dump('clip.classifier_weight', '');

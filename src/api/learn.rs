@@ -3,7 +3,7 @@
 //! pgvector's inner product, from weights with the standardisation folded in.
 
 use ndarray::{Array2, Axis};
-use pg_clip_core::learn::{kmeans, logreg, metrics};
+use pg_clip_core::learn::{fusion, kmeans, logreg, metrics};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -159,4 +159,18 @@ fn _kmeans(
     let c = kmeans::kmeans(x.view(), &opts).unwrap_or_else(|e| bad(e, Some("Pick k between 1 and the number of embedded images.")));
     let clusters = c.labels.iter().map(|&l| l as i32).collect();
     TableIterator::once((ids, c.centroids.into_raw_vec_and_offset().0, clusters, c.distances, c.inertia, c.iterations as i32))
+}
+
+/// Decision fusion (core::learn::fusion): the classifier's probabilities blended with zero-shot
+/// confidences and a cluster prior over the same classes; NULL evidence is left out.
+#[pg_extern(immutable, parallel_safe)]
+fn _blend(
+    classifier: Vec<f32>,
+    zero_shot: Option<Vec<f32>>,
+    cluster: Option<Vec<f32>>,
+) -> TableIterator<'static, (name!(probabilities, Vec<f32>), name!(classifier_weight, f32))> {
+    let f = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
+    let (z, k) = (zero_shot.map(f), cluster.map(f));
+    let (p, w) = fusion::blend(&f(classifier), z.as_deref(), k.as_deref());
+    TableIterator::once((p.into_iter().map(|x| x as f32).collect(), w as f32))
 }

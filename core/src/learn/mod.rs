@@ -2,6 +2,7 @@
 //! multinomial) with stratified cross-validation, and k-means. Plain Rust over `ndarray`,
 //! checked against scikit-learn's figures on committed data (core/tests/learn.rs).
 
+pub mod fusion;
 pub mod kmeans;
 pub mod logreg;
 pub mod metrics;

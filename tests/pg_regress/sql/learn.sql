@@ -19,6 +19,8 @@ SELECT 'things', 'tiny', t.id, m.stamp, '\x00',
        l2_normalize((SELECT array_agg(x + (random() - 0.5) * 1.4 ORDER BY i) FROM unnest(ce.v) WITH ORDINALITY u (x, i)
                      WHERE t.id > 0)::vector)
 FROM things t JOIN centres ce ON ce.c = t.id % 3 CROSS JOIN clip.model m WHERE m.name = 'tiny';
+-- (embeddings written here, so the rows' queue entries are not for refresh to embed)
+DELETE FROM clip.refresh_queue WHERE collection = 'things';
 CREATE VIEW truth AS SELECT id, (ARRAY['a', 'b', 'c'])[id % 3 + 1] AS label FROM things;
 
 -- guardrails: each says what is missing
@@ -132,6 +134,50 @@ SELECT count(*) AS moved FROM first_run f JOIN clip.cluster_assignment a ON a.cl
 WHERE a.cluster <> f.cluster;
 SELECT try($$SELECT * FROM clip.kmeans('things', 301, 'too_many')$$) AS k_too_large;
 SELECT try($$SELECT * FROM clip.kmeans('things', 3, 'x', '{"init": "random"}')$$) AS unknown_option;
+
+-- a vocabulary with a softmax group whose members match the classifier's classes, scored
+SELECT count(*) FROM clip.load_vocabulary('kinds', $$
+version: 1
+base_attributes:
+  - {code: a, description: "a red square", group: kind}
+  - {code: b, description: "a blue circle", group: kind}
+  - {code: shiny, description: "something shiny"}
+$$);
+SELECT clip.attach_vocabulary('things', 'kinds');
+SET client_min_messages = warning;
+CALL clip.refresh('things');
+RESET client_min_messages;
+-- the view has the vocabulary's columns, then the classifier's
+SELECT attname FROM pg_attribute WHERE attrelid = 'clip.things_attributes'::regclass AND attnum > 0 ORDER BY attnum;
+
+-- cluster priors: each cluster's nearest member of the group (recomputed here), and agreement
+-- with the labels of the classifier named like the group
+CREATE TEMP TABLE priors AS SELECT * FROM clip.cluster_prior('things', 'blobs', 'kind');
+SELECT count(*) AS clusters, bool_and(prior IN ('a', 'b')) AS priors_named,
+       bool_and(prior_confidence BETWEEN 0.5 AND 1) AS confidence_in_range,
+       sum(labelled) = (SELECT count(*) FROM clip.label WHERE classifier = 'kind') AS labels_counted,
+       bool_and(trustworthy IS NOT DISTINCT FROM (agreement >= 0.7)) AS verdict_follows_agreement
+FROM priors;
+SELECT bool_and(p.prior = (SELECT a.code FROM clip.vocabulary_attribute a
+                           JOIN clip.text_embedding t ON t.model = 'tiny' AND t.prompts = a.prompts
+                           WHERE a.vocabulary = 'kinds' AND a.grp = 'kind'
+                           ORDER BY z.centroid <=> t.embedding LIMIT 1)) AS nearest_member
+FROM priors p JOIN clip.cluster_centroid z ON z.clustering = 'blobs' AND z.cluster = p.cluster;
+SELECT try($$SELECT * FROM clip.cluster_prior('things', 'blobs', 'nope')$$) AS unknown_group;
+
+-- decisions: the blend of the classifier, the zero-shot group and the cluster prior, checked
+-- against the formula on every image (the formula's own cases are in the core's unit tests)
+CREATE TEMP TABLE decided AS SELECT * FROM clip.decide('things', 'kind', 'kind', 'blobs');
+SELECT count(*) AS images, bool_and(decision IN ('a', 'b')) AS decided,
+       bool_and(abs(classifier_weight - (2 * classifier_probability - 1)) < 1e-4) AS weight_is_certainty,
+       bool_and(abs(confidence - (classifier_weight * CASE WHEN decision = classifier_label THEN classifier_probability
+                                                           ELSE 1 - classifier_probability END
+                                  + (1 - classifier_weight) * (zero_shot + cluster_prior) / 2)) < 1e-4) AS formula,
+       bool_and(confidence >= 0.5) AS decision_is_the_larger,
+       count(*) FILTER (WHERE decision <> classifier_label) < count(*) / 2 AS classifier_mostly_kept
+FROM decided;
+SELECT count(*) AS without_clusters FROM clip.decide('things', 'kind', 'kind') WHERE cluster_prior IS NULL;
+SELECT try($$SELECT * FROM clip.decide('things', 'kind3', 'kind')$$) AS classes_unmatched;
 
 -- dropping the collection removes labels, classifiers and clusterings
 SELECT clip.drop_collection('things');

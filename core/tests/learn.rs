@@ -88,3 +88,30 @@ fn metrics_match_hand_computed_cases() {
     // stratified folds: each class dealt in turn
     assert_eq!(metrics::stratified_folds(&[0, 0, 1, 0, 1, 1], 2, 2), vec![0, 1, 0, 0, 1, 0]);
 }
+
+#[test]
+fn photo_embeddings_match_scikit_learn() {
+    let (_, _, j) = golden();
+    let photos = &j["photos"];
+    let all: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/golden/embeddings.json")).unwrap(),
+    )
+    .unwrap();
+    let names: Vec<&str> = photos["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    let rows: Vec<Vec<f32>> = names
+        .iter()
+        .map(|n| all["images"][*n].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
+        .collect();
+    let x = Array2::from_shape_fn((rows.len(), rows[0].len()), |(i, j)| rows[i][j]);
+    let y: Vec<usize> = photos["cat"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let opts = logreg::Options { c: 1.0, balanced: false, max_iter: 1000, tol: 1e-8 };
+    let model = logreg::fit(x.mapv(f64::from).view(), &y, 2, &opts).unwrap();
+    let proba = model.predict_proba(x.mapv(f64::from).view());
+    for (i, want) in photos["proba"].as_array().unwrap().iter().enumerate() {
+        let w = want[1].as_f64().unwrap();
+        assert!((proba[[i, 1]] - w).abs() < 2e-3, "{}: {} vs scikit-learn {w}", names[i], proba[[i, 1]]);
+    }
+    let want = photos["kmeans3_inertia"].as_f64().unwrap();
+    let c = kmeans::kmeans(x.view(), &kmeans::Options { k: 3, n_init: 4, ..Default::default() }).unwrap();
+    assert!(c.inertia <= want * 1.01, "k-means on photos: {} vs scikit-learn {want}", c.inertia);
+}

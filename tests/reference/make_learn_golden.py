@@ -14,6 +14,9 @@ Writes tests/golden/learn/:
                   the predicted probabilities of the first 10 test rows
                 - KMeans (k-means++, n_init 4, random_state 0) for k = 3, 8 and 12 on the
                   clusters: best inertia
+                - "photos": the test model's embeddings of the 17 sample and edge-case images
+                  (tests/golden/embeddings.json): logistic regression of cat / not cat at C = 1
+                  (probabilities of all 17) and KMeans k = 3 (best inertia)
 The Rust tests fit the same models on the same rows and compare (core/tests/learn.rs).
 """
 import json
@@ -64,6 +67,15 @@ def main():
     for k in (3, 8, 12):
         km = KMeans(n_clusters=k, n_init=4, random_state=0).fit(z.astype(np.float64))
         figures["kmeans"].append({"k": k, "n_init": 4, "inertia": float(km.inertia_)})
+    golden = json.load(open(os.path.join(ROOT, "tests", "golden", "embeddings.json")))["images"]
+    names = sorted(golden)
+    p = np.array([golden[n] for n in names], dtype=np.float32).astype(np.float64)
+    cat = np.array([int("cat" in n or "chelsea" in n) for n in names])
+    scaler = StandardScaler().fit(p)
+    model = LogisticRegression(C=1.0, max_iter=1000, tol=1e-8).fit(scaler.transform(p), cat)
+    km = KMeans(n_clusters=3, n_init=4, random_state=0).fit(p)
+    figures["photos"] = {"names": names, "cat": cat.tolist(), "proba": model.predict_proba(scaler.transform(p)).tolist(),
+                         "kmeans3_inertia": float(km.inertia_)}
     with open(os.path.join(OUT, "mixture.json"), "w") as f:
         json.dump(figures, f, indent=1)
         f.write("\n")

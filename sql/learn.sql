@@ -28,6 +28,9 @@ CREATE TABLE clip.classifier (
     -- cross-validated: {"folds", "mean": {accuracy, precision, recall, f1, roc_auc, log_loss}, "std": {...}}
     metrics      jsonb NOT NULL,
     iterations   int NOT NULL,
+    -- the standardisation fitted on the labelled embeddings (folded into clip.classifier_weight)
+    scaler_mean  vector NOT NULL,
+    scaler_scale vector NOT NULL,
     fitted_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (name, version)
 );
@@ -142,6 +145,36 @@ BEGIN
     RETURN format('labelled; classifier %s refitted as version %s', label.classifier, refit.version);
 END $$;
 
+-- Labels from any query returning (image id, label), written into clip.label for classifier
+-- `classifier` (a label already there is replaced); returns how many. Then fit_classifier,
+-- next_to_label and label_stats see them like labels given one by one.
+CREATE FUNCTION clip.import_labels(collection text, classifier text, query text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    c clip.collection := clip._collection(collection);
+    n bigint;
+BEGIN
+    IF classifier IS NULL OR classifier !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'bad classifier name "%"', classifier USING ERRCODE = '22023',
+            HINT = 'Names are [a-z][a-z0-9_]*, at most 40 characters.';
+    END IF;
+    BEGIN
+        EXECUTE format($q$
+            WITH q AS (SELECT * FROM (%s) q (id, label)),
+            done AS (
+                INSERT INTO clip.label AS l (collection, classifier, image_id, label)
+                SELECT $1, $2, q.id::bigint, q.label::text FROM q WHERE q.label IS NOT NULL AND q.label::text <> ''
+                ON CONFLICT ON CONSTRAINT label_pkey DO UPDATE
+                    SET label = EXCLUDED.label, labelled_by = EXCLUDED.labelled_by, labelled_at = EXCLUDED.labelled_at
+                RETURNING 1)
+            SELECT count(*) FROM done $q$, query) INTO n USING c.name, classifier;
+    EXCEPTION WHEN syntax_error OR undefined_column OR invalid_column_reference OR datatype_mismatch
+                   OR invalid_text_representation THEN
+        RAISE EXCEPTION 'the labels query must return two columns, an image id and a label: %', SQLERRM
+            USING ERRCODE = '22023', HINT = 'For example: SELECT id, category FROM my_labels';
+    END;
+    RETURN n;
+END $$;
+
 -- Fit classifier `name` on the labels of `collection` (clip.label) and the collection's current
 -- embeddings: L2-regularised logistic regression on standardised embeddings, binary or
 -- multinomial, after stratified k-fold cross-validation. Options: C (1.0), class_weight
@@ -203,8 +236,10 @@ BEGIN
     FROM clip.label l JOIN clip.embedding e ON e.collection = l.collection AND e.model = c.model AND e.image_id = l.image_id
     WHERE l.collection = c.name AND l.classifier = fit_classifier.name;
     SELECT coalesce(max(k.version), 0) + 1 INTO v FROM clip.classifier k WHERE k.name = fit_classifier.name;
-    INSERT INTO clip.classifier (name, version, collection, model, model_stamp, labels, label_counts, options, metrics, iterations)
-    VALUES (fit_classifier.name, v, c.name, m.name, m.stamp, lab, cnt, res -> 'options', res -> 'metrics', (res ->> 'iterations')::int);
+    INSERT INTO clip.classifier (name, version, collection, model, model_stamp, labels, label_counts, options, metrics,
+                                 iterations, scaler_mean, scaler_scale)
+    VALUES (fit_classifier.name, v, c.name, m.name, m.stamp, lab, cnt, res -> 'options', res -> 'metrics',
+            (res ->> 'iterations')::int, (res -> 'scaler' ->> 'mean')::vector, (res -> 'scaler' ->> 'scale')::vector);
     INSERT INTO clip.classifier_weight (name, version, class, weight, intercept)
     SELECT fit_classifier.name, v, CASE WHEN cardinality(lab) = 2 THEN 1 ELSE (w.ord - 1)::int END,
            (w.j ->> 'weight')::vector, (w.j ->> 'intercept')::float8

@@ -94,6 +94,7 @@ fn _fit_logreg(embeddings: Array<f32>, dim: i32, y: Array<i32>, classes: i32, op
                     "max_iter": opts.max_iter, "folds": folds},
         "metrics": {"folds": folds, "mean": scores_json(&cv.mean), "std": scores_json(&cv.std)},
         "iterations": model.iterations,
+        "scaler": {"mean": model.scaler.mean, "scale": model.scaler.scale},
         "weights": weights,
     }))
 }

@@ -89,8 +89,12 @@ SELECT label, labelled, predicted, round(predicted_share::numeric, 2) AS share, 
 FROM clip.label_stats('things', 'kind');
 SELECT round(sum(predicted_share)::numeric, 4) AS shares FROM clip.label_stats('things', 'kind');
 
--- multinomial: three classes, softmax probabilities
-SELECT count(*) FROM (SELECT clip.label('things', id, 'kind3', label) FROM truth WHERE id <= 90) x;
+-- the standardisation is kept with the weights
+SELECT vector_dims(scaler_mean) AS dims, vector_dims(scaler_scale) AS scale_dims FROM clip.classifier WHERE name = 'kind' AND version = 2;
+
+-- multinomial: three classes, softmax probabilities, labels from a query
+SELECT clip.import_labels('things', 'kind3', 'SELECT id, label FROM truth WHERE id <= 90') AS imported;
+SELECT try($$SELECT clip.import_labels('things', 'kind3', 'SELECT id FROM truth')$$) AS one_column;
 SELECT classifier, version, labels, label_counts, (metrics -> 'mean' ->> 'accuracy')::float8 >= 0.9 AS accurate,
        metrics -> 'mean' -> 'roc_auc' AS roc_auc
 FROM clip.fit_classifier('kind3', 'things');

@@ -39,42 +39,79 @@ pub struct Clustering {
 
 const BLOCK: usize = 2048;
 
-/// Nearest centroid and squared distance of every row: |x|^2 + |c|^2 - 2 x.c, block by block.
-fn assign(x: ArrayView2<f32>, norms: &[f32], c: &Array2<f32>) -> (Vec<usize>, Vec<f32>) {
+/// One pass over the rows: nearest centroid and squared distance of every row
+/// (|x|^2 + |c|^2 - 2 x.c, block by block on the CPU pool) and, when `sum` is set, the sums and
+/// counts of the rows per nearest centroid, taken in the same pass (the data is read once per
+/// iteration, which is what the iteration's time is bound by, as in scikit-learn's chunked Lloyd).
+struct Pass {
+    labels: Vec<usize>,
+    dist: Vec<f32>,
+    sums: Array2<f64>,
+    counts: Vec<usize>,
+}
+
+fn pass(x: ArrayView2<f32>, norms: &[f32], c: &Array2<f32>, sum: bool) -> Pass {
+    let (k, d) = (c.nrows(), if sum { x.ncols() } else { 0 });
     let cn: Vec<f32> = c.rows().into_iter().map(|r| r.dot(&r)).collect();
-    let blocks: Vec<(Vec<usize>, Vec<f32>)> = decode_pool().install(|| {
+    let blocks: Vec<Pass> = decode_pool().install(|| {
         (0..x.nrows().div_ceil(BLOCK))
             .into_par_iter()
             .map(|b| {
                 let rows = b * BLOCK..((b + 1) * BLOCK).min(x.nrows());
                 let dots = x.slice(s![rows.clone(), ..]).dot(&c.t());
-                let mut labels = Vec::with_capacity(rows.len());
-                let mut dist = Vec::with_capacity(rows.len());
+                let mut out = Pass {
+                    labels: Vec::with_capacity(rows.len()),
+                    dist: Vec::with_capacity(rows.len()),
+                    sums: Array2::zeros((k, d)),
+                    counts: vec![0; k],
+                };
                 for (i, row) in rows.zip(dots.rows()) {
-                    let (best, d) = row.iter().enumerate().fold((0, f32::INFINITY), |(bj, bd), (j, &dot)| {
-                        let d = norms[i] + cn[j] - 2.0 * dot;
-                        if d < bd { (j, d) } else { (bj, bd) }
+                    let (best, dd) = row.iter().enumerate().fold((0, f32::INFINITY), |(bj, bd), (j, &dot)| {
+                        let dd = norms[i] + cn[j] - 2.0 * dot;
+                        if dd < bd { (j, dd) } else { (bj, bd) }
                     });
-                    labels.push(best);
-                    dist.push(d.max(0.0));
+                    out.labels.push(best);
+                    out.dist.push(dd.max(0.0));
+                    if sum {
+                        out.counts[best] += 1;
+                        out.sums.row_mut(best).zip_mut_with(&x.row(i), |s, &v| *s += f64::from(v));
+                    }
                 }
-                (labels, dist)
+                out
             })
             .collect()
     });
-    let mut labels = Vec::with_capacity(x.nrows());
-    let mut dist = Vec::with_capacity(x.nrows());
-    for (l, d) in blocks {
-        labels.extend(l);
-        dist.extend(d);
+    let mut all = Pass { labels: Vec::with_capacity(x.nrows()), dist: Vec::with_capacity(x.nrows()), sums: Array2::zeros((k, d)), counts: vec![0; k] };
+    for b in blocks {
+        all.labels.extend(b.labels);
+        all.dist.extend(b.dist);
+        if sum {
+            all.sums += &b.sums;
+            all.counts.iter_mut().zip(b.counts).for_each(|(a, n)| *a += n);
+        }
     }
-    (labels, dist)
+    all
 }
 
-/// Squared distances of every row to one point.
-fn distances_to(x: ArrayView2<f32>, norms: &[f32], p: ndarray::ArrayView1<f32>) -> Vec<f32> {
-    let pn = p.dot(&p);
-    x.dot(&p).iter().zip(norms).map(|(dot, n)| (n + pn - 2.0 * dot).max(0.0)).collect()
+/// Squared distances of every row to each of some points (n x points), block by block on the
+/// CPU pool: one matrix product for all of k-means++'s candidates of a round.
+fn distances_to(x: ArrayView2<f32>, norms: &[f32], points: &Array2<f32>) -> Array2<f32> {
+    let pn: Vec<f32> = points.rows().into_iter().map(|r| r.dot(&r)).collect();
+    let blocks: Vec<Array2<f32>> = decode_pool().install(|| {
+        (0..x.nrows().div_ceil(BLOCK))
+            .into_par_iter()
+            .map(|b| {
+                let rows = b * BLOCK..((b + 1) * BLOCK).min(x.nrows());
+                let mut dots = x.slice(s![rows.clone(), ..]).dot(&points.t());
+                for (i, mut row) in rows.zip(dots.rows_mut()) {
+                    row.iter_mut().zip(&pn).for_each(|(v, p)| *v = (norms[i] + p - 2.0 * *v).max(0.0));
+                }
+                dots
+            })
+            .collect()
+    });
+    let views: Vec<_> = blocks.iter().map(|b| b.view()).collect();
+    ndarray::concatenate(Axis(0), &views).expect("blocks of the same width")
 }
 
 /// Greedy k-means++ (Arthur and Vassilvitskii 2007, with scikit-learn's 2 + ln k local trials
@@ -85,28 +122,26 @@ fn seed_centres(x: ArrayView2<f32>, norms: &[f32], k: usize, rng: &mut StdRng) -
     let mut centres = Array2::<f32>::zeros((k, x.ncols()));
     let first = rng.random_range(0..n);
     centres.row_mut(0).assign(&x.row(first));
-    let mut closest = distances_to(x, norms, x.row(first));
+    let mut closest: Vec<f32> = distances_to(x, norms, &x.slice(s![first..first + 1, ..]).to_owned()).column(0).to_vec();
     for c in 1..k {
-        let total: f64 = closest.iter().map(|&d| f64::from(d)).sum();
         let mut cumulative = Vec::with_capacity(n);
-        let mut acc = 0.0;
+        let mut acc = 0.0f64;
         for &d in &closest {
             acc += f64::from(d);
             cumulative.push(acc);
         }
-        let mut best: Option<(f64, usize, Vec<f32>)> = None;
-        for _ in 0..trials {
-            let target = rng.random::<f64>() * total;
-            let cand = cumulative.partition_point(|&v| v < target).min(n - 1);
-            let d = distances_to(x, norms, x.row(cand));
-            let pot: f64 = closest.iter().zip(&d).map(|(a, b)| f64::from(a.min(*b))).sum();
-            if best.as_ref().is_none_or(|b| pot < b.0) {
-                best = Some((pot, cand, d));
-            }
-        }
-        let (_, cand, d) = best.expect("at least one trial");
-        centres.row_mut(c).assign(&x.row(cand));
-        closest.iter_mut().zip(&d).for_each(|(a, b)| *a = a.min(*b));
+        let candidates: Vec<usize> = (0..trials)
+            .map(|_| {
+                let target = rng.random::<f64>() * acc;
+                cumulative.partition_point(|&v| v < target).min(n - 1)
+            })
+            .collect();
+        let d = distances_to(x, norms, &x.select(Axis(0), &candidates));
+        let (best, _) = (0..candidates.len())
+            .map(|j| (j, closest.iter().zip(d.column(j)).map(|(a, b)| f64::from(a.min(*b))).sum::<f64>()))
+            .fold((0, f64::INFINITY), |(bj, bp), (j, p)| if p < bp { (j, p) } else { (bj, bp) });
+        centres.row_mut(c).assign(&x.row(candidates[best]));
+        closest.iter_mut().zip(d.column(best)).for_each(|(a, b)| *a = a.min(*b));
     }
     centres
 }
@@ -114,56 +149,38 @@ fn seed_centres(x: ArrayView2<f32>, norms: &[f32], k: usize, rng: &mut StdRng) -
 fn lloyd(x: ArrayView2<f32>, norms: &[f32], mut centres: Array2<f32>, opts: &Options, tol: f64) -> Clustering {
     let (n, d, k) = (x.nrows(), x.ncols(), centres.nrows());
     let mut iterations = 0;
-    let (mut labels, mut dist) = assign(x, norms, &centres);
-    for _ in 0..opts.max_iter {
+    let mut previous: Option<Vec<usize>> = None;
+    let (labels, dist) = loop {
         iterations += 1;
-        // per-block sums on the CPU pool, then added up
-        let (sums, counts) = decode_pool().install(|| {
-            (0..n.div_ceil(BLOCK))
-                .into_par_iter()
-                .map(|b| {
-                    let mut sums = Array2::<f64>::zeros((k, d));
-                    let mut counts = vec![0usize; k];
-                    for i in b * BLOCK..((b + 1) * BLOCK).min(n) {
-                        counts[labels[i]] += 1;
-                        sums.row_mut(labels[i]).zip_mut_with(&x.row(i), |s, &v| *s += f64::from(v));
-                    }
-                    (sums, counts)
-                })
-                .reduce(
-                    || (Array2::<f64>::zeros((k, d)), vec![0usize; k]),
-                    |(mut a, mut ca), (b, cb)| {
-                        a += &b;
-                        ca.iter_mut().zip(cb).for_each(|(x, y)| *x += y);
-                        (a, ca)
-                    },
-                )
-        });
+        let p = pass(x, norms, &centres, true);
+        // the same assignment as the pass before: the centres are its means already
+        if previous.as_ref() == Some(&p.labels) || iterations > opts.max_iter {
+            break (p.labels, p.dist);
+        }
         let mut next = Array2::<f32>::zeros((k, d));
         // an empty cluster takes the row farthest from its centre, as scikit-learn relocates them
         let mut far = Vec::new();
-        if counts.contains(&0) {
+        if p.counts.contains(&0) {
             far = (0..n).collect();
-            far.sort_by(|&a, &b| dist[b].total_cmp(&dist[a]));
+            far.sort_by(|&a, &b| p.dist[b].total_cmp(&p.dist[a]));
         }
         let mut far = far.into_iter();
         for j in 0..k {
-            if counts[j] == 0 {
+            if p.counts[j] == 0 {
                 next.row_mut(j).assign(&x.row(far.next().unwrap_or(0)));
             } else {
-                next.row_mut(j).assign(&sums.row(j).mapv(|v| (v / counts[j] as f64) as f32));
+                next.row_mut(j).assign(&p.sums.row(j).mapv(|v| (v / p.counts[j] as f64) as f32));
             }
         }
         let shift: f64 = (&next - &centres).iter().map(|v| f64::from(*v).powi(2)).sum();
         centres = next;
-        let (l2, d2) = assign(x, norms, &centres);
-        let same = l2 == labels;
-        labels = l2;
-        dist = d2;
-        if same || shift <= tol {
-            break;
+        if shift <= tol {
+            // converged: labels and distances for the final centres
+            let last = pass(x, norms, &centres, false);
+            break (last.labels, last.dist);
         }
-    }
+        previous = Some(p.labels);
+    };
     let inertia = dist.iter().map(|&v| f64::from(v)).sum();
     Clustering { centroids: centres, labels, distances: dist, inertia, iterations }
 }

@@ -58,13 +58,23 @@ fn pass(x: ArrayView2<f32>, norms: &[f32], c: &Array2<f32>, sum: bool) -> Pass {
             .into_par_iter()
             .map(|b| {
                 let rows = b * BLOCK..((b + 1) * BLOCK).min(x.nrows());
-                let dots = x.slice(s![rows.clone(), ..]).dot(&c.t());
+                // up to 4 centres: row-by-centre dot products read each row once; a matrix product
+                // would first copy (pack) the whole block, which costs more than it saves (measured:
+                // 5 ms instead of 11 per iteration at k = 2, 45,000 x 512; at k = 8 about even)
+                let dots = if k <= 4 {
+                    Array2::from_shape_fn((rows.len(), k), |(i, j)| x.row(rows.start + i).dot(&c.row(j)))
+                } else {
+                    x.slice(s![rows.clone(), ..]).dot(&c.t())
+                };
                 let mut out = Pass {
                     labels: Vec::with_capacity(rows.len()),
                     dist: Vec::with_capacity(rows.len()),
-                    sums: Array2::zeros((k, d)),
+                    sums: Array2::zeros((0, 0)),
                     counts: vec![0; k],
                 };
+                // a block's sums in f32 (vectorised adds; at most BLOCK unit-length terms each),
+                // the blocks added up in f64
+                let mut sums = Array2::<f32>::zeros((k, d));
                 for (i, row) in rows.zip(dots.rows()) {
                     let (best, dd) = row.iter().enumerate().fold((0, f32::INFINITY), |(bj, bd), (j, &dot)| {
                         let dd = norms[i] + cn[j] - 2.0 * dot;
@@ -74,9 +84,11 @@ fn pass(x: ArrayView2<f32>, norms: &[f32], c: &Array2<f32>, sum: bool) -> Pass {
                     out.dist.push(dd.max(0.0));
                     if sum {
                         out.counts[best] += 1;
-                        out.sums.row_mut(best).zip_mut_with(&x.row(i), |s, &v| *s += f64::from(v));
+                        let mut acc = sums.row_mut(best);
+                        acc += &x.row(i);
                     }
                 }
+                out.sums = sums.mapv(f64::from);
                 out
             })
             .collect()

@@ -59,4 +59,31 @@ mod tests {
         setup();
         Spi::run("SELECT clip.embed_images(ARRAY[NULL, ''::bytea])").unwrap();
     }
+
+    #[pg_test]
+    fn file_names_become_labels_with_the_configured_variants() {
+        setup();
+        let (label, variant) =
+            Spi::get_two::<String, String>("SELECT * FROM clip.label_from_filename('x/LOB-EN001_dark_magician_UR.jpg')").unwrap();
+        assert_eq!((label.as_deref(), variant.as_deref()), (Some("Dark Magician"), Some("ur")));
+        Spi::run("SET pg_clip.identify_variants = 'mk2'").unwrap();
+        let (label, variant) = Spi::get_two::<String, String>("SELECT * FROM clip.label_from_filename('gear_mk2.png')").unwrap();
+        assert_eq!((label.as_deref(), variant.as_deref()), (Some("Gear"), Some("mk2")));
+    }
+
+    #[pg_test]
+    fn blend_weights_the_classifier_by_its_certainty() {
+        setup();
+        let (p, w) = Spi::get_two::<Vec<f32>, f32>("SELECT * FROM clip._blend(ARRAY[0.4, 0.6]::real[], ARRAY[0.9, 0.1]::real[], NULL)")
+            .unwrap();
+        let (p, w) = (p.unwrap(), w.unwrap());
+        assert!((w - 0.2).abs() < 1e-6, "{w}");
+        assert!((p[0] - (0.2 * 0.4 + 0.8 * 0.9)).abs() < 1e-6 && p[0] > p[1], "{p:?}");
+    }
+
+    #[pg_test(error = "unknown option \"bogus\"")]
+    fn unknown_kmeans_option_is_an_error() {
+        setup();
+        Spi::run("SELECT * FROM clip._kmeans('c', 'tiny', 2, '{\"bogus\": 1}')").unwrap();
+    }
 }

@@ -85,6 +85,16 @@ CREATE TABLE clip.cluster_assignment (
     PRIMARY KEY (clustering, image_id)
 );
 
+-- ERROR 22023 unless `name` is a valid name for a `kind` (classifier, clustering): it becomes
+-- part of column names.
+CREATE FUNCTION clip._check_name(kind text, name text) RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'bad % name "%"', kind, name USING ERRCODE = '22023',
+            HINT = 'Names are [a-z][a-z0-9_]*, at most 40 characters.';
+    END IF;
+END $$;
+
 -- The current (highest) version of a classifier, or ERROR 42704 naming it. (Not clip._classifier:
 -- that is the name of the array type of clip.classifier, and a call with a literal would be a cast.)
 CREATE FUNCTION clip._current_classifier(name text) RETURNS clip.classifier LANGUAGE plpgsql STABLE AS $$
@@ -116,10 +126,7 @@ DECLARE
     fresh bigint;
     refit record;
 BEGIN
-    IF classifier IS NULL OR classifier !~ '^[a-z][a-z0-9_]{0,39}$' THEN
-        RAISE EXCEPTION 'bad classifier name "%"', classifier USING ERRCODE = '22023',
-            HINT = 'Names are [a-z][a-z0-9_]*, at most 40 characters.';
-    END IF;
+    PERFORM clip._check_name('classifier', classifier);
     IF label IS NULL OR label = '' THEN
         RAISE EXCEPTION 'a label must be a non-empty text' USING ERRCODE = '22023';
     END IF;
@@ -153,10 +160,7 @@ DECLARE
     c clip.collection := clip._collection(collection);
     n bigint;
 BEGIN
-    IF classifier IS NULL OR classifier !~ '^[a-z][a-z0-9_]{0,39}$' THEN
-        RAISE EXCEPTION 'bad classifier name "%"', classifier USING ERRCODE = '22023',
-            HINT = 'Names are [a-z][a-z0-9_]*, at most 40 characters.';
-    END IF;
+    PERFORM clip._check_name('classifier', classifier);
     BEGIN
         EXECUTE format($q$
             WITH q AS (SELECT * FROM (%s) q (id, label)),
@@ -195,10 +199,7 @@ DECLARE
     v int;
     short record;
 BEGIN
-    IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
-        RAISE EXCEPTION 'bad classifier name "%"', name USING ERRCODE = '22023',
-            HINT = 'Names are [a-z][a-z0-9_]*, at most 40 characters.';
-    END IF;
+    PERFORM clip._check_name('classifier', name);
     IF EXISTS (SELECT 1 FROM clip.classifier k WHERE k.name = fit_classifier.name AND k.collection <> c.name) THEN
         RAISE EXCEPTION 'classifier "%" belongs to another collection', name USING ERRCODE = '42710';
     END IF;
@@ -423,10 +424,7 @@ DECLARE
     dim int;
     r record;
 BEGIN
-    IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
-        RAISE EXCEPTION 'bad clustering name "%"', name USING ERRCODE = '22023',
-            HINT = 'Names are [a-z][a-z0-9_]*, at most 40 characters.';
-    END IF;
+    PERFORM clip._check_name('clustering', name);
     SELECT m.embed_dim INTO dim FROM clip.model m WHERE m.name = c.model;
     SELECT * INTO r FROM clip._kmeans(c.name, c.model, k, options);
     DELETE FROM clip.clustering x WHERE x.name = kmeans.name;

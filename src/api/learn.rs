@@ -1,5 +1,6 @@
-//! Learning, the Rust half: fitting and clustering over embeddings that sql/learn.sql gathers
-//! as flat `real[]` arrays (row after row). The SQL side stores the results and predicts with
+//! Learning, the Rust half: fitting over the labelled embeddings that sql/learn.sql gathers as
+//! a flat `real[]` array (row after row), k-means over a collection's embeddings read here
+//! through SPI, and decision fusion. The SQL side stores the results and predicts with
 //! pgvector's inner product, from weights with the standardisation folded in.
 
 use ndarray::{Array2, Axis};

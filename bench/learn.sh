@@ -2,7 +2,8 @@
 # Part (7) of make bench: learning over 45,000 stored 512-dim embeddings (a seeded Gaussian
 # mixture of 8 classes, written by bench/learn_reference.py), beside scikit-learn on the same
 # rows in the same run: a classifier fitted with 5-fold cross-validation on 1,000 labels,
-# probabilities for all 45,000 images, k-means with k = 2, 8 and 64. Expects the project
+# probabilities for all 45,000 images, k-means with k = 2, 8 and 64; each the median of three
+# runs, on both sides. Expects the project
 # cluster's environment; writes "learn ..." lines to $1.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -36,13 +37,15 @@ DROP TABLE staging;
 ANALYZE;
 SQL
 timed() { q -c "SET client_min_messages = warning" -c "\\timing on" -c "$1" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1; }
-t=$(timed "SELECT * FROM clip.fit_classifier('clf', 'lrn')")
+# the median of three runs (this machine's timings move by 10-30% from run to run)
+median3() { printf '%s\n' "$(timed "$1")" "$(timed "$1")" "$(timed "$1")" | sort -g | sed -n 2p; }
+t=$(median3 "SELECT * FROM clip.fit_classifier('clf', 'lrn')")
 acc=$(q -At -c "SELECT round((metrics -> 'mean' ->> 'accuracy')::numeric, 4) FROM clip.classifier WHERE name = 'clf'")
 echo "learn pg_clip what=fit rows=1000 ms=$t accuracy=$acc" | tee -a "$OUT"
-t=$(timed "SELECT count(*) FROM clip._probabilities(clip._current_classifier('clf'))")
+t=$(median3 "SELECT count(*) FROM clip._probabilities(clip._current_classifier('clf'))")
 echo "learn pg_clip what=predict rows=45000 ms=$t" | tee -a "$OUT"
 for k in 2 8 64; do
-    t=$(timed "SELECT count(*) FROM clip.kmeans('lrn', $k, 'km$k')")
+    t=$(median3 "SELECT count(*) FROM clip.kmeans('lrn', $k, 'km$k')")
     r=$(q -At -F ' ' -c "SELECT round(inertia::numeric, 2), iterations FROM clip.clustering WHERE name = 'km$k'")
     echo "learn pg_clip what=kmeans$k rows=45000 ms=$t inertia=${r% *} iterations=${r#* }" | tee -a "$OUT"
 done

@@ -206,13 +206,12 @@ pub fn kmeans(x: ArrayView2<f32>, opts: &Options) -> Result<Clustering, String> 
     let norms: Vec<f32> = x.rows().into_iter().map(|r| r.dot(&r)).collect();
     // scikit-learn's tolerance: tol times the mean of the features' variances
     let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(x.ncols()));
-    let var: f64 = x
-        .columns()
-        .into_iter()
-        .zip(mean.iter())
-        .map(|(c, m)| c.iter().map(|v| f64::from(v - m).powi(2)).sum::<f64>() / n as f64)
-        .sum::<f64>()
-        / x.ncols().max(1) as f64;
+    // (row by row: the rows are contiguous, the columns are not)
+    let mut var = vec![0f64; x.ncols()];
+    for row in x.rows() {
+        var.iter_mut().zip(row.iter().zip(mean.iter())).for_each(|(v, (a, m))| *v += f64::from(a - m).powi(2));
+    }
+    let var = var.iter().sum::<f64>() / n as f64 / x.ncols().max(1) as f64;
     let tol = opts.tol * var;
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let mut best: Option<Clustering> = None;

@@ -588,6 +588,38 @@ BEGIN
     ORDER BY x.image_id;
 END $$;
 
+-- Predictions and cluster assignments are made from an image's embedding at the time: when the
+-- embedding is deleted (the image is gone, or the collection changed model) or replaced by one of
+-- other content, the image's classifier rows and cluster assignments go with it, rather than
+-- stay in the attribute view as if they were current. clip.classify and clip.kmeans write them
+-- again.
+CREATE FUNCTION clip._learned_rows_stale() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    colls text[];
+    ids bigint[];
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        SELECT array_agg(o.collection), array_agg(o.image_id) INTO colls, ids FROM pg_clip_old o;
+    ELSE
+        SELECT array_agg(o.collection), array_agg(o.image_id) INTO colls, ids
+        FROM pg_clip_old o JOIN pg_clip_new n USING (collection, model, image_id)
+        WHERE (o.stamp, o.content_sha256) IS DISTINCT FROM (n.stamp, n.content_sha256);
+    END IF;
+    IF ids IS NULL THEN
+        RETURN NULL;
+    END IF;
+    DELETE FROM clip.feature_image_attribute f USING unnest(colls, ids) g (collection, image_id)
+    WHERE f.collection = g.collection AND f.image_id = g.image_id AND f.source = 'classifier';
+    DELETE FROM clip.cluster_assignment a USING clip.clustering z, unnest(colls, ids) g (collection, image_id)
+    WHERE z.collection = g.collection AND a.clustering = z.name AND a.image_id = g.image_id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER learned_rows_stale_upd AFTER UPDATE ON clip.embedding
+    REFERENCING OLD TABLE AS pg_clip_old NEW TABLE AS pg_clip_new
+    FOR EACH STATEMENT EXECUTE FUNCTION clip._learned_rows_stale();
+CREATE TRIGGER learned_rows_stale_del AFTER DELETE ON clip.embedding REFERENCING OLD TABLE AS pg_clip_old
+    FOR EACH STATEMENT EXECUTE FUNCTION clip._learned_rows_stale();
+
 SELECT pg_catalog.pg_extension_config_dump('clip.label', '');
 SELECT pg_catalog.pg_extension_config_dump('clip.classifier', '');
 SELECT pg_catalog.pg_extension_config_dump('clip.classifier_weight', '');

@@ -183,6 +183,21 @@ FROM decided;
 SELECT count(*) AS without_clusters FROM clip.decide('things', 'kind', 'kind') WHERE cluster_prior IS NULL;
 SELECT try($$SELECT * FROM clip.decide('things', 'kind3', 'kind')$$) AS classes_unmatched;
 
+-- an image deleted from the source loses its classifier rows and cluster assignment at the next
+-- refresh; one re-embedded with other content loses them at once (classify again to predict it)
+DELETE FROM things WHERE id = 299;
+SET client_min_messages = warning;
+CALL clip.refresh('things');
+RESET client_min_messages;
+UPDATE clip.embedding SET content_sha256 = '\x01' WHERE collection = 'things' AND image_id = 298;
+UPDATE clip.embedding SET embedded_at = now() WHERE collection = 'things' AND image_id = 297;
+SELECT i.id,
+       (SELECT count(*) FROM clip.feature_image_attribute f
+        WHERE f.collection = 'things' AND f.image_id = i.id AND f.source = 'classifier') AS classifier_rows,
+       (SELECT count(*) FROM clip.cluster_assignment a WHERE a.image_id = i.id) AS assignments
+FROM (VALUES (297), (298), (299)) i (id);
+SELECT count(*) AS classifier_rows FROM clip.feature_image_attribute WHERE collection = 'things' AND source = 'classifier';
+
 -- dropping the collection removes labels, classifiers and clusterings
 SELECT clip.drop_collection('things');
 SELECT (SELECT count(*) FROM clip.label) AS labels, (SELECT count(*) FROM clip.classifier) AS classifiers,

@@ -40,7 +40,7 @@ timed() { q -c "SET client_min_messages = warning" -c "\\timing on" -c "$1" | se
 # the median of three runs (this machine's timings move by 10-30% from run to run)
 median3() { printf '%s\n' "$(timed "$1")" "$(timed "$1")" "$(timed "$1")" | sort -g | sed -n 2p; }
 t=$(median3 "SELECT * FROM clip.fit_classifier('clf', 'lrn')")
-acc=$(q -At -c "SELECT round((metrics -> 'mean' ->> 'accuracy')::numeric, 4) FROM clip.classifier WHERE name = 'clf'")
+acc=$(q -At -c "SELECT round((metrics -> 'mean' ->> 'accuracy')::numeric, 4) FROM clip.classifier WHERE name = 'clf' ORDER BY version DESC LIMIT 1")
 echo "learn pg_clip what=fit rows=1000 ms=$t accuracy=$acc" | tee -a "$OUT"
 t=$(median3 "SELECT count(*) FROM clip._probabilities(clip._current_classifier('clf'))")
 echo "learn pg_clip what=predict rows=45000 ms=$t" | tee -a "$OUT"

@@ -368,6 +368,9 @@ pub fn kmeans(x: ArrayView2<f32>, opts: &Options) -> Result<Clustering, String> 
     if opts.k < 1 || opts.k > n {
         return Err(format!("k must be between 1 and the number of rows ({n}), not {}", opts.k));
     }
+    // rows as contiguous slices (a copy only for a view that is not in row-major order)
+    let x = x.as_standard_layout();
+    let x = x.view();
     let norms: Vec<f32> = x.rows().into_iter().map(|r| r.dot(&r)).collect();
     // scikit-learn's tolerance: tol times the mean of the features' variances
     let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(x.ncols()));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's own PostgreSQL 15 cluster for `make run`, the golden SQL tests and the client
 # tests: data under .run/ (ignored), run by the non-root user from setup.sh, on a free port.
-#   cluster.sh start   initdb if needed, start, create database pg_clip; prints nothing else
+#   cluster.sh start   initdb if needed, start (restart when pg_clip.so was installed since),
+#                      create database pg_clip; prints nothing else
 #   cluster.sh stop    stop it if running
 #   cluster.sh env     print PGHOST/PGPORT/PGUSER/PGDATABASE exports for the running cluster
 #   cluster.sh recreate-db NAME   drop (closing its sessions) and create a database
@@ -21,7 +22,16 @@ start)
     if [ ! -f "$PGDATA/PG_VERSION" ]; then
         as_db "$BIN/initdb" -D "$PGDATA" -U "$DB_USER" --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
     fi
-    if as_db "$BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then exit 0; fi
+    if as_db "$BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
+        # the cluster preloads pg_clip, and its backends fork from the postmaster with the
+        # library it loaded at start: after `make install` of a newer one, restart, or tests and
+        # measurements would run the old code
+        if [ "$("$BIN/pg_config" --pkglibdir)/pg_clip.so" -nt "$PGDATA/postmaster.pid" ]; then
+            as_db "$BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
+        else
+            exit 0
+        fi
+    fi
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' > "$RUN/port"
     mkdir -p "$RUN/sock" && chown "$DB_USER" "$RUN/sock"
     cat > "$RUN/pg_clip.conf" <<CONF

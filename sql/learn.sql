@@ -75,15 +75,25 @@ CREATE TABLE clip.cluster_centroid (
     PRIMARY KEY (clustering, cluster)
 );
 
--- distance: squared Euclidean distance to the centroid (2 - 2 cos for unit embeddings)
+-- distance: squared Euclidean distance to the centroid (2 - 2 cos for unit embeddings).
+-- No foreign key to clip.clustering: its check, one per row, cost 0.3-0.4 s of writing a
+-- 45,000-image clustering (0.12-0.17 s without). A clustering's delete trigger removes its rows.
 CREATE TABLE clip.cluster_assignment (
-    clustering text NOT NULL REFERENCES clip.clustering (name) ON DELETE CASCADE,
+    clustering text NOT NULL,
     collection text NOT NULL,
     image_id   bigint NOT NULL,
     cluster    int NOT NULL,
     distance   real NOT NULL,
     PRIMARY KEY (clustering, image_id)
 );
+
+CREATE FUNCTION clip._clustering_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM clip.cluster_assignment a USING pg_clip_gone g WHERE a.clustering = g.name;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER clustering_deleted AFTER DELETE ON clip.clustering REFERENCING OLD TABLE AS pg_clip_gone
+    FOR EACH STATEMENT EXECUTE FUNCTION clip._clustering_deleted();
 
 -- ERROR 22023 unless `name` is a valid name for a `kind` (classifier, clustering): it becomes
 -- part of column names.

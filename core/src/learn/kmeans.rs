@@ -54,11 +54,14 @@ struct Slot {
     lower: f64,
 }
 
-/// The nearest and second nearest of some distances: (index, nearest, second).
-fn nearest_two(d: &[f64]) -> (usize, f64, f64) {
-    d.iter().enumerate().fold((0, f64::INFINITY, f64::INFINITY), |(bj, b1, b2), (j, &v)| {
+/// The nearest and second nearest of some squared distances: (index, nearest, second), the two
+/// distances not squared (only those two are rooted: at k = 64 a root per centre cost more than
+/// the comparisons).
+fn nearest_two(squared: &[f32]) -> (usize, f64, f64) {
+    let (j, b1, b2) = squared.iter().enumerate().fold((0, f32::INFINITY, f32::INFINITY), |(bj, b1, b2), (j, &v)| {
         if v < b1 { (j, v, b1) } else if v < b2 { (bj, b1, v) } else { (bj, b1, b2) }
-    })
+    });
+    (j, f64::from(b1).sqrt(), f64::from(b2).sqrt())
 }
 
 /// The dot products of one row with centres, up to 4 read together in one pass over the row (two
@@ -138,7 +141,7 @@ fn full_pass(x: ArrayView2<f32>, norms: &[f32], c: &Array2<f32>, slots: &mut [Sl
                         None => few_dots(row, &cs, &mut dots),
                     }
                     dist.clear();
-                    dist.extend(dots.iter().zip(&cn).map(|(&dot, n)| f64::from((norms[i] + n - 2.0 * dot).max(0.0)).sqrt()));
+                    dist.extend(dots.iter().zip(&cn).map(|(&dot, n)| (norms[i] + n - 2.0 * dot).max(0.0)));
                     let (best, d1, d2) = nearest_two(&dist);
                     changed += usize::from(best != slot.centre);
                     *slot = Slot { centre: best, upper: d1, lower: d2 };
@@ -208,7 +211,7 @@ fn bounded_step(x: ArrayView2<f32>, norms: &[f32], c: &Array2<f32>, moved: &[f64
                     let row = x.row(i).to_slice().expect("embedding rows are contiguous");
                     few_dots(row, &cs, &mut dots);
                     dist.clear();
-                    dist.extend(dots.iter().zip(&cn).map(|(&dot, n)| f64::from((norms[i] + n - 2.0 * dot).max(0.0)).sqrt()));
+                    dist.extend(dots.iter().zip(&cn).map(|(&dot, n)| (norms[i] + n - 2.0 * dot).max(0.0)));
                     let (best, d1, d2) = nearest_two(&dist);
                     *slot = Slot { centre: best, upper: d1, lower: d2 };
                     if best != a {

@@ -265,18 +265,28 @@ CREATE FUNCTION clip._probabilities(k clip.classifier, ids bigint[] DEFAULT NULL
 RETURNS TABLE (image_id bigint, class int, label text, probability float8, score float8)
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
+DECLARE
+    ws vector[];
+    bs float8[];
+    cls int[];
 BEGIN
     IF k.model_stamp IS DISTINCT FROM (SELECT m.stamp FROM clip.model m WHERE m.name = k.model)
        OR k.model IS DISTINCT FROM (SELECT c.model FROM clip.collection c WHERE c.name = k.collection) THEN
         RAISE EXCEPTION 'classifier "%" was fitted on embeddings of another model than collection "%" has now', k.name, k.collection
             USING ERRCODE = '55000', HINT = format('Refit it: SELECT * FROM clip.fit_classifier(%L, %L).', k.name, k.collection);
     END IF;
+    -- The weights as an array: its elements are stored inline. Joined from clip.classifier_weight,
+    -- each 512-dim weight (TOASTed, like the embeddings) was fetched again for every image, half
+    -- the time of a prediction over 45,000 images (0.42 s, 0.2 s from the array).
+    SELECT array_agg(w.weight ORDER BY w.class), array_agg(w.intercept ORDER BY w.class), array_agg(w.class ORDER BY w.class)
+    INTO ws, bs, cls
+    FROM clip.classifier_weight w WHERE w.name = k.name AND w.version = k.version;
     -- scores clamped to +-700: exp() beyond that is an ERROR in PostgreSQL, not infinity
     RETURN QUERY
     WITH z AS (
         SELECT e.image_id, w.class, least(greatest(w.intercept - (e.embedding <#> w.weight), -700), 700) AS z
         FROM clip.embedding e
-        JOIN clip.classifier_weight w ON w.name = k.name AND w.version = k.version
+        CROSS JOIN unnest(ws, bs, cls) w (weight, intercept, class)
         WHERE e.collection = k.collection AND e.model = k.model AND (ids IS NULL OR e.image_id = ANY (ids))
     ),
     multi AS (SELECT z.*, max(z.z) OVER (PARTITION BY z.image_id) AS peak FROM z)

@@ -328,10 +328,14 @@ BEGIN
         WHERE f.collection = c.name AND f.source = 'zero_shot' AND f.image_id IN (SELECT unnest(stale));
         -- sigmoid attributes, then softmax groups: only the groups need the per-image window
         -- (and its sort), so they are written by a statement of their own
+        -- (ARRAY[t.embedding])[1]: the text embedding detoasted once per attribute. A stored
+        -- 512-dim vector is TOASTed, and the CTE's rows keep the TOAST pointer, so each image's
+        -- cosine fetched it again: 0.34 s instead of 0.12 s per attribute over 45,000 images.
         FOREACH grouped IN ARRAY ARRAY[false, true] LOOP
             EXECUTE format($q$
                 WITH attrs AS (
-                    SELECT a.code, a.grp, a.center, a.scale, coalesce(a.code = ANY ($6), false) AS everywhere, t.embedding
+                    SELECT a.code, a.grp, a.center, a.scale, coalesce(a.code = ANY ($6), false) AS everywhere,
+                           (ARRAY[t.embedding])[1] AS embedding
                     FROM clip.vocabulary_attribute a
                     JOIN clip.text_embedding t ON t.model = $3 AND t.stamp = $4 AND t.prompts = a.prompts
                     WHERE a.vocabulary = $2 AND a.kind = 'base' AND (a.grp IS NOT NULL) = $8

@@ -54,14 +54,21 @@ struct Slot {
     lower: f64,
 }
 
-/// The nearest and second nearest of some squared distances: (index, nearest, second), the two
-/// distances not squared (only those two are rooted: at k = 64 a root per centre cost more than
-/// the comparisons).
-fn nearest_two(squared: &[f32]) -> (usize, f64, f64) {
-    let (j, b1, b2) = squared.iter().enumerate().fold((0, f32::INFINITY, f32::INFINITY), |(bj, b1, b2), (j, &v)| {
+/// The nearest and second nearest centre of a row, from its squared norm, its dot products with
+/// the centres and the centres' squared norms (|x|^2 + |c|^2 - 2 x.c): (index, nearest, second),
+/// the two distances not squared (only those two are rooted: at k = 64 a root per centre cost
+/// more than the comparisons).
+fn nearest_two(norm: f32, dots: &[f32], centre_norms: &[f32]) -> (usize, f64, f64) {
+    let squared = dots.iter().zip(centre_norms).map(|(&dot, n)| (norm + n - 2.0 * dot).max(0.0));
+    let (j, b1, b2) = squared.enumerate().fold((0, f32::INFINITY, f32::INFINITY), |(bj, b1, b2), (j, v)| {
         if v < b1 { (j, v, b1) } else if v < b2 { (bj, b1, v) } else { (bj, b1, b2) }
     });
     (j, f64::from(b1).sqrt(), f64::from(b2).sqrt())
+}
+
+/// The centres' rows as slices, for [`few_dots`].
+fn centre_slices(c: &Array2<f32>) -> Vec<&[f32]> {
+    c.rows().into_iter().map(|r| r.to_slice().expect("centres are contiguous")).collect()
 }
 
 /// The dot products of one row with centres, up to 4 read together in one pass over the row (two
@@ -114,11 +121,12 @@ impl Sums {
 /// counts of the rows per nearest centre, taken in the same pass (the data is read once, which is
 /// what a pass's time is bound by). Blocks of rows run on the CPU pool; with more than 4 centres
 /// a block's dot products are one matrix product, with up to 4 a row's dot products read it once
-/// (a matrix product first copies, packs, the whole block: measured 5 ms instead of 11 per pass
-/// at k = 2, 45,000 x 512; at k = 8 about even).
+/// ([`few_dots`]; a matrix product first copies, packs, the whole block: measured 5 ms instead of
+/// 11 per pass at k = 2, 45,000 x 512, with unfused dot products; at k = 8 about even).
 fn full_pass(x: ArrayView2<f32>, norms: &[f32], c: &Array2<f32>, slots: &mut [Slot], sums: bool) -> (Sums, usize) {
     let (k, d) = (c.nrows(), if sums { x.ncols() } else { 0 });
     let cn: Vec<f32> = c.rows().into_iter().map(|r| r.dot(&r)).collect();
+    let cs = centre_slices(c);
     let blocks: Vec<(Sums, usize)> = decode_pool().install(|| {
         slots
             .par_chunks_mut(BLOCK)
@@ -127,22 +135,19 @@ fn full_pass(x: ArrayView2<f32>, norms: &[f32], c: &Array2<f32>, slots: &mut [Sl
                 let rows = b * BLOCK..b * BLOCK + block.len();
                 // more than 4 centres: the block's dot products as one matrix product first
                 let block_dots = (k > 4).then(|| x.slice(s![rows.clone(), ..]).dot(&c.t()));
-                let cs: Vec<&[f32]> = c.rows().into_iter().map(|r| r.to_slice().expect("centres are contiguous")).collect();
                 // a block's sums in f32 (vectorised adds; at most BLOCK unit-length terms each),
                 // the blocks added up in f64
                 let mut acc = Array2::<f32>::zeros((k, d));
                 let mut counts = vec![0i64; k];
                 let mut changed = 0;
-                let (mut dots, mut dist) = (vec![0f32; k], Vec::with_capacity(k));
+                let mut dots = vec![0f32; k];
                 for (r, (i, slot)) in rows.zip(block.iter_mut()).enumerate() {
                     let row = x.row(i).to_slice().expect("embedding rows are contiguous");
                     match &block_dots {
                         Some(m) => dots.iter_mut().zip(m.row(r)).for_each(|(a, b)| *a = *b),
                         None => few_dots(row, &cs, &mut dots),
                     }
-                    dist.clear();
-                    dist.extend(dots.iter().zip(&cn).map(|(&dot, n)| (norms[i] + n - 2.0 * dot).max(0.0)));
-                    let (best, d1, d2) = nearest_two(&dist);
+                    let (best, d1, d2) = nearest_two(norms[i], &dots, &cn);
                     changed += usize::from(best != slot.centre);
                     *slot = Slot { centre: best, upper: d1, lower: d2 };
                     if sums {
@@ -187,7 +192,7 @@ fn bounded_step(x: ArrayView2<f32>, norms: &[f32], c: &Array2<f32>, moved: &[f64
         }
     }
     // the largest move, and the largest of the others for the centre that moved most
-    let cs: Vec<&[f32]> = c.rows().into_iter().map(|r| r.to_slice().expect("centres are contiguous")).collect();
+    let cs = centre_slices(c);
     let (far, m1, m2) = moved.iter().enumerate().fold((0, 0.0f64, 0.0f64), |(fj, a, b), (j, &v)| {
         if v > a { (j, v, a) } else if v > b { (fj, a, v) } else { (fj, a, b) }
     });
@@ -198,7 +203,7 @@ fn bounded_step(x: ArrayView2<f32>, norms: &[f32], c: &Array2<f32>, moved: &[f64
             .map(|(b, block)| {
                 let mut delta: Option<Sums> = None;
                 let mut changed = 0;
-                let (mut dots, mut dist) = (vec![0f32; k], Vec::with_capacity(k));
+                let mut dots = vec![0f32; k];
                 for (i, slot) in (b * BLOCK..).zip(block.iter_mut()) {
                     let a = slot.centre;
                     slot.upper += moved[a];
@@ -210,9 +215,7 @@ fn bounded_step(x: ArrayView2<f32>, norms: &[f32], c: &Array2<f32>, moved: &[f64
                     // (with up to 4 centres, all their distances cost what one costs: one read of the row)
                     let row = x.row(i).to_slice().expect("embedding rows are contiguous");
                     few_dots(row, &cs, &mut dots);
-                    dist.clear();
-                    dist.extend(dots.iter().zip(&cn).map(|(&dot, n)| (norms[i] + n - 2.0 * dot).max(0.0)));
-                    let (best, d1, d2) = nearest_two(&dist);
+                    let (best, d1, d2) = nearest_two(norms[i], &dots, &cn);
                     *slot = Slot { centre: best, upper: d1, lower: d2 };
                     if best != a {
                         changed += 1;

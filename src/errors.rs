@@ -17,6 +17,8 @@ pub fn sqlstate(kind: ErrorKind) -> (Code, &'static str) {
         ErrorKind::Inference => (Code::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "38000"),
         ErrorKind::PathNotAllowed => (Code::ERRCODE_INSUFFICIENT_PRIVILEGE, "42501"),
         ErrorKind::FileUnreadable => (Code::ERRCODE_UNDEFINED_FILE, "58P01"),
+        ErrorKind::OutOfMemory => (Code::ERRCODE_OUT_OF_MEMORY, "53200"),
+        ErrorKind::Cancelled => (Code::ERRCODE_QUERY_CANCELED, "57014"),
     }
 }
 
@@ -37,6 +39,31 @@ pub fn report(code: Code, message: String, detail: Option<String>, hint: Option<
     unreachable!("ERROR does not return")
 }
 
+/// True when a cancel, a timeout or a termination waits for this backend. Only reads the flag
+/// the signal handlers set, so the core's loops and threads may poll it; the ERROR itself is
+/// raised on the backend's thread by [`raise_if_interrupted`].
+pub fn interrupt_pending() -> bool {
+    // SAFETY: a read of a sig_atomic_t that signal handlers write; no Postgres call.
+    unsafe { std::ptr::read_volatile(std::ptr::addr_of!(pg_sys::InterruptPending)) != 0 }
+}
+
+/// A core result that stopped for [`interrupt_pending`] raises the cancel here, on the
+/// backend's thread: Postgres raises it (57014) or ends the backend; had it nothing to raise
+/// after all, the stop is still an ERROR. Any other error raises as it is.
+pub fn raise_core(e: ClipError) -> ! {
+    if e.kind == ErrorKind::Cancelled {
+        check_for_interrupts!();
+    }
+    raise(e)
+}
+
+/// Raise the cancel when the core stopped a batch for it (its elements say Cancelled).
+pub fn stop_if_cancelled<T>(results: &[pg_clip_core::Result<T>]) {
+    if let Some(Err(e)) = results.iter().find(|r| matches!(r, Err(e) if e.kind == ErrorKind::Cancelled)) {
+        raise_core(e.clone())
+    }
+}
+
 /// Unwrap a core result or raise it.
 pub trait OrRaise<T> {
     fn or_raise(self) -> T;
@@ -44,6 +71,6 @@ pub trait OrRaise<T> {
 
 impl<T> OrRaise<T> for pg_clip_core::Result<T> {
     fn or_raise(self) -> T {
-        self.unwrap_or_else(|e| raise(e))
+        self.unwrap_or_else(|e| raise_core(e))
     }
 }

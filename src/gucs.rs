@@ -4,6 +4,7 @@ use std::ffi::CString;
 
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pg_clip_core::preprocess::ImageLimits;
 use pg_clip_core::runtime::Device;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
@@ -32,8 +33,11 @@ static INTRA_OP_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// Images (or texts) per model call on bulk paths.
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(32);
 /// Largest image, in pixels, that is decoded; larger ones are refused from their header,
-/// before any pixel is decoded (decompression bombs).
+/// before any pixel is decoded (decompression bombs). Superuser only, as the next one.
 static MAX_IMAGE_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(100_000_000);
+/// Megabytes one backend may hold for decoding and resizing images at once (all its decoding
+/// threads together); an image whose buffers alone need more is refused from its header.
+static MAX_IMAGE_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(1024);
 
 /// Start the auto-refresh background worker (needs shared_preload_libraries = 'pg_clip').
 /// `hnsw.ef_search` for clip.identify's index scans (candidate list size: recall against speed).
@@ -48,6 +52,9 @@ static REFIT_EVERY: GucSetting<i32> = GucSetting::<i32>::new(10);
 static AUTO_REFRESH: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Database whose collections the worker keeps embedded.
 static AUTO_REFRESH_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// Role the worker connects as (needs LOGIN); each collection's batch runs as the collection's
+/// owner. Unset, the worker does not run.
+static AUTO_REFRESH_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// Seconds the worker sleeps between looks at the queues.
 static AUTO_REFRESH_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(10);
 
@@ -61,6 +68,14 @@ pub fn init() {
             c"Run a background worker that embeds queued rows of every collection.",
             c"Needs shared_preload_libraries = 'pg_clip'; rows are queued by the collections' triggers.",
             &AUTO_REFRESH,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        GucRegistry::define_string_guc(
+            c"pg_clip.auto_refresh_role",
+            c"Role the auto-refresh worker connects as (needs LOGIN; unset, the worker does not run).",
+            c"Each collection's batches run as the role that owns the collection, in a security-restricted operation.",
+            &AUTO_REFRESH_ROLE,
             GucContext::Postmaster,
             GucFlags::default(),
         );
@@ -150,8 +165,18 @@ pub fn init() {
         &MAX_IMAGE_PIXELS,
         1,
         i32::MAX,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_clip.max_image_memory",
+        c"Memory one backend may use to decode and resize images (all its decoding threads together).",
+        c"An image whose decoded, converted and resized buffers need more is refused before decoding.",
+        &MAX_IMAGE_MEMORY,
+        16,
+        1 << 20,
+        GucContext::Suset,
+        GucFlags::UNIT_MB,
     );
     GucRegistry::define_int_guc(
         c"pg_clip.identify_ef_search",
@@ -207,6 +232,10 @@ pub fn auto_refresh_database() -> String {
     string(&AUTO_REFRESH_DATABASE).unwrap_or_else(|| "postgres".into())
 }
 
+pub fn auto_refresh_role() -> Option<String> {
+    string(&AUTO_REFRESH_ROLE)
+}
+
 pub fn auto_refresh_naptime() -> u64 {
     AUTO_REFRESH_NAPTIME.get().max(1) as u64
 }
@@ -243,8 +272,9 @@ pub fn batch_size() -> usize {
     BATCH_SIZE.get().max(1) as usize
 }
 
-pub fn max_image_pixels() -> u64 {
-    MAX_IMAGE_PIXELS.get().max(1) as u64
+/// What one image may cost, from pg_clip.max_image_pixels and pg_clip.max_image_memory.
+pub fn image_limits() -> ImageLimits {
+    ImageLimits { max_pixels: MAX_IMAGE_PIXELS.get().max(1) as u64, max_bytes: (MAX_IMAGE_MEMORY.get().max(16) as u64) << 20 }
 }
 
 pub fn identify_variants() -> String {

@@ -24,6 +24,10 @@ pub enum ErrorKind {
     PathNotAllowed,
     /// An image file is missing or unreadable.
     FileUnreadable,
+    /// A large buffer could not be allocated.
+    OutOfMemory,
+    /// The caller asked to stop (the SQL layer raises its own cancel then).
+    Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +93,34 @@ impl ClipError {
         .hint("Downscale the image, or raise pg_clip.max_image_pixels if it is trusted.")
     }
 
+    pub fn too_many_bytes(width: u32, height: u32, bytes: u64, max: u64) -> Self {
+        Self::new(
+            ErrorKind::ImageTooLarge,
+            format!("image of {width}x{height} needs {} MB to preprocess, over pg_clip.max_image_memory ({} MB)", mb(bytes), mb(max)),
+        )
+        .hint("Downscale the image, or have a superuser raise pg_clip.max_image_memory if it is trusted.")
+    }
+
+    pub fn extreme_aspect(width: u32, height: u32, size: u32, new_long: f64, max: u64) -> Self {
+        Self::new(
+            ErrorKind::ImageTooLarge,
+            format!(
+                "image of {width}x{height} has an extreme aspect ratio: resized to {size} pixels on its short side it \
+                 would be {new_long:.0} pixels long, over pg_clip.max_image_memory ({} MB)",
+                mb(max)
+            ),
+        )
+        .hint("Crop the image to a less extreme shape first.")
+    }
+
+    pub fn out_of_memory(what: &str) -> Self {
+        Self::new(ErrorKind::OutOfMemory, format!("out of memory allocating {what}"))
+    }
+
+    pub fn cancelled() -> Self {
+        Self::new(ErrorKind::Cancelled, "cancelled")
+    }
+
     pub fn model(folder: &str, message: impl fmt::Display) -> Self {
         Self::new(ErrorKind::InvalidModel, format!("model folder \"{folder}\": {message}")).hint(
             "A model folder holds config.json, visual/{model.onnx,preprocess_cfg.json} and \
@@ -104,6 +136,10 @@ impl ClipError {
     pub fn inference(what: &str, reason: impl fmt::Display) -> Self {
         Self::new(ErrorKind::Inference, format!("{what} model failed: {reason}"))
     }
+}
+
+fn mb(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
 }
 
 const SUPPORTED_HINT: &str = "Supported formats: JPEG, PNG, WebP, GIF (first frame), BMP, TIFF.";

@@ -9,10 +9,11 @@
 //! offset is rounded half-to-even as Python's `round` does.
 
 use std::io::Cursor;
+use std::sync::{Condvar, Mutex};
 
 use fast_image_resize::images::Image as FirImage;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 use serde::Deserialize;
 
 use crate::error::{ClipError, Result};
@@ -108,8 +109,67 @@ pub struct Decoded {
 const ACCEPTED: &[ImageFormat] =
     &[ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP, ImageFormat::Gif, ImageFormat::Bmp, ImageFormat::Tiff];
 
-/// Decode image bytes, refusing anything above `max_pixels` before its pixels are decoded.
-pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
+/// What one image may cost before any of its pixels is decoded: its pixel count, and the bytes
+/// of the buffers preprocessing holds for it at once (decoded image, RGB(A) copy, resize
+/// passes). Both come from settings only a superuser changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    pub max_pixels: u64,
+    pub max_bytes: u64,
+}
+
+impl ImageLimits {
+    /// For tests and tools that trust their images.
+    pub const TRUSTED: ImageLimits = ImageLimits { max_pixels: u64::MAX, max_bytes: u64::MAX };
+}
+
+/// Bytes shared by the images a backend decodes in parallel: each decode takes its footprint
+/// before it allocates and gives it back when done, so the decoding threads together never hold
+/// more than the total. Every footprint is at most `max_bytes` (checked first), and `max_bytes`
+/// is at most the total, so a waiting decode always gets its share once others finish.
+pub struct Budget {
+    total: u64,
+    left: Mutex<u64>,
+    freed: Condvar,
+}
+
+impl Budget {
+    pub fn new(total: u64) -> Self {
+        Budget { total, left: Mutex::new(total), freed: Condvar::new() }
+    }
+
+    fn take(&self, bytes: u64) -> Grant<'_> {
+        let bytes = bytes.min(self.total);
+        let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
+        while *left < bytes {
+            left = self.freed.wait(left).unwrap_or_else(|p| p.into_inner());
+        }
+        *left -= bytes;
+        Grant { budget: self, bytes }
+    }
+}
+
+struct Grant<'a> {
+    budget: &'a Budget,
+    bytes: u64,
+}
+
+impl Drop for Grant<'_> {
+    fn drop(&mut self) {
+        *self.budget.left.lock().unwrap_or_else(|p| p.into_inner()) += self.bytes;
+        self.budget.freed.notify_all();
+    }
+}
+
+/// Decode image bytes, refusing anything over `limits` before its pixels are decoded.
+pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Decoded> {
+    let (decoder, format, w, h) = open(bytes, limits)?;
+    check_bytes(w, h, decoded_bytes(&decoder), 0, limits)?;
+    finish(decoder, format, bytes)
+}
+
+/// The decoder of `bytes` with the image's size, after the checks that need only the header.
+fn open<'a>(bytes: &'a [u8], limits: &ImageLimits) -> Result<(Box<dyn ImageDecoder + 'a>, ImageFormat, u32, u32)> {
     if bytes.is_empty() {
         return Err(ClipError::empty_image());
     }
@@ -122,15 +182,38 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
         // the JPEG decoder would fill the missing part with grey; PIL refuses, and so do we
         return Err(ClipError::decode(name, "data ends before the end-of-image marker (truncated file)"));
     }
-    let reader = ImageReader::with_format(Cursor::new(bytes), format);
-    let mut decoder = reader.into_decoder().map_err(|e| ClipError::decode(name, e))?;
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    // the decoders' own allocations (rows, palettes, frames) under the same byte limit
+    let mut l = Limits::default();
+    l.max_alloc = Some(limits.max_bytes);
+    reader.limits(l);
+    let decoder = reader.into_decoder().map_err(|e| ClipError::decode(name, e))?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         return Err(ClipError::decode(name, format!("image has no pixels ({w}x{h})")));
     }
-    if u64::from(w) * u64::from(h) > max_pixels {
-        return Err(ClipError::too_many_pixels(w, h, max_pixels));
+    if u64::from(w) * u64::from(h) > limits.max_pixels {
+        return Err(ClipError::too_many_pixels(w, h, limits.max_pixels));
     }
+    Ok((Box::new(decoder), format, w, h))
+}
+
+fn decoded_bytes(decoder: &dyn ImageDecoder) -> u64 {
+    decoder.total_bytes()
+}
+
+/// ERROR unless the decoded image, its 8-bit RGBA copy and `more` bytes fit `limits.max_bytes`.
+/// (Sums saturate: a sum past u64 is over any limit.)
+fn check_bytes(w: u32, h: u32, decoded: u64, more: u64, limits: &ImageLimits) -> Result<u64> {
+    let total = decoded.saturating_add(u64::from(w) * u64::from(h) * 4).saturating_add(more);
+    if total > limits.max_bytes {
+        return Err(ClipError::too_many_bytes(w, h, total, limits.max_bytes));
+    }
+    Ok(total)
+}
+
+fn finish(mut decoder: Box<dyn ImageDecoder + '_>, format: ImageFormat, bytes: &[u8]) -> Result<Decoded> {
+    let name = format_name(format);
     // A bad EXIF block is not worth losing the image for: PIL's exif_transpose ignores it too.
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| ClipError::decode(name, e))?;
@@ -203,20 +286,40 @@ fn pil_resizes_nearest(format: ImageFormat, bytes: &[u8]) -> bool {
     }
 }
 
-/// Resized and centre-cropped RGB pixels, before scaling and normalisation.
-pub fn resize_crop(decoded: &Decoded, cfg: &PreprocessConfig) -> Result<RgbImage> {
-    let img = &decoded.image;
-    let (w, h) = (img.width(), img.height());
+/// The size an image of `w` x `h` is resized to before the crop, or an ERROR when that size
+/// does not fit in `max_bytes` as 8-bit RGBA (an extreme aspect ratio: 1 x 20,000,000 would
+/// become 224 x 4,480,000,000). Computed in f64, so nothing overflows on the way.
+pub fn resize_target(w: u32, h: u32, cfg: &PreprocessConfig, max_bytes: u64) -> Result<(u32, u32)> {
     let size = cfg.size;
-    let (new_w, new_h) = match cfg.resize_mode {
-        ResizeMode::Squash => (size, size),
+    match cfg.resize_mode {
+        ResizeMode::Squash => Ok((size, size)),
         ResizeMode::Shortest => {
             // torchvision: new_long = int(size * long / short), computed in double precision
             let (short, long) = if w <= h { (w, h) } else { (h, w) };
-            let new_long = ((size as f64) * (long as f64) / (short as f64)) as u32;
-            if w <= h { (size, new_long) } else { (new_long, size) }
+            let new_long = (f64::from(size) * f64::from(long) / f64::from(short.max(1))).floor();
+            let bytes = new_long * f64::from(size) * 4.0;
+            if new_long > f64::from(u32::MAX) || bytes > max_bytes as f64 {
+                return Err(ClipError::extreme_aspect(w, h, size, new_long, max_bytes));
+            }
+            let new_long = new_long as u32;
+            Ok(if w <= h { (size, new_long) } else { (new_long, size) })
         }
-    };
+    }
+}
+
+/// Bytes the resize holds besides the source: the target and the intermediate image of the
+/// two-pass convolution (one side resized, the other not yet), as 8-bit RGBA.
+fn resize_bytes(w: u32, h: u32, new_w: u32, new_h: u32) -> u64 {
+    let px = |a: u32, b: u32| u64::from(a) * u64::from(b) * 4;
+    px(new_w, new_h).saturating_add(px(new_w, h).max(px(w, new_h)))
+}
+
+/// Resized and centre-cropped RGB pixels, before scaling and normalisation.
+pub fn resize_crop(decoded: &Decoded, cfg: &PreprocessConfig, limits: &ImageLimits) -> Result<RgbImage> {
+    let img = &decoded.image;
+    let (w, h) = (img.width(), img.height());
+    let size = cfg.size;
+    let (new_w, new_h) = resize_target(w, h, cfg, limits.max_bytes)?;
     let alg = if decoded.pil_nearest {
         ResizeAlg::Nearest
     } else {
@@ -237,7 +340,10 @@ pub fn resize_crop(decoded: &Decoded, cfg: &PreprocessConfig) -> Result<RgbImage
     } else {
         let src_img = FirImage::from_vec_u8(w, h, src, pixel_type)
             .map_err(|e| ClipError::decode("resized", e))?;
-        let mut dst = FirImage::new(new_w, new_h, pixel_type);
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(new_w as usize * new_h as usize * channels).map_err(|_| ClipError::out_of_memory("the resized image"))?;
+        buf.resize(new_w as usize * new_h as usize * channels, 0);
+        let mut dst = FirImage::from_vec_u8(new_w, new_h, buf, pixel_type).map_err(|e| ClipError::decode("resized", e))?;
         Resizer::new()
             .resize(&src_img, &mut dst, &ResizeOptions::new().resize_alg(alg))
             .map_err(|e| ClipError::decode("resized", e))?;
@@ -283,10 +389,18 @@ pub fn normalize_into(crop: &RgbImage, cfg: &PreprocessConfig, out: &mut [f32]) 
     }
 }
 
-/// The whole pipeline for one image, writing its CHW tensor into `out`.
-pub fn preprocess_into(bytes: &[u8], cfg: &PreprocessConfig, max_pixels: u64, out: &mut [f32]) -> Result<()> {
-    let decoded = decode(bytes, max_pixels)?;
-    let crop = resize_crop(&decoded, cfg)?;
+/// The whole pipeline for one image, writing its CHW tensor into `out`. Its whole footprint
+/// (decoded image, RGBA copy, resize passes) is checked against `limits` from the header and,
+/// with a `budget`, taken from it before anything is decoded.
+pub fn preprocess_into(bytes: &[u8], cfg: &PreprocessConfig, limits: &ImageLimits, budget: Option<&Budget>, out: &mut [f32]) -> Result<()> {
+    let (decoder, format, w, h) = open(bytes, limits)?;
+    // (orientation may swap the sides: the larger of both targets is counted)
+    let (a, b) = (resize_target(w, h, cfg, limits.max_bytes)?, resize_target(h, w, cfg, limits.max_bytes)?);
+    let more = resize_bytes(w, h, a.0, a.1).max(resize_bytes(h, w, b.0, b.1));
+    let footprint = check_bytes(w, h, decoded_bytes(decoder.as_ref()), more, limits)?;
+    let _grant = budget.map(|b| b.take(footprint));
+    let decoded = finish(decoder, format, bytes)?;
+    let crop = resize_crop(&decoded, cfg, limits)?;
     normalize_into(&crop, cfg, out);
     Ok(())
 }
@@ -339,9 +453,9 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/images");
         for f in ["photos/rocket.jpg", "photos/chelsea.png", "edge/cat.webp", "edge/cat.gif", "edge/cat.bmp", "edge/cat.tiff", "edge/exif_rotate90.jpg"] {
             let bytes = std::fs::read(root.join(f)).unwrap();
-            assert!(decode(&bytes, u64::MAX).is_ok(), "{f} whole");
+            assert!(decode(&bytes, &ImageLimits::TRUSTED).is_ok(), "{f} whole");
             let cut = &bytes[..bytes.len() * 2 / 3];
-            let e = decode(cut, u64::MAX).expect_err(f);
+            let e = decode(cut, &ImageLimits::TRUSTED).expect_err(f);
             assert_eq!(e.kind, crate::ErrorKind::InvalidImage, "{f}: {e}");
         }
     }
@@ -352,13 +466,62 @@ mod tests {
         let mut bytes = std::fs::read(root.join("photos/rocket.jpg")).unwrap();
         bytes.extend_from_slice(b"\x00\x00ftypmp42 appended motion-photo video \xff\xda\x00\x10");
         assert!(jpeg_is_complete(&bytes));
-        assert!(decode(&bytes, u64::MAX).is_ok());
+        assert!(decode(&bytes, &ImageLimits::TRUSTED).is_ok());
     }
 
     #[test]
     fn empty_and_garbage_bytes_are_invalid_images() {
-        assert!(decode(&[], 100).unwrap_err().message.contains("empty"));
-        let e = decode(b"definitely not an image", 100).unwrap_err();
+        assert!(decode(&[], &ImageLimits { max_pixels: 100, max_bytes: 1 << 20 }).unwrap_err().message.contains("empty"));
+        let e = decode(b"definitely not an image", &ImageLimits { max_pixels: 100, max_bytes: 1 << 20 }).unwrap_err();
         assert!(e.message.contains("not in a recognised format"), "{e}");
+    }
+
+    fn png(img: DynamicImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
+        out
+    }
+
+    fn clip_cfg() -> PreprocessConfig {
+        PreprocessConfig { size: 224, mean: [0.5; 3], std: [0.5; 3], interpolation: Interpolation::Bicubic, resize_mode: ResizeMode::Shortest }
+    }
+
+    #[test]
+    fn extreme_aspect_ratios_are_refused_before_decoding() {
+        // 1 x 20,000,000 grey: 20 M pixels, under the pixel limit; resized it would be 224 x 4.48e9
+        let bytes = png(DynamicImage::ImageLuma8(image::GrayImage::new(1, 20_000_000)));
+        let limits = ImageLimits { max_pixels: 100_000_000, max_bytes: 1 << 30 };
+        let mut out = vec![0f32; clip_cfg().tensor_len()];
+        let e = preprocess_into(&bytes, &clip_cfg(), &limits, None, &mut out).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::ImageTooLarge);
+        assert!(e.message.contains("extreme aspect ratio"), "{e}");
+        // the same both ways round
+        let wide = png(DynamicImage::ImageLuma8(image::GrayImage::new(20_000_000, 1)));
+        assert!(preprocess_into(&wide, &clip_cfg(), &limits, None, &mut out).unwrap_err().message.contains("extreme"));
+        // a panorama of 20:1 is fine
+        let pano = png(DynamicImage::ImageLuma8(image::GrayImage::new(2000, 100)));
+        preprocess_into(&pano, &clip_cfg(), &limits, None, &mut out).unwrap();
+    }
+
+    #[test]
+    fn images_over_the_byte_limit_are_refused_and_the_budget_is_shared() {
+        let bytes = png(DynamicImage::ImageRgb8(RgbImage::new(2000, 2000)));
+        let small = ImageLimits { max_pixels: u64::MAX, max_bytes: 16 << 20 };
+        let mut out = vec![0f32; clip_cfg().tensor_len()];
+        let e = preprocess_into(&bytes, &clip_cfg(), &small, None, &mut out).unwrap_err();
+        assert!(e.message.contains("pg_clip.max_image_memory"), "{e}");
+        assert!(decode(&bytes, &small).is_err());
+        // with room for one image at a time, eight threads still all finish
+        let limits = ImageLimits { max_pixels: u64::MAX, max_bytes: 64 << 20 };
+        let budget = Budget::new(limits.max_bytes);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    let mut out = vec![0f32; clip_cfg().tensor_len()];
+                    preprocess_into(&bytes, &clip_cfg(), &limits, Some(&budget), &mut out).unwrap();
+                });
+            }
+        });
+        assert_eq!(*budget.left.lock().unwrap(), limits.max_bytes);
     }
 }

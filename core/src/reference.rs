@@ -77,8 +77,8 @@ pub const AUGMENTATIONS: [&str; 4] = ["crop", "rotate", "color", "blur"];
 /// Augmented copies of an image, as PNG bytes, in the order of [`AUGMENTATIONS`]. The image is
 /// first brought down to at most 512 pixels on its short side: the model sees 224 or so, and
 /// blurring or encoding a 12-megapixel scan would cost seconds for nothing.
-pub fn augmented_copies(bytes: &[u8], max_pixels: u64) -> Result<Vec<(&'static str, Vec<u8>)>> {
-    let decoded = preprocess::decode(bytes, max_pixels)?;
+pub fn augmented_copies(bytes: &[u8], limits: &preprocess::ImageLimits) -> Result<Vec<(&'static str, Vec<u8>)>> {
+    let decoded = preprocess::decode(bytes, limits)?;
     let mut img = decoded.image.to_rgb8();
     let short = img.width().min(img.height());
     if short > 512 {
@@ -202,7 +202,7 @@ mod tests {
         }
         let mut png = Vec::new();
         DynamicImage::ImageRgb8(img.clone()).write_to(&mut Cursor::new(&mut png), ImageFormat::Png).unwrap();
-        let copies = augmented_copies(&png, 1 << 20).unwrap();
+        let copies = augmented_copies(&png, &preprocess::ImageLimits { max_pixels: 1 << 20, max_bytes: 1 << 30 }).unwrap();
         assert_eq!(copies.iter().map(|c| c.0).collect::<Vec<_>>(), AUGMENTATIONS);
         for (kind, bytes) in &copies {
             let out = image::load_from_memory(bytes).unwrap().to_rgb8();
@@ -220,7 +220,7 @@ mod tests {
         let r = rot.get_pixel(32, 24);
         assert!((0..3).all(|i| c[i].abs_diff(r[i]) <= 6), "{c:?} vs {r:?}");
         // same input, same copies
-        assert_eq!(copies, augmented_copies(&png, 1 << 20).unwrap());
-        assert!(augmented_copies(b"not an image", 1 << 20).is_err());
+        assert_eq!(copies, augmented_copies(&png, &preprocess::ImageLimits { max_pixels: 1 << 20, max_bytes: 1 << 30 }).unwrap());
+        assert!(augmented_copies(b"not an image", &preprocess::ImageLimits::TRUSTED).is_err());
     }
 }

@@ -169,20 +169,42 @@ impl ClipModel {
 
     /// Embed image files' bytes: decoded in parallel, one model call per `batch_size` images.
     /// Each element succeeds or fails on its own, so bulk callers can skip bad images.
-    pub fn embed_images(&mut self, images: &[&[u8]], batch_size: usize, max_pixels: u64) -> Vec<Result<Vec<f32>>> {
+    pub fn embed_images(
+        &mut self,
+        images: &[&[u8]],
+        batch_size: usize,
+        limits: &preprocess::ImageLimits,
+        interrupted: &(dyn Fn() -> bool + Sync),
+    ) -> Vec<Result<Vec<f32>>> {
         let cfg = self.folder.preprocess.clone();
         let len = cfg.tensor_len();
+        // the batch tensor stays within the image byte limit too (at least one image)
+        let batch = batch_size.clamp(1, (limits.max_bytes / (len as u64 * 4)).max(1) as usize);
         let mut results: Vec<Result<Vec<f32>>> = Vec::with_capacity(images.len());
-        let mut tensor = vec![0f32; batch_size.max(1) * len];
-        for chunk in images.chunks(batch_size.max(1)) {
+        let mut tensor = Vec::new();
+        if tensor.try_reserve_exact(batch.min(images.len().max(1)) * len).is_err() {
+            return images.iter().map(|_| Err(ClipError::out_of_memory("the batch tensor"))).collect();
+        }
+        tensor.resize(batch.min(images.len().max(1)) * len, 0f32);
+        // the decoding threads share one byte budget: together they hold at most max_bytes
+        let budget = preprocess::Budget::new(limits.max_bytes);
+        for chunk in images.chunks(batch) {
+            if interrupted() {
+                results.extend(chunk.iter().map(|_| Err(ClipError::cancelled())));
+                continue;
+            }
             let decoded: Vec<Result<()>> = decode_pool().install(|| {
                 tensor[..chunk.len() * len]
                     .par_chunks_mut(len)
                     .zip(chunk.par_iter())
-                    .map(|(out, bytes)| preprocess::preprocess_into(bytes, &cfg, max_pixels, out))
+                    .map(|(out, bytes)| {
+                        if interrupted() {
+                            return Err(ClipError::cancelled());
+                        }
+                        preprocess::preprocess_into(bytes, &cfg, limits, Some(&budget), out)
+                    })
                     .collect()
             });
-            // Move good tensors to the front so the model sees only them.
             let mut good = 0;
             for (i, r) in decoded.iter().enumerate() {
                 if r.is_ok() {

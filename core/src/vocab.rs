@@ -12,6 +12,7 @@ use std::fmt;
 use marked_yaml::{from_node, parse_yaml_with_options, LoaderOptions, Marker, Node, Span, Spanned};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use yaml_rust2::parser::Event;
 
 /// The sigmoid applied to a zero-shot logit (logit = logit_scale x cosine):
 /// confidence = 1 / (1 + exp(-(logit - center) / scale)), computed by clip._score in SQL.
@@ -27,6 +28,28 @@ impl Calibration {
 }
 
 pub const DEFAULT_TEMPLATE: &str = "a photo of {description}";
+
+/// Limits on what a vocabulary may hold. Each is far above what a real file needs and keeps a
+/// hostile one cheap: the text is refused before it is parsed, the nesting from the parser's
+/// events before any tree is built (building and dropping a tree recurses once per level), a
+/// rule before it is parsed or while its depth is counted.
+pub mod limits {
+    /// Bytes of YAML text.
+    pub const TEXT_BYTES: usize = 1 << 20;
+    /// Nesting of mappings and sequences (a vocabulary needs 4).
+    pub const YAML_DEPTH: usize = 16;
+    /// Attributes, base and derived: each is a column of the attribute view, which also holds
+    /// the image id and classifier columns under PostgreSQL's 1,600.
+    pub const ATTRIBUTES: usize = 1_000;
+    /// Prompts of one attribute, and characters of one prompt, label or description.
+    pub const PROMPTS: usize = 64;
+    pub const TEXT_CHARS: usize = 1_000;
+    /// Characters of a rule as written, nesting of its parentheses and NOTs, and codes in a rule
+    /// once derived codes are replaced by their rules (each is a term of the SQL it becomes).
+    pub const RULE_CHARS: usize = 2_000;
+    pub const RULE_DEPTH: usize = 32;
+    pub const RULE_TERMS: usize = 1_000;
+}
 pub const DEFAULT_THRESHOLD: f64 = 0.5;
 
 /// One problem in a vocabulary file, where it is (1-based line and column).
@@ -187,6 +210,7 @@ fn check_code(ck: &mut Checker, code: &Spanned<String>) -> bool {
 
 /// Parse and check a vocabulary. On any problem, every problem found, in file order.
 pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
+    check_shape(text).map_err(|p| vec![p])?;
     let opts = LoaderOptions::default().error_on_duplicate_keys(true);
     let root = parse_yaml_with_options(0, text, opts).map_err(|e| vec![load_problem(&e)])?;
     let top = root.as_mapping().expect("marked_yaml's top level is a mapping");
@@ -235,6 +259,11 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
     };
     let base_nodes = items(&mut ck, "base_attributes");
     let derived_nodes = items(&mut ck, "derived_attributes");
+    if base_nodes.len() + derived_nodes.len() > limits::ATTRIBUTES {
+        ck.at(&file_start(), format!("{} attributes; a vocabulary may have at most {}", base_nodes.len() + derived_nodes.len(), limits::ATTRIBUTES));
+        ck.problems.sort_by_key(|p| (p.line, p.column));
+        return Err(ck.problems);
+    }
     if base_nodes.is_empty() && field("base_attributes").is_none() {
         ck.at(&file_start(), "missing key \"base_attributes\" (a list of at least one attribute)");
     }
@@ -259,6 +288,15 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
     for (i, n) in base_nodes.iter().enumerate() {
         let Some(raw) = ck.de::<RawBase>(n, &format!("base attribute {}", i + 1)) else { continue };
         let code_ok = claim(&mut ck, &raw.code);
+        check_texts(&mut ck, &raw.code, &[("label", raw.label.as_deref()), ("description", raw.description.as_deref()), ("type", raw.tag.as_deref())]);
+        if let Some(p) = &raw.prompts {
+            if p.len() > limits::PROMPTS {
+                ck.at(p.span(), format!("{}: {} prompts; an attribute may have at most {}", raw.code.as_str(), p.len(), limits::PROMPTS));
+            }
+            for t in p.iter() {
+                check_texts(&mut ck, &raw.code, &[("prompt", Some(t))]);
+            }
+        }
         let prompts = match (&raw.prompts, &raw.description) {
             (Some(p), _) if p.is_empty() || p.iter().any(|s| s.trim().is_empty()) => {
                 ck.at(p.span(), format!("{}: prompts must be a non-empty list of non-empty texts", raw.code.as_str()));
@@ -309,6 +347,7 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
     for (i, n) in derived_nodes.iter().enumerate() {
         let Some(raw) = ck.de::<RawDerived>(n, &format!("derived attribute {}", i + 1)) else { continue };
         let code_ok = claim(&mut ck, &raw.code);
+        check_texts(&mut ck, &raw.code, &[("label", raw.label.as_deref()), ("description", raw.description.as_deref()), ("type", raw.tag.as_deref())]);
         let rule = match Rule::parse(&raw.rule) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -343,12 +382,16 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
             ck.at(span.span(), format!("{}: rule names unknown code(s): {}", attr.code, unknown.join(", ")));
             continue;
         }
-        match expand(&rule, &rules, &mut vec![attr.code.clone()]) {
+        match expand(&rule, &rules, &mut vec![attr.code.clone()], &mut 0) {
             Ok(expanded) => {
                 attr.kind = Kind::Derived { rule, expanded };
                 resolved.push(attr);
             }
-            Err(cycle) => ck.at(span.span(), format!("{}: rules form a cycle: {}", attr.code, cycle.join(" -> "))),
+            Err(Expansion::Cycle(cycle)) => ck.at(span.span(), format!("{}: rules form a cycle: {}", attr.code, cycle.join(" -> "))),
+            Err(Expansion::TooLarge) => ck.at(
+                span.span(),
+                format!("{}: with the derived codes it names replaced by their rules, the rule has more than {} terms", attr.code, limits::RULE_TERMS),
+            ),
         }
     }
     attributes.extend(resolved);
@@ -361,27 +404,77 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
     }
 }
 
-/// Replace derived codes by their rules, recursively; Err(path) on a cycle.
-fn expand(rule: &Rule, rules: &HashMap<String, Rule>, path: &mut Vec<String>) -> Result<Rule, Vec<String>> {
+/// The text's size, its nesting depth and its aliases, from the parser's events alone. A
+/// syntax error is left to the real parse, which reports it with its place.
+fn check_shape(text: &str) -> Result<(), Problem> {
+    let at = |line, column, message: String| Problem { line, column, message };
+    if text.len() > limits::TEXT_BYTES {
+        return Err(at(1, 1, format!("the file has {} bytes; a vocabulary may have at most {}", text.len(), limits::TEXT_BYTES)));
+    }
+    let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        let Ok((event, mark)) = parser.next_token() else { return Ok(()) };
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > limits::YAML_DEPTH {
+                    return Err(at(mark.line(), mark.col() + 1, format!("nested more than {} levels deep", limits::YAML_DEPTH)));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            Event::Alias(_) => return Err(at(mark.line(), mark.col() + 1, "YAML aliases (*name) are not supported".into())),
+            Event::StreamEnd => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+/// Why a rule could not be expanded.
+enum Expansion {
+    /// The path of codes that leads back to its start.
+    Cycle(Vec<String>),
+    /// More than `limits::RULE_TERMS` codes once expanded (rules naming rules can double at
+    /// every level).
+    TooLarge,
+}
+
+/// Replace derived codes by their rules, recursively, counting the base codes in `terms`.
+fn expand(rule: &Rule, rules: &HashMap<String, Rule>, path: &mut Vec<String>, terms: &mut usize) -> Result<Rule, Expansion> {
     Ok(match rule {
         Rule::Code(c) => match rules.get(c) {
-            None => Rule::Code(c.clone()),
+            None => {
+                *terms += 1;
+                if *terms > limits::RULE_TERMS {
+                    return Err(Expansion::TooLarge);
+                }
+                Rule::Code(c.clone())
+            }
             Some(inner) => {
                 if path.contains(c) {
                     let mut cycle = path.clone();
                     cycle.push(c.clone());
-                    return Err(cycle);
+                    return Err(Expansion::Cycle(cycle));
                 }
                 path.push(c.clone());
-                let e = expand(inner, rules, path)?;
+                let e = expand(inner, rules, path, terms)?;
                 path.pop();
                 e
             }
         },
-        Rule::Not(a) => Rule::Not(Box::new(expand(a, rules, path)?)),
-        Rule::And(a, b) => Rule::And(Box::new(expand(a, rules, path)?), Box::new(expand(b, rules, path)?)),
-        Rule::Or(a, b) => Rule::Or(Box::new(expand(a, rules, path)?), Box::new(expand(b, rules, path)?)),
+        Rule::Not(a) => Rule::Not(Box::new(expand(a, rules, path, terms)?)),
+        Rule::And(a, b) => Rule::And(Box::new(expand(a, rules, path, terms)?), Box::new(expand(b, rules, path, terms)?)),
+        Rule::Or(a, b) => Rule::Or(Box::new(expand(a, rules, path, terms)?), Box::new(expand(b, rules, path, terms)?)),
     })
+}
+
+/// A problem for each text of attribute `code` longer than `limits::TEXT_CHARS`.
+fn check_texts(ck: &mut Checker, code: &Spanned<String>, texts: &[(&str, Option<&str>)]) {
+    for (what, t) in texts {
+        if let Some(n) = t.map(|t| t.chars().count()).filter(|&n| n > limits::TEXT_CHARS) {
+            ck.at(code.span(), format!("{}: {what} has {n} characters; at most {} are allowed", code.as_str(), limits::TEXT_CHARS));
+        }
+    }
 }
 
 fn load_problem(e: &marked_yaml::LoadError) -> Problem {
@@ -415,6 +508,10 @@ enum Token {
 
 impl Rule {
     pub fn parse(s: &str) -> Result<Rule, String> {
+        let n = s.chars().count();
+        if n > limits::RULE_CHARS {
+            return Err(format!("{n} characters; a rule may have at most {}", limits::RULE_CHARS));
+        }
         let mut tokens = Vec::new();
         let mut chars = s.char_indices().peekable();
         while let Some(&(i, ch)) = chars.peek() {
@@ -444,7 +541,7 @@ impl Rule {
                 other => return Err(format!("unexpected \"{other}\" at character {}", i + 1)),
             }
         }
-        let mut p = RuleParser { tokens, pos: 0 };
+        let mut p = RuleParser { tokens, pos: 0, depth: 0 };
         let r = p.or()?;
         match p.tokens.get(p.pos) {
             None => Ok(r),
@@ -499,6 +596,8 @@ fn show(t: &Token) -> String {
 struct RuleParser {
     tokens: Vec<Token>,
     pos: usize,
+    /// NOTs and parentheses open around the current token: the parser recurses once for each
+    depth: usize,
 }
 
 impl RuleParser {
@@ -524,10 +623,21 @@ impl RuleParser {
         Ok(left)
     }
 
+    fn deeper(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > limits::RULE_DEPTH {
+            return Err(format!("NOTs and parentheses nested more than {} deep", limits::RULE_DEPTH));
+        }
+        Ok(())
+    }
+
     fn not(&mut self) -> Result<Rule, String> {
         if self.keyword("not") {
             self.pos += 1;
-            return Ok(Rule::Not(Box::new(self.not()?)));
+            self.deeper()?;
+            let inner = self.not()?;
+            self.depth -= 1;
+            return Ok(Rule::Not(Box::new(inner)));
         }
         self.atom()
     }
@@ -537,7 +647,9 @@ impl RuleParser {
         self.pos += 1;
         match t {
             Some(Token::Open) => {
+                self.deeper()?;
                 let inner = self.or()?;
+                self.depth -= 1;
                 match self.tokens.get(self.pos) {
                     Some(Token::Close) => {
                         self.pos += 1;
@@ -692,5 +804,38 @@ derived_attributes:
         for bad in ["", "a AND", "(a", "a b", "a & b", "AND a", "a OR ()"] {
             assert!(Rule::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn hostile_files_are_refused_with_a_problem_not_a_crash() {
+        let one = |text: &str| problems(text).join("\n");
+        let deep = format!("version: 1\nbase_attributes: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        // (the YAML scanner has its own limit on flow nesting, which it reaches first)
+        assert!(one(&deep).contains("recursion limit"), "{}", one(&deep));
+        let block = format!("version: 1\nbase_attributes:\n  {}x\n", "- ".repeat(20));
+        assert!(one(&block).contains("nested more than 16 levels"), "{}", one(&block));
+        let big = format!("version: 1\n# {}\nbase_attributes: []\n", "x".repeat(limits::TEXT_BYTES));
+        assert!(one(&big).contains("at most 1048576"), "{}", one(&big));
+        let alias = "version: 1\nbase_attributes:\n  - &a {code: a, description: x}\n  - *a\n";
+        assert!(one(alias).contains("aliases"), "{}", one(alias));
+        let rule = |r: String| format!("version: 1\nbase_attributes:\n  - {{code: a, description: x}}\nderived_attributes:\n  - code: d\n    rule: \"{r}\"\n");
+        // 2,000,000 NOTs: over the text limit; 300: too deep; a long flat rule: too long
+        assert!(one(&rule(format!("{}a", "NOT ".repeat(2_000_000)))).contains("at most 1048576"));
+        let nots = one(&rule(format!("{}a", "NOT ".repeat(300))));
+        assert!(nots.contains("nested more than 32"), "{nots}");
+        let flat = one(&rule(format!("a{}", " OR a".repeat(500))));
+        assert!(flat.contains("a rule may have at most 2000"), "{flat}");
+        let nested = one(&rule(format!("{}a{}", "(".repeat(40), ")".repeat(40))));
+        assert!(nested.contains("nested more than 32"), "{nested}");
+        // each rule names the previous one twice: 2^20 terms once expanded
+        let mut doubling = "version: 1\nbase_attributes:\n  - {code: a, description: x}\nderived_attributes:\n  - {code: d0, rule: a AND a}\n".to_string();
+        for i in 1..20 {
+            doubling += &format!("  - {{code: d{i}, rule: d{} OR d{}}}\n", i - 1, i - 1);
+        }
+        assert!(one(&doubling).contains("more than 1000 terms"), "{}", one(&doubling));
+        let many: String = (0..1_001).map(|i| format!("  - {{code: a{i}, description: x}}\n")).collect();
+        assert!(one(&format!("version: 1\nbase_attributes:\n{many}")).contains("at most 1000"));
+        let long = format!("version: 1\nbase_attributes:\n  - {{code: a, description: {}}}\n", "x".repeat(1_001));
+        assert!(one(&long).contains("description has 1001 characters"), "{}", one(&long));
     }
 }

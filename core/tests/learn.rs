@@ -32,6 +32,7 @@ fn logistic_regression_matches_scikit_learn() {
             balanced: case["class_weight"].as_str() == Some("balanced"),
             max_iter: 1000,
             tol: 1e-8,
+            ..Default::default()
         };
         let ytr: Vec<usize> = train.iter().map(|&i| labels[i]).collect();
         let yte: Vec<usize> = test.iter().map(|&i| labels[i]).collect();
@@ -104,7 +105,7 @@ fn photo_embeddings_match_scikit_learn() {
         .collect();
     let x = Array2::from_shape_fn((rows.len(), rows[0].len()), |(i, j)| rows[i][j]);
     let y: Vec<usize> = photos["cat"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-    let opts = logreg::Options { c: 1.0, balanced: false, max_iter: 1000, tol: 1e-8 };
+    let opts = logreg::Options { c: 1.0, balanced: false, max_iter: 1000, tol: 1e-8, ..Default::default() };
     let model = logreg::fit(x.mapv(f64::from).view(), &y, 2, &opts).unwrap();
     let proba = model.predict_proba(x.mapv(f64::from).view());
     for (i, want) in photos["proba"].as_array().unwrap().iter().enumerate() {
@@ -114,4 +115,16 @@ fn photo_embeddings_match_scikit_learn() {
     let want = photos["kmeans3_inertia"].as_f64().unwrap();
     let c = kmeans::kmeans(x.view(), &kmeans::Options { k: 3, n_init: 4, ..Default::default() }).unwrap();
     assert!(c.inertia <= want * 1.01, "k-means on photos: {} vs scikit-learn {want}", c.inertia);
+}
+
+#[test]
+fn fits_and_clusterings_stop_when_interrupted() {
+    let x = ndarray::Array2::from_shape_fn((40, 4), |(i, j)| ((i * 7 + j * 3) % 11) as f32);
+    let y: Vec<usize> = (0..40).map(|i| i % 2).collect();
+    let stop = pg_clip_core::learn::Interrupt(|| true);
+    let opts = logreg::Options { interrupt: stop, ..Default::default() };
+    assert_eq!(logreg::fit(x.mapv(f64::from).view(), &y, 2, &opts).unwrap_err(), pg_clip_core::learn::CANCELLED);
+    assert_eq!(metrics::cross_validate(x.mapv(f64::from).view(), &y, 2, 5, &opts).unwrap_err(), pg_clip_core::learn::CANCELLED);
+    let k = kmeans::Options { k: 3, interrupt: stop, ..Default::default() };
+    assert_eq!(kmeans::kmeans(x.view(), &k).unwrap_err(), pg_clip_core::learn::CANCELLED);
 }

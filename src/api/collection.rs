@@ -96,8 +96,10 @@ pub(crate) fn readable_image_root() -> String {
 /// Embed the readable elements in batches; every element gets a row, in order.
 fn embed_rows(all: &[Option<Result<&[u8], ClipError>>], model: &str) -> Vec<Row> {
     let present: Vec<&[u8]> = all.iter().filter_map(|b| b.as_ref()?.as_ref().ok()).copied().collect();
-    let (batch, max_pixels) = (gucs::batch_size(), gucs::max_image_pixels());
-    let mut results = models::with_model(model, |m| m.embed_images(&present, batch, max_pixels)).into_iter();
+    let (batch, limits) = (gucs::batch_size(), gucs::image_limits());
+    let results = models::with_model(model, |m| m.embed_images(&present, batch, &limits, &errors::interrupt_pending));
+    errors::stop_if_cancelled(&results);
+    let mut results = results.into_iter();
     let failed = |ord, sha, e: &ClipError| (ord, sha, None, Some(errors::sqlstate(e.kind).1.to_string()), Some(e.to_string()));
     all.iter()
         .enumerate()

@@ -12,8 +12,8 @@ use crate::gucs;
 fn embed_image(image: Option<&[u8]>, model: default!(Option<&str>, "NULL")) -> Option<Vector> {
     let bytes = image?;
     let name = models::model_name(model);
-    let max_pixels = gucs::max_image_pixels();
-    let mut out = models::with_model(&name, |m| m.embed_images(&[bytes], 1, max_pixels));
+    let limits = gucs::image_limits();
+    let mut out = models::with_model(&name, |m| m.embed_images(&[bytes], 1, &limits, &errors::interrupt_pending));
     Some(Vector(out.remove(0).or_raise()))
 }
 
@@ -26,14 +26,16 @@ fn embed_images(
 ) -> Option<Vec<Option<Vector>>> {
     let images = images?;
     let name = models::model_name(model);
-    let (batch, max_pixels) = (gucs::batch_size(), gucs::max_image_pixels());
+    let (batch, limits) = (gucs::batch_size(), gucs::image_limits());
     let all: Vec<Option<&[u8]>> = images.iter().collect();
     let out = models::with_model(&name, |m| {
         let mut out = Vec::with_capacity(all.len());
         for (chunk_no, chunk) in all.chunks(batch).enumerate() {
             check_for_interrupts!();
             let present: Vec<&[u8]> = chunk.iter().flatten().copied().collect();
-            let mut results = m.embed_images(&present, batch, max_pixels).into_iter();
+            let results = m.embed_images(&present, batch, &limits, &errors::interrupt_pending);
+            errors::stop_if_cancelled(&results);
+            let mut results = results.into_iter();
             for (i, b) in chunk.iter().enumerate() {
                 if b.is_none() {
                     out.push(None);

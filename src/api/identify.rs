@@ -23,7 +23,7 @@ fn label_from_filename(path: &str) -> TableIterator<'static, (name!(label, Strin
 /// every time; clip.verify_reference_set identifies them against the set.
 #[pg_extern(stable, parallel_safe, strict)]
 fn augmented_copies(image: &[u8]) -> TableIterator<'static, (name!(kind, String), name!(image, Vec<u8>))> {
-    let copies = reference::augmented_copies(image, gucs::max_image_pixels()).or_raise();
+    let copies = reference::augmented_copies(image, &gucs::image_limits()).or_raise();
     TableIterator::new(copies.into_iter().map(|(k, b)| (k.to_string(), b)))
 }
 

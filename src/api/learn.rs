@@ -4,7 +4,7 @@
 //! pgvector's inner product, from weights with the standardisation folded in.
 
 use ndarray::{Array2, Axis};
-use pg_clip_core::learn::{fusion, kmeans, logreg, metrics};
+use pg_clip_core::learn::{self, fusion, kmeans, logreg, metrics, Interrupt};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -19,7 +19,10 @@ fn bad(message: String, hint: Option<&str>) -> ! {
 /// n x dim matrix from a flat array of n * dim values.
 fn matrix(values: Array<f32>, dim: i32) -> Array2<f32> {
     let v: Vec<f32> = values.iter().map(|x| x.unwrap_or(f32::NAN)).collect();
-    let d = usize::try_from(dim).ok().filter(|&d| d > 0 && v.len() % d == 0).unwrap_or_else(|| {
+    if v.len() > MAX_VALUES {
+        bad(format!("{} values are more than a fit takes at once ({MAX_VALUES})", v.len()), None);
+    }
+    let d = usize::try_from(dim).ok().filter(|&d| d > 0 && d <= 16_000 && v.len() % d == 0).unwrap_or_else(|| {
         bad(format!("{} values do not make rows of {dim}", v.len()), None)
     });
     if v.iter().any(|x| !x.is_finite()) {
@@ -33,6 +36,40 @@ fn option_f64(o: &Value, key: &str, default: f64) -> f64 {
         None | Some(Value::Null) => default,
         Some(v) => v.as_f64().unwrap_or_else(|| bad(format!("option \"{key}\" must be a number, not {v}"), None)),
     }
+}
+
+/// A numeric option, finite and within [lo, hi] (ERROR naming it otherwise).
+fn option_in(o: &Value, key: &str, default: f64, lo: f64, hi: f64) -> f64 {
+    let v = option_f64(o, key, default);
+    if !(v.is_finite() && (lo..=hi).contains(&v)) {
+        bad(format!("option \"{key}\" must be between {lo} and {hi}, not {v}"), None);
+    }
+    v
+}
+
+/// An integral option within [lo, hi].
+fn option_int(o: &Value, key: &str, default: u64, lo: u64, hi: u64) -> u64 {
+    let v = option_in(o, key, default as f64, lo as f64, hi as f64);
+    if v.fract() != 0.0 {
+        bad(format!("option \"{key}\" must be a whole number, not {v}"), None);
+    }
+    v as u64
+}
+
+/// Most values (rows x dimensions) a fit or a clustering takes at once: 64 M, 512 MB as f64.
+const MAX_VALUES: usize = 64 << 20;
+/// Most centres of a clustering, and iterations and restarts of a fit or a clustering.
+const MAX_K: u64 = 10_000;
+const MAX_ITER: u64 = 100_000;
+const MAX_N_INIT: u64 = 100;
+
+fn interrupted<T>(r: Result<T, String>, hint: Option<&str>) -> T {
+    r.unwrap_or_else(|e| {
+        if e == learn::CANCELLED {
+            errors::raise_core(pg_clip_core::ClipError::cancelled())
+        }
+        bad(e, hint)
+    })
 }
 
 fn check_keys(o: &Value, allowed: &[&str]) {
@@ -61,24 +98,32 @@ fn _fit_logreg(embeddings: Array<f32>, dim: i32, y: Array<i32>, classes: i32, op
         Some(v) => bad(format!("option \"class_weight\" must be \"balanced\" or null, not {v}"), None),
     };
     let opts = logreg::Options {
-        c: option_f64(&o, "C", 1.0),
+        c: option_in(&o, "C", 1.0, f64::MIN_POSITIVE, 1e12),
         balanced,
-        max_iter: option_f64(&o, "max_iter", 100.0) as u64,
+        max_iter: option_int(&o, "max_iter", 100, 1, MAX_ITER),
         tol: 1e-4,
+        interrupt: Interrupt(errors::interrupt_pending),
     };
-    let folds = option_f64(&o, "folds", 5.0) as usize;
-    if !(opts.c > 0.0) || opts.max_iter < 1 || folds < 2 {
-        bad("C must be positive, max_iter at least 1 and folds at least 2".into(), None);
-    }
+    let folds = option_int(&o, "folds", 5, 2, u64::from(u32::MAX)) as usize;
     let x = matrix(embeddings, dim).mapv(f64::from);
-    let classes = usize::try_from(classes).unwrap_or(0);
-    let y: Vec<usize> = y.iter().map(|v| v.and_then(|v| usize::try_from(v).ok()).filter(|&v| v < classes)
-        .unwrap_or_else(|| bad("labels must be 0..classes".into(), None))).collect();
     if y.len() != x.nrows() {
         bad(format!("{} labels for {} rows", y.len(), x.nrows()), None);
     }
-    let cv = metrics::cross_validate(x.view(), &y, classes, folds, &opts).unwrap_or_else(|e| bad(e, None));
-    let model = logreg::fit(x.view(), &y, classes, &opts).unwrap_or_else(|e| bad(e, None));
+    // classes: 2 or more, each present (so at most the rows); folds: at most the rows
+    let classes = usize::try_from(classes).ok().filter(|&c| (2..=y.len()).contains(&c))
+        .unwrap_or_else(|| bad(format!("classes must be between 2 and the rows ({}), not {classes}", y.len()), None));
+    let y: Vec<usize> = y.iter().map(|v| v.and_then(|v| usize::try_from(v).ok()).filter(|&v| v < classes)
+        .unwrap_or_else(|| bad("labels must be 0..classes".into(), None))).collect();
+    let mut present = vec![false; classes];
+    y.iter().for_each(|&c| present[c] = true);
+    if let Some(c) = present.iter().position(|p| !p) {
+        bad(format!("class {c} of 0..{classes} has no labelled row"), None);
+    }
+    if folds > y.len() {
+        bad(format!("option \"folds\" must be at most the labelled rows ({}), not {folds}", y.len()), None);
+    }
+    let cv = interrupted(metrics::cross_validate(x.view(), &y, classes, folds, &opts), None);
+    let model = interrupted(logreg::fit(x.view(), &y, classes, &opts), None);
     // fold the standardisation in: w . (x - m) / s + b = (w / s) . x + (b - sum w m / s)
     let weights: Vec<Value> = model
         .coef
@@ -123,6 +168,16 @@ fn _kmeans(
 > {
     let o = options.0;
     check_keys(&o, &["n_init", "max_iter", "tol", "seed"]);
+    let opts = kmeans::Options {
+        k: usize::try_from(k).ok().filter(|&k| (1..=MAX_K as usize).contains(&k)).unwrap_or_else(|| {
+            bad(format!("k must be between 1 and {MAX_K}, not {k}"), None)
+        }),
+        n_init: option_int(&o, "n_init", 4, 1, MAX_N_INIT) as usize,
+        max_iter: option_int(&o, "max_iter", 300, 1, MAX_ITER) as usize,
+        tol: option_in(&o, "tol", 1e-4, 0.0, 1.0),
+        seed: option_int(&o, "seed", 0, 0, 1 << 53),
+        interrupt: Interrupt(errors::interrupt_pending),
+    };
     let (ids, dim, values) = Spi::connect(|client| -> Result<(Vec<i64>, usize, Vec<f32>), pgrx::spi::SpiError> {
         let rows = client.select(
             "SELECT image_id, embedding FROM clip.embedding WHERE collection = $1 AND model = $2 ORDER BY image_id",
@@ -134,6 +189,9 @@ fn _kmeans(
             let (Some(id), Some(Vector(v))) = (row.get::<i64>(1)?, row.get::<Vector>(2)?) else { continue };
             if dim == 0 {
                 dim = v.len();
+                if dim * ids.capacity() > MAX_VALUES {
+                    bad(format!("{} embeddings of {dim} values are more than k-means takes at once ({MAX_VALUES})", ids.capacity()), None);
+                }
                 values.reserve(dim * ids.capacity());
             }
             ids.push(id);
@@ -151,14 +209,7 @@ fn _kmeans(
         );
     }
     let x = Array2::from_shape_vec((ids.len(), dim), values).unwrap_or_else(|e| bad(e.to_string(), None));
-    let opts = kmeans::Options {
-        k: usize::try_from(k).unwrap_or(0),
-        n_init: option_f64(&o, "n_init", 4.0) as usize,
-        max_iter: option_f64(&o, "max_iter", 300.0) as usize,
-        tol: option_f64(&o, "tol", 1e-4),
-        seed: option_f64(&o, "seed", 0.0) as u64,
-    };
-    let c = kmeans::kmeans(x.view(), &opts).unwrap_or_else(|e| bad(e, Some("Pick k between 1 and the number of embedded images.")));
+    let c = interrupted(kmeans::kmeans(x.view(), &opts), Some("Pick k between 1 and the number of embedded images."));
     let clusters = c.labels.iter().map(|&l| l as i32).collect();
     TableIterator::once((ids, c.centroids.into_raw_vec_and_offset().0, clusters, c.distances, c.inertia, c.iterations as i32))
 }

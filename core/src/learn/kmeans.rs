@@ -10,6 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
+use super::Interrupt;
 use crate::runtime::decode_pool;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -19,11 +20,12 @@ pub struct Options {
     pub max_iter: usize,
     pub tol: f64,
     pub seed: u64,
+    pub interrupt: Interrupt,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { k: 8, n_init: 4, max_iter: 300, tol: 1e-4, seed: 0 }
+        Options { k: 8, n_init: 4, max_iter: 300, tol: 1e-4, seed: 0, interrupt: Interrupt::NEVER }
     }
 }
 
@@ -263,7 +265,7 @@ fn distances_to(x: ArrayView2<f32>, norms: &[f32], points: &Array2<f32>) -> Arra
 
 /// Greedy k-means++ (Arthur and Vassilvitskii 2007, with scikit-learn's 2 + ln k local trials
 /// per centre: the candidate that lowers the total squared distance most is kept).
-fn seed_centres(x: ArrayView2<f32>, norms: &[f32], k: usize, rng: &mut StdRng) -> Array2<f32> {
+fn seed_centres(x: ArrayView2<f32>, norms: &[f32], k: usize, rng: &mut StdRng, interrupt: Interrupt) -> Result<Array2<f32>, String> {
     let n = x.nrows();
     let trials = 2 + (k as f64).ln() as usize;
     let mut centres = Array2::<f32>::zeros((k, x.ncols()));
@@ -271,6 +273,7 @@ fn seed_centres(x: ArrayView2<f32>, norms: &[f32], k: usize, rng: &mut StdRng) -
     centres.row_mut(0).assign(&x.row(first));
     let mut closest: Vec<f32> = distances_to(x, norms, &x.slice(s![first..first + 1, ..]).to_owned()).column(0).to_vec();
     for c in 1..k {
+        interrupt.check()?;
         let mut cumulative = Vec::with_capacity(n);
         let mut acc = 0.0f64;
         for &d in &closest {
@@ -290,7 +293,7 @@ fn seed_centres(x: ArrayView2<f32>, norms: &[f32], k: usize, rng: &mut StdRng) -
         centres.row_mut(c).assign(&x.row(candidates[best]));
         closest.iter_mut().zip(d.column(best)).for_each(|(a, b)| *a = a.min(*b));
     }
-    centres
+    Ok(centres)
 }
 
 /// Up to this many centres, assignment steps use Hamerly's bounds. With more, on embeddings (high
@@ -303,12 +306,13 @@ const BOUNDED_MAX_K: usize = 4;
 /// `tol` in total (squared), or `max_iter`. With few centres the assignment steps after the first
 /// use Hamerly's bounds (see [`bounded_step`]): Lloyd's answer, reading fewer rows as the centres
 /// settle.
-fn lloyd(x: ArrayView2<f32>, norms: &[f32], mut centres: Array2<f32>, opts: &Options, tol: f64, bounded: bool) -> Clustering {
+fn lloyd(x: ArrayView2<f32>, norms: &[f32], mut centres: Array2<f32>, opts: &Options, tol: f64, bounded: bool) -> Result<Clustering, String> {
     let (n, k) = (x.nrows(), centres.nrows());
     let mut slots = vec![Slot { centre: 0, upper: 0.0, lower: 0.0 }; n];
     let (mut sums, _) = full_pass(x, norms, &centres, &mut slots, true);
     let mut iterations = 1;
     while iterations <= opts.max_iter {
+        opts.interrupt.check()?;
         // an empty cluster takes the row farthest from its centre (by its upper bound), as
         // scikit-learn relocates them
         if sums.counts.contains(&0) {
@@ -365,7 +369,7 @@ fn lloyd(x: ArrayView2<f32>, norms: &[f32], mut centres: Array2<f32>, opts: &Opt
     let labels = slots.iter().map(|s| s.centre).collect();
     let distances: Vec<f32> = slots.iter().map(|s| (s.upper * s.upper) as f32).collect();
     let inertia = slots.iter().map(|s| s.upper * s.upper).sum();
-    Clustering { centroids: centres, labels, distances, inertia, iterations }
+    Ok(Clustering { centroids: centres, labels, distances, inertia, iterations })
 }
 
 /// Cluster the rows of `x` (n x d). Reproducible for a seed.
@@ -390,8 +394,8 @@ pub fn kmeans(x: ArrayView2<f32>, opts: &Options) -> Result<Clustering, String> 
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let mut best: Option<Clustering> = None;
     for _ in 0..opts.n_init.max(1) {
-        let centres = seed_centres(x, &norms, opts.k, &mut rng);
-        let run = lloyd(x, &norms, centres, opts, tol, opts.k <= BOUNDED_MAX_K);
+        let centres = seed_centres(x, &norms, opts.k, &mut rng, opts.interrupt)?;
+        let run = lloyd(x, &norms, centres, opts, tol, opts.k <= BOUNDED_MAX_K)?;
         if best.as_ref().is_none_or(|b| run.inertia < b.inertia) {
             best = Some(run);
         }
@@ -421,9 +425,9 @@ mod tests {
         let norms: Vec<f32> = x.rows().into_iter().map(|r| r.dot(&r)).collect();
         for k in [2, 3, 8] {
             let opts = Options { k, ..Default::default() };
-            let seeded = seed_centres(x.view(), &norms, k, &mut StdRng::seed_from_u64(3));
-            let full = lloyd(x.view(), &norms, seeded.clone(), &opts, 0.0, false);
-            let bounded = lloyd(x.view(), &norms, seeded, &opts, 0.0, true);
+            let seeded = seed_centres(x.view(), &norms, k, &mut StdRng::seed_from_u64(3), Interrupt::NEVER).unwrap();
+            let full = lloyd(x.view(), &norms, seeded.clone(), &opts, 0.0, false).unwrap();
+            let bounded = lloyd(x.view(), &norms, seeded, &opts, 0.0, true).unwrap();
             assert_eq!(bounded.labels, full.labels, "k {k}");
             assert_eq!(bounded.iterations, full.iterations, "k {k}");
             assert!((bounded.inertia - full.inertia).abs() < 1e-6 * full.inertia, "k {k}");

@@ -10,7 +10,7 @@ use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 
-use super::Standardizer;
+use super::{Interrupt, Standardizer, CANCELLED};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -21,11 +21,12 @@ pub struct Options {
     pub max_iter: u64,
     /// Stop when the gradient norm of the per-sample objective is below this.
     pub tol: f64,
+    pub interrupt: Interrupt,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { c: 1.0, balanced: false, max_iter: 100, tol: 1e-4 }
+        Options { c: 1.0, balanced: false, max_iter: 100, tol: 1e-4, interrupt: Interrupt::NEVER }
     }
 }
 
@@ -49,6 +50,7 @@ struct Problem<'a> {
     w: Array1<f64>,
     rows: usize,
     l2: f64,
+    interrupt: Interrupt,
     cache: RefCell<Option<(Vec<f64>, f64, Vec<f64>)>>,
 }
 
@@ -98,6 +100,7 @@ impl CostFunction for Problem<'_> {
     type Param = Vec<f64>;
     type Output = f64;
     fn cost(&self, p: &Vec<f64>) -> Result<f64, argmin::core::Error> {
+        self.interrupt.check().map_err(argmin::core::Error::msg)?;
         Ok(self.evaluate(p).0)
     }
 }
@@ -106,6 +109,7 @@ impl Gradient for Problem<'_> {
     type Param = Vec<f64>;
     type Gradient = Vec<f64>;
     fn gradient(&self, p: &Vec<f64>) -> Result<Vec<f64>, argmin::core::Error> {
+        self.interrupt.check().map_err(argmin::core::Error::msg)?;
         Ok(self.evaluate(p).1)
     }
 }
@@ -130,7 +134,7 @@ pub fn fit(x: ArrayView2<f64>, y: &[usize], classes: usize, opts: &Options) -> R
         .collect();
     let rows = if classes == 2 { 1 } else { classes };
     let d = xs.ncols();
-    let problem = Problem { x: &xs, y, w, rows, l2: 1.0 / (opts.c * n as f64), cache: RefCell::new(None) };
+    let problem = Problem { x: &xs, y, w, rows, l2: 1.0 / (opts.c * n as f64), interrupt: opts.interrupt, cache: RefCell::new(None) };
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
         .with_tolerance_grad(opts.tol)
         .and_then(|s| s.with_tolerance_cost(0.0))
@@ -138,7 +142,7 @@ pub fn fit(x: ArrayView2<f64>, y: &[usize], classes: usize, opts: &Options) -> R
     let res = Executor::new(problem, solver)
         .configure(|s| s.param(vec![0.0; rows * (d + 1)]).max_iters(opts.max_iter))
         .run()
-        .map_err(|e| format!("the solver failed: {e}"))?;
+        .map_err(|e| if (opts.interrupt.0)() { CANCELLED.to_string() } else { format!("the solver failed: {e}") })?;
     let state = res.state();
     let p = state.get_best_param().or(state.get_param()).ok_or("the solver returned no parameters")?;
     let coef = Array2::from_shape_vec((rows, d), p[..rows * d].to_vec()).map_err(|e| e.to_string())?;

@@ -96,6 +96,7 @@ pub fn cross_validate(x: ArrayView2<f64>, y: &[usize], classes: usize, folds: us
     let fold = stratified_folds(y, classes, folds);
     let mut all = Vec::with_capacity(folds);
     for f in 0..folds {
+        opts.interrupt.check()?;
         let train: Vec<usize> = (0..y.len()).filter(|&i| fold[i] != f).collect();
         let test: Vec<usize> = (0..y.len()).filter(|&i| fold[i] == f).collect();
         let ytr: Vec<usize> = train.iter().map(|&i| y[i]).collect();

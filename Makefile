@@ -6,7 +6,7 @@ PG_CONFIG := /usr/lib/postgresql/15/bin/pg_config
 DB_USER ?= pgclip
 ORT_LIB := $(ROOT)/.deps/onnxruntime/libonnxruntime.so.1.32.0
 PG_REGRESS = $(shell $(PG_CONFIG) --pkglibdir 2>/dev/null)/pgxs/src/test/regress/pg_regress
-REGRESS_TESTS := setup embed errors collections vocabulary identify learn
+REGRESS_TESTS := setup embed errors collections vocabulary identify learn security
 # example vocabularies, for clip.load_vocabulary_file('space', 'space.yaml'). PG_REGRESS and
 # VOCAB_DIR are expanded when used (=, not :=): on a fresh machine pg_config exists only after setup
 VOCAB_DIR = $(shell $(PG_CONFIG) --sharedir 2>/dev/null)/extension/pg_clip/vocab

@@ -45,10 +45,14 @@ shared_preload_libraries = 'pg_clip'
 pg_clip.auto_refresh = on
 pg_clip.auto_refresh_database = 'pg_clip_client'
 pg_clip.auto_refresh_naptime = 1
+# an ordinary login role; each collection's batches run as the collection's owner
+pg_clip.auto_refresh_role = 'clip_worker'
 CONF
     grep -q "include_if_exists = '$RUN/pg_clip.conf'" "$PGDATA/postgresql.conf" ||
         echo "include_if_exists = '$RUN/pg_clip.conf'" | as_db tee -a "$PGDATA/postgresql.conf" >/dev/null
     as_db "$BIN/pg_ctl" -D "$PGDATA" -l "$RUN/postgres.log" -w -t 60 start >/dev/null
+    as_db psql -h 127.0.0.1 -p "$(port)" -d postgres -tAqc "SELECT 1 FROM pg_roles WHERE rolname = 'clip_worker'" | grep -q 1 ||
+        as_db psql -h 127.0.0.1 -p "$(port)" -d postgres -qc "CREATE ROLE clip_worker LOGIN"
     as_db psql -h 127.0.0.1 -p "$(port)" -d postgres -tAqc "SELECT 1 FROM pg_database WHERE datname = 'pg_clip'" | grep -q 1 ||
         as_db createdb -h 127.0.0.1 -p "$(port)" pg_clip
     ;;

@@ -11,7 +11,9 @@ CREATE TABLE clip.collection (
     model        text NOT NULL REFERENCES clip.model (name),
     -- set by clip.set_model: the model being built; the collection switches when it is complete
     next_model   text REFERENCES clip.model (name),
-    created_at   timestamptz NOT NULL DEFAULT now()
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    -- the role that created it: the auto-refresh worker does the collection's work as this role
+    owner        regrole NOT NULL DEFAULT current_user::text::regrole
 );
 COMMENT ON TABLE clip.collection IS 'image tables that clip.refresh keeps embedded';
 
@@ -24,8 +26,41 @@ BEGIN
         RAISE EXCEPTION 'collection "%" does not exist', name USING ERRCODE = '42704',
             HINT = 'Create it with SELECT clip.add_collection(name, source_table, id_column, image_column).';
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE oid = c.source) THEN
+        RAISE EXCEPTION 'the source table of collection "%" was dropped', c.name USING ERRCODE = '42P01',
+            HINT = format('Drop the collection: SELECT clip.drop_collection(%L);', c.name);
+    END IF;
+    -- its columns as they were when it was made (a rename or a new type breaks it, visibly)
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                   WHERE a.attrelid = c.source AND a.attname = c.id_column AND a.attnum > 0 AND NOT a.attisdropped
+                     AND a.atttypid IN ('pg_catalog.int2'::regtype, 'pg_catalog.int4'::regtype, 'pg_catalog.int8'::regtype))
+       OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                      WHERE a.attrelid = c.source AND a.attname = c.image_column AND a.attnum > 0 AND NOT a.attisdropped) THEN
+        RAISE EXCEPTION 'collection "%" is broken: % no longer has an integer id column "%" and an image column "%"',
+            c.name, c.source, c.id_column, c.image_column USING ERRCODE = '55000',
+            HINT = format('Rename the columns back, or drop the collection (SELECT clip.drop_collection(%L)) and add it again.', c.name);
+    END IF;
+    IF NOT clip._may_read(c) THEN
+        RAISE EXCEPTION 'permission denied for collection "%"', c.name USING ERRCODE = '42501',
+            DETAIL = 'A collection''s embeddings, scores, labels and errors are for roles that may SELECT its source table.',
+            HINT = format('Ask the owner of %s for SELECT on it.', c.source);
+    END IF;
     RETURN c;
 END $$;
+
+-- The one rule of who sees a collection's data: roles that may SELECT its source table (a
+-- source that is gone is nobody's to read). The row-security policies of every table keyed by
+-- collection say the same through clip._readable_collections().
+CREATE FUNCTION clip._may_read(c clip.collection) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT coalesce(pg_catalog.has_table_privilege(c.source, 'SELECT'), false)
+$$;
+
+-- The names of the collections the current role may read, for the row-security policies: a
+-- policy written as `collection IN (SELECT clip._readable_collections())` is one hashed subplan
+-- per query, not a privilege check per row.
+CREATE FUNCTION clip._readable_collections() RETURNS SETOF text LANGUAGE sql STABLE AS $$
+    SELECT c.name FROM clip.collection c WHERE clip._may_read(c)
+$$;
 
 CREATE TABLE clip.embedding (
     collection     text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
@@ -81,7 +116,8 @@ COMMENT ON TABLE clip.embedding_error IS
 CREATE TABLE clip.refresh_queue (
     seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     collection text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
-    image_id   bigint NOT NULL,
+    -- NULL: the source was truncated; the next pass checks every embedding of the collection
+    image_id   bigint,
     queued_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX ON clip.refresh_queue (collection, image_id);
@@ -98,60 +134,120 @@ CREATE TABLE clip.refresh_state (
     embedded    bigint NOT NULL DEFAULT 0,
     failed      bigint NOT NULL DEFAULT 0,
     removed     bigint NOT NULL DEFAULT 0,
-    unchanged   bigint NOT NULL DEFAULT 0
+    unchanged   bigint NOT NULL DEFAULT 0,
+    -- the auto-refresh worker's batches that failed as a whole, in a row, and the last error
+    failed_batches   int NOT NULL DEFAULT 0,
+    last_batch_error text
 );
 
-CREATE VIEW clip.refresh_progress AS
+CREATE VIEW clip.refresh_progress WITH (security_invoker = true) AS
 SELECT collection, pid, finished_at IS NULL AND started_at IS NOT NULL AS running, total, done,
        embedded, failed, removed, unchanged, started_at, updated_at, finished_at,
        round((done / greatest(extract(epoch FROM coalesce(finished_at, updated_at) - started_at), 0.001))::numeric, 2)
            AS images_per_s
 FROM clip.refresh_state;
 
--- Statement-level triggers with transition tables: one INSERT into the queue per statement.
--- An UPDATE queues only rows whose image (or id) changed. SECURITY DEFINER so that users who
--- may write the source table need no rights on clip.refresh_queue.
-CREATE FUNCTION clip._queue_changes() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- The source table's triggers: one statement-level trigger per event, with transition tables.
+-- They run with the rights of the role that wrote the rows (no SECURITY DEFINER), so nothing of a
+-- user's (a relation named like a transition table, a cast, an operator) runs with more rights
+-- than its author has. That role may add entries to clip.refresh_queue for the collections whose
+-- source it may write, and only those (the table's row-security policy). An UPDATE queues only
+-- rows whose image (or id) changed; a TRUNCATE queues one entry without an id, and the next pass
+-- checks every embedding of the collection. A failure here (the collection is broken: its id
+-- column renamed or retyped) is a WARNING and the user's write goes through.
+CREATE FUNCTION clip._queue_changes() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     coll text := TG_ARGV[0];
     idc  text := TG_ARGV[1];
     imc  text := TG_ARGV[2];
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        EXECUTE format('INSERT INTO clip.refresh_queue (collection, image_id) SELECT $1, %I FROM pg_clip_new',
-                       idc) USING coll;
-    ELSIF TG_OP = 'DELETE' THEN
-        EXECUTE format('INSERT INTO clip.refresh_queue (collection, image_id) SELECT $1, %I FROM pg_clip_old',
-                       idc) USING coll;
-    ELSE
-        EXECUTE format($q$
-            INSERT INTO clip.refresh_queue (collection, image_id)
-            SELECT $1, n.%1$I FROM pg_clip_new n LEFT JOIN pg_clip_old o ON o.%1$I = n.%1$I
-            WHERE o.%1$I IS NULL OR o.%2$I IS DISTINCT FROM n.%2$I
-            UNION
-            SELECT $1, o.%1$I FROM pg_clip_old o LEFT JOIN pg_clip_new n ON n.%1$I = o.%1$I
-            WHERE n.%1$I IS NULL $q$, idc, imc) USING coll;
+    -- fired as the collection's own trigger: after a statement, on its source, with the
+    -- transition tables (otherwise the names below would not be the transition tables)
+    IF TG_LEVEL <> 'STATEMENT' OR TG_WHEN <> 'AFTER' OR NOT EXISTS (
+           SELECT 1 FROM pg_catalog.pg_trigger t JOIN clip.collection c ON c.source = t.tgrelid
+           WHERE t.tgrelid = TG_RELID AND t.tgname = TG_NAME AND c.name = coll
+             AND (TG_OP = 'TRUNCATE' OR ((TG_OP IN ('INSERT', 'UPDATE')) = (t.tgnewtable IS NOT NULL)
+                                         AND (TG_OP IN ('DELETE', 'UPDATE')) = (t.tgoldtable IS NOT NULL)))) THEN
+        RAISE EXCEPTION 'clip._queue_changes is the trigger of a collection''s source table'
+            USING ERRCODE = '39P01', HINT = 'clip.add_collection creates it; do not attach it elsewhere.';
     END IF;
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            EXECUTE format('INSERT INTO clip.refresh_queue (collection, image_id) SELECT $1, %I::bigint FROM pg_clip_new',
+                           idc) USING coll;
+        ELSIF TG_OP = 'DELETE' THEN
+            EXECUTE format('INSERT INTO clip.refresh_queue (collection, image_id) SELECT $1, %I::bigint FROM pg_clip_old',
+                           idc) USING coll;
+        ELSIF TG_OP = 'UPDATE' THEN
+            EXECUTE format($q$
+                INSERT INTO clip.refresh_queue (collection, image_id)
+                SELECT $1, n.%1$I::bigint FROM pg_clip_new n LEFT JOIN pg_clip_old o ON o.%1$I = n.%1$I
+                WHERE o.%1$I IS NULL OR o.%2$I IS DISTINCT FROM n.%2$I
+                UNION
+                SELECT $1, o.%1$I::bigint FROM pg_clip_old o LEFT JOIN pg_clip_new n ON n.%1$I = o.%1$I
+                WHERE n.%1$I IS NULL $q$, idc, imc) USING coll;
+        ELSE
+            INSERT INTO clip.refresh_queue (collection, image_id) VALUES (coll, NULL);
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pg_clip: collection "%" did not queue this change: %', coll, SQLERRM
+            USING HINT = format('Fix or drop the collection (SELECT clip.drop_collection(%L)); CALL clip.refresh(%L) finds the rows it missed.', coll, coll);
+    END;
     RETURN NULL;
 END $$;
+
+-- May the current role write the source table of collection `coll`? (Who may queue its rows.)
+CREATE FUNCTION clip._may_write_source(coll text) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT coalesce((SELECT pg_catalog.has_table_privilege(c.source, 'INSERT, UPDATE, DELETE, TRUNCATE')
+                     FROM clip.collection c WHERE c.name = coll), false)
+$$;
 
 -- The collection's embeddings under its current model, with their fixed dimension, and an HNSW
 -- (cosine) index on exactly that expression and predicate, so that ORDER BY embedding <=> q
 -- LIMIT k on the view is an index scan. Rebuilt when the collection switches models.
-CREATE FUNCTION clip._index_collection(name text) RETURNS void LANGUAGE plpgsql AS $$
+-- SECURITY DEFINER: the index is on clip.embedding, which only the extension's owner may index,
+-- and the views live in schema clip, where no one else may create. It reads only clip's own
+-- tables and names only objects derived from a registered collection's (checked) name. The view
+-- is security_invoker: a reader sees through it the rows clip.embedding's policy shows them.
+CREATE FUNCTION clip._index_collection(name text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE m text; dim int;
 BEGIN
     SELECT c.model, md.embed_dim INTO m, dim FROM clip.collection c JOIN clip.model md ON md.name = c.model
     WHERE c.name = _index_collection.name;
-    EXECUTE format('DROP VIEW IF EXISTS clip.%I', name || '_embeddings');
-    EXECUTE format('DROP INDEX IF EXISTS clip.%I', 'pg_clip_' || name || '_hnsw');
-    EXECUTE format('CREATE VIEW clip.%I AS SELECT image_id, embedding::vector(%s) AS embedding, embedded_at
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'collection "%" does not exist', name USING ERRCODE = '42704';
+    END IF;
+    PERFORM clip._drop_collection_objects(name, false, true);
+    EXECUTE format('CREATE VIEW clip.%I WITH (security_invoker = true) AS
+                    SELECT image_id, embedding::vector(%s) AS embedding, embedded_at
                     FROM clip.embedding WHERE collection = %L AND model = %L',
                    name || '_embeddings', dim, name, m);
     EXECUTE format('GRANT SELECT ON clip.%I TO PUBLIC', name || '_embeddings');
     EXECUTE format('CREATE INDEX %I ON clip.embedding USING hnsw ((embedding::vector(%s)) vector_cosine_ops)
                     WHERE collection = %L AND model = %L', 'pg_clip_' || name || '_hnsw', dim, name, m);
+END $$;
+
+-- Drop what clip made for collection `name` at run time: its views and its HNSW index. Also
+-- SECURITY DEFINER (the owner of those objects drops them); `name` must have a collection's shape,
+-- so nothing else can be named, and may be gone from clip.collection already. `attributes_only`:
+-- the attribute view alone (a vocabulary detached); `embeddings_only`: all but it (a new index).
+CREATE FUNCTION clip._drop_collection_objects(name text, attributes_only boolean DEFAULT false,
+                                              embeddings_only boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'invalid collection name "%"', name USING ERRCODE = '22023';
+    END IF;
+    -- (looked up first: DROP ... IF EXISTS would say NOTICE for each one missing)
+    IF NOT embeddings_only AND to_regclass(format('clip.%I', name || '_attributes')) IS NOT NULL THEN
+        EXECUTE format('DROP VIEW clip.%I', name || '_attributes');
+    END IF;
+    IF NOT attributes_only AND to_regclass(format('clip.%I', name || '_embeddings')) IS NOT NULL THEN
+        EXECUTE format('DROP VIEW clip.%I', name || '_embeddings');
+    END IF;
+    IF NOT attributes_only AND to_regclass(format('clip.%I', 'pg_clip_' || name || '_hnsw')) IS NOT NULL THEN
+        EXECUTE format('DROP INDEX clip.%I', 'pg_clip_' || name || '_hnsw');
+    END IF;
 END $$;
 
 -- Move a collection to another model. The next clip.refresh builds the new model's embeddings
@@ -199,11 +295,26 @@ BEGIN
         RAISE EXCEPTION 'model "%" is not registered', coalesce(m, '(none)') USING ERRCODE = '42704',
             HINT = 'Pass a registered model, or SET pg_clip.model (see SELECT name FROM clip.model).';
     END IF;
+    -- a table (or a partitioned one): reading a view or a foreign table would run its owner's code
+    IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid = source) NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', source USING ERRCODE = '42809',
+            HINT = 'A collection''s source is a plain or partitioned table; copy the rows of a view into one.';
+    END IF;
     idtype := clip._column_type(source, id_column);
     IF idtype NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
         RAISE EXCEPTION 'id column "%" of % is %, not an integer type', id_column, source, idtype
             USING ERRCODE = '42804',
             HINT = format('Add one: ALTER TABLE %s ADD COLUMN clip_id bigint GENERATED ALWAYS AS IDENTITY UNIQUE;', source);
+    END IF;
+    -- one row per id, always: a NOT NULL column with a unique index on it alone, not partial
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                   WHERE a.attrelid = source AND a.attname = id_column AND a.attnotnull)
+       OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
+                          ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                      WHERE i.indrelid = source AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL
+                        AND i.indexprs IS NULL AND a.attname = id_column) THEN
+        RAISE EXCEPTION 'id column "%" of % must be NOT NULL and unique', id_column, source USING ERRCODE = '42P10',
+            HINT = format('ALTER TABLE %s ADD PRIMARY KEY (%I); or ADD UNIQUE (%I) and SET NOT NULL.', source, id_column, id_column);
     END IF;
     imtype := clip._column_type(source, image_column);
     IF imtype NOT IN ('bytea'::regtype, 'text'::regtype, 'character varying'::regtype) THEN
@@ -220,24 +331,32 @@ BEGIN
     PERFORM clip._index_collection(name);
     FOR ev IN SELECT * FROM (VALUES ('ins', 'INSERT', 'NEW TABLE AS pg_clip_new'),
                                     ('upd', 'UPDATE', 'OLD TABLE AS pg_clip_old NEW TABLE AS pg_clip_new'),
-                                    ('del', 'DELETE', 'OLD TABLE AS pg_clip_old')) AS v (suffix, event, refs)
+                                    ('del', 'DELETE', 'OLD TABLE AS pg_clip_old'),
+                                    ('trunc', 'TRUNCATE', '')) AS v (suffix, event, refs)
     LOOP
-        EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s
+        EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s %s
                         FOR EACH STATEMENT EXECUTE FUNCTION clip._queue_changes(%L, %L, %L)',
-                       'pg_clip_' || name || '_' || ev.suffix, ev.event, source, ev.refs, name, id_column, image_column);
+                       'pg_clip_' || name || '_' || ev.suffix, ev.event, source,
+                       CASE WHEN ev.refs <> '' THEN 'REFERENCING ' || ev.refs ELSE '' END, name, id_column, image_column);
     END LOOP;
 END $$;
 
 CREATE FUNCTION clip.drop_collection(name text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE c clip.collection; suffix text;
 BEGIN
-    c := clip._collection(drop_collection.name);
-    FOREACH suffix IN ARRAY ARRAY['ins', 'upd', 'del'] LOOP
-        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'pg_clip_' || name || '_' || suffix, c.source);
-    END LOOP;
-    EXECUTE format('DROP VIEW IF EXISTS clip.%I', name || '_embeddings');
-    EXECUTE format('DROP INDEX IF EXISTS clip.%I', 'pg_clip_' || name || '_hnsw');
+    -- (not clip._collection: a collection whose source is gone or unreadable is dropped too)
+    SELECT * INTO c FROM clip.collection WHERE clip.collection.name = drop_collection.name;
+    IF NOT FOUND THEN
+        PERFORM clip._collection(drop_collection.name);
+    END IF;
+    -- (a source that was dropped took its triggers with it)
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE oid = c.source) THEN
+        FOREACH suffix IN ARRAY ARRAY['ins', 'upd', 'del', 'trunc'] LOOP
+            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'pg_clip_' || name || '_' || suffix, c.source);
+        END LOOP;
+    END IF;
     PERFORM clip._drop_scores(c.name);
+    PERFORM clip._drop_collection_objects(c.name);
     DELETE FROM clip.feature_image_attribute f WHERE f.collection = c.name;
     DELETE FROM clip.collection WHERE clip.collection.name = drop_collection.name;
 END $$;
@@ -377,11 +496,16 @@ DECLARE
     cur_stamp text;
     ids bigint[];
     n_gone bigint;
+    st text;
+    msg text;
+    fails int;
 BEGIN
     SELECT * INTO c FROM clip.collection WHERE name = refresh_queued.collection;
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
+    -- ERROR for a collection whose source is gone, or that this role may not read
+    PERFORM clip._collection(c.name);
     target := coalesce(c.next_model, c.model);
     SELECT stamp INTO cur_stamp FROM clip.model WHERE name = target;
     -- the collection's lock before any row lock, in every writer, so that writers cannot deadlock
@@ -390,12 +514,19 @@ BEGIN
     EXECUTE format($q$
         WITH g AS (
             SELECT q.seq, q.image_id FROM clip.refresh_queue q
-            WHERE q.collection = $1 AND NOT EXISTS (SELECT 1 FROM %s s WHERE s.%I = q.image_id)
+            WHERE q.collection = $1 AND NOT EXISTS (SELECT 1 FROM %1$s s WHERE s.%2$I = q.image_id)
         ),
+        -- a TRUNCATE's entry (no id): every embedding and error whose row is gone
+        t AS (SELECT 1 FROM g WHERE g.image_id IS NULL LIMIT 1),
+        d0 AS (DELETE FROM clip.embedding e WHERE e.collection = $1 AND EXISTS (SELECT 1 FROM t)
+                   AND NOT EXISTS (SELECT 1 FROM %1$s s WHERE s.%2$I = e.image_id) RETURNING e.image_id),
+        d0x AS (DELETE FROM clip.embedding_error x WHERE x.collection = $1 AND EXISTS (SELECT 1 FROM t)
+                    AND NOT EXISTS (SELECT 1 FROM %1$s s WHERE s.%2$I = x.image_id)),
         d1 AS (DELETE FROM clip.embedding e USING g WHERE e.collection = $1 AND e.image_id = g.image_id),
         d2 AS (DELETE FROM clip.embedding_error x USING g WHERE x.collection = $1 AND x.image_id = g.image_id),
         d3 AS (DELETE FROM clip.refresh_queue q WHERE q.seq IN (SELECT seq FROM g) RETURNING image_id)
-        SELECT count(DISTINCT image_id) FROM d3 $q$, c.source, c.id_column) INTO n_gone USING c.name;
+        SELECT count(DISTINCT image_id) + (SELECT count(*) FROM d0) FROM d3 $q$, c.source, c.id_column)
+        INTO n_gone USING c.name;
     -- the longest-waiting ids first
     SELECT array_agg(image_id ORDER BY image_id) INTO ids
     FROM (SELECT image_id FROM clip.refresh_queue WHERE collection = c.name
@@ -403,10 +534,26 @@ BEGIN
     IF ids IS NOT NULL THEN
         BEGIN
             PERFORM clip._refresh_batch(c, target, cur_stamp, ids);
+            UPDATE clip.refresh_state s SET failed_batches = 0 WHERE s.collection = c.name AND s.failed_batches > 0;
         EXCEPTION WHEN OTHERS THEN
-            -- a failure of the whole batch (no ONNX Runtime library, pg_clip.image_root unset, ...)
-            -- leaves the rows queued for the next try and does not stop the other collections
-            RAISE WARNING 'pg_clip: refreshing queued rows of collection "%" failed: %', c.name, SQLERRM;
+            -- A failure of the whole batch (no ONNX Runtime library, pg_clip.image_root unset, ...)
+            -- leaves the rows queued for the next try and does not stop the other collections.
+            -- The second failure in a row records the batch's rows in clip.embedding_error and
+            -- dequeues them, so that the worker does not retry them forever (clip.retry_failed
+            -- puts them back in line).
+            GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+            RAISE WARNING 'pg_clip: refreshing queued rows of collection "%" failed: %', c.name, msg;
+            INSERT INTO clip.refresh_state AS s (collection, failed_batches, last_batch_error) VALUES (c.name, 1, msg)
+            ON CONFLICT (collection) DO UPDATE SET failed_batches = s.failed_batches + 1, last_batch_error = msg
+            RETURNING s.failed_batches INTO fails;
+            IF fails >= 2 THEN
+                INSERT INTO clip.embedding_error (collection, image_id, sqlstate, message)
+                SELECT c.name, u, st, 'its batch failed twice as a whole: ' || msg FROM unnest(ids) u
+                ON CONFLICT (collection, image_id) DO UPDATE
+                    SET sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message, failed_at = now();
+                DELETE FROM clip.refresh_queue q WHERE q.collection = c.name AND q.image_id = ANY (ids);
+                UPDATE clip.refresh_state s SET failed_batches = 0 WHERE s.collection = c.name;
+            END IF;
             RETURN n_gone;
         END;
     END IF;
@@ -420,6 +567,23 @@ BEGIN
         END;
     END IF;
     RETURN n_gone + coalesce(cardinality(ids), 0);
+END $$;
+
+-- The auto-refresh worker's step for one collection, in a transaction of its own: nothing when
+-- another session holds the collection's lock (a refresh is running: the worker comes back next
+-- round), else clip.refresh_queued. An ERROR (a broken collection: its source dropped, a column
+-- renamed) comes back as text, for the worker to report once and go on with the others.
+CREATE FUNCTION clip._worker_step(collection text, max_rows int, OUT handled bigint, OUT error text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    handled := 0;
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('pg_clip.refresh'), pg_catalog.hashtext(collection)) THEN
+        RETURN;
+    END IF;
+    handled := clip.refresh_queued(collection, max_rows);
+EXCEPTION WHEN OTHERS THEN
+    error := SQLERRM;
+    handled := 0;
 END $$;
 
 -- CALL clip.refresh('photos'): embed every row without a current embedding, re-embed queued
@@ -471,22 +635,22 @@ BEGIN
                         AND NOT EXISTS (SELECT 1 FROM %s s WHERE s.%I = q.image_id)', c.source, c.id_column) USING c.name;
 
     -- the work list: queued (changed) rows, and rows with no current embedding that have not failed
-    CREATE TEMP TABLE IF NOT EXISTS pg_clip_todo (id bigint PRIMARY KEY);
-    TRUNCATE pg_clip_todo;
+    CREATE TEMP TABLE IF NOT EXISTS pg_temp.pg_clip_todo (id bigint PRIMARY KEY);
+    TRUNCATE pg_temp.pg_clip_todo;
     EXECUTE format($q$
-        INSERT INTO pg_clip_todo
-        SELECT image_id FROM clip.refresh_queue WHERE collection = $1
+        INSERT INTO pg_temp.pg_clip_todo
+        SELECT image_id FROM clip.refresh_queue WHERE collection = $1 AND image_id IS NOT NULL
         UNION
         SELECT s.%1$I FROM %2$s s
         WHERE NOT EXISTS (SELECT 1 FROM clip.embedding e WHERE e.collection = $1 AND e.model = $2
                               AND e.image_id = s.%1$I AND e.stamp = $3)
           AND NOT EXISTS (SELECT 1 FROM clip.embedding_error x WHERE x.collection = $1 AND x.image_id = s.%1$I)
         $q$, c.id_column, c.source) USING c.name, target, cur_stamp;
-    SELECT count(*) INTO n_total FROM pg_clip_todo;
+    SELECT count(*) INTO n_total FROM pg_temp.pg_clip_todo;
     -- unchanged: current embeddings that need nothing (known failures are neither)
     SELECT count(*) INTO n_unch FROM clip.embedding e
     WHERE e.collection = c.name AND e.model = target AND e.stamp = cur_stamp
-      AND NOT EXISTS (SELECT 1 FROM pg_clip_todo t WHERE t.id = e.image_id);
+      AND NOT EXISTS (SELECT 1 FROM pg_temp.pg_clip_todo t WHERE t.id = e.image_id);
     INSERT INTO clip.refresh_state AS r (collection, pid, started_at, updated_at, finished_at, total, done,
                                          embedded, failed, removed, unchanged)
     VALUES (c.name, pg_backend_pid(), t0, clock_timestamp(), NULL, n_total, 0, 0, 0, n_rem, n_unch)
@@ -496,12 +660,12 @@ BEGIN
     COMMIT;
 
     LOOP
-        SELECT array_agg(id ORDER BY id) INTO ids FROM (SELECT id FROM pg_clip_todo ORDER BY id LIMIT bs) b;
+        SELECT array_agg(id ORDER BY id) INTO ids FROM (SELECT id FROM pg_temp.pg_clip_todo ORDER BY id LIMIT bs) b;
         EXIT WHEN ids IS NULL;
         SELECT * INTO got_ok, got_bad FROM clip._refresh_batch(c, target, cur_stamp, ids);
         n_emb := n_emb + got_ok;
         n_fail := n_fail + got_bad;
-        DELETE FROM pg_clip_todo WHERE id = ANY (ids);
+        DELETE FROM pg_temp.pg_clip_todo WHERE id = ANY (ids);
         n_done := n_done + cardinality(ids);
         UPDATE clip.refresh_state SET updated_at = clock_timestamp(), done = n_done, embedded = n_emb, failed = n_fail
         WHERE refresh_state.collection = c.name;

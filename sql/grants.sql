@@ -1,4 +1,103 @@
--- Runs last, after every function exists.
+-- Runs last, after every function exists: who may do what (the README's privilege table).
+--
+-- Everyone may embed with the registered models and read the collections whose source tables
+-- they may read. Writing pg_clip's tables (collections, refreshes, vocabularies, labels, fits,
+-- clusterings, reference sets) is for the extension's owner and the roles it makes managers
+-- with clip.grant_manager(role). Row security keeps every role, managers included, to the
+-- collections whose source tables it may read (superusers and the extension's owner are exempt,
+-- as PostgreSQL exempts table owners).
 
--- reading model files from the server's disk is for superusers and those they grant it to
-REVOKE ALL ON FUNCTION clip.register_model(text, text) FROM PUBLIC;
+-- Row security on every table that holds a collection's data.
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['embedding', 'embedding_error', 'embedding_version', 'refresh_queue', 'refresh_state',
+                             'feature_image_attribute', 'collection_vocabulary', 'attribute_score_state',
+                             'image_score_state', 'label', 'classifier', 'classification', 'clustering',
+                             'cluster_assignment'] LOOP
+        EXECUTE format('ALTER TABLE clip.%I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY readable ON clip.%I USING (collection IN (SELECT clip._readable_collections()))', t);
+    END LOOP;
+END $$;
+ALTER TABLE clip.reference_set ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readable ON clip.reference_set USING (name IN (SELECT clip._readable_collections()));
+ALTER TABLE clip.classifier_weight ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readable ON clip.classifier_weight USING (name IN (SELECT k.name FROM clip.classifier k));
+ALTER TABLE clip.cluster_centroid ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readable ON clip.cluster_centroid USING (clustering IN (SELECT z.name FROM clip.clustering z));
+-- the source tables' triggers run as the role that writes the rows: it may queue them
+CREATE POLICY queue_writes ON clip.refresh_queue FOR INSERT
+    WITH CHECK (collection IN (SELECT c.name FROM clip.collection c WHERE clip._may_write_source(c.name)));
+GRANT INSERT ON clip.refresh_queue TO PUBLIC;
+GRANT SELECT ON clip.refresh_state, clip.embedding_version TO PUBLIC;
+
+-- Internal functions are not for PUBLIC: the triggers, the SECURITY DEFINER helpers, the batch
+-- embedders and file readers behind clip.refresh. (Triggers fire whoever writes; managers get
+-- EXECUTE from clip.grant_manager.) The helpers that public functions call stay callable and
+-- are safe with any argument: they read through the row-security policies or compute only.
+DO $$
+DECLARE f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid FROM pg_catalog.pg_proc p
+        JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+        JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_clip'
+        WHERE (p.proname LIKE '\_%' OR p.proname IN ('try_embed_images', 'try_embed_files', 'file_sha256',
+                                                       'register_model', 'grant_manager', 'revoke_manager'))
+          AND p.proname NOT IN ('_collection', '_may_read', '_readable_collections', '_may_write_source',
+                                '_reference_set', '_reference_labels_sql', '_probabilities', '_current_classifier',
+                                '_class_code', '_check_name', '_vocabulary', '_group_classes', '_blend')
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END $$;
+
+-- Make `role` a pg_clip manager: it may create and refresh collections, load vocabularies,
+-- label, fit and cluster, for the collections whose source tables it may read. Registering
+-- models stays with superusers (it reads server files). Run by the extension's owner.
+CREATE FUNCTION clip.grant_manager(role regrole) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE t regclass;
+BEGIN
+    FOR t IN SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relnamespace = 'clip'::regnamespace AND c.relkind = 'r' LOOP
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %s', t, role);
+    END LOOP;
+    EXECUTE format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA clip TO %s', role);
+    EXECUTE format('GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA clip TO %s', role);
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION clip.register_model(text, text), clip.grant_manager(regrole),
+                    clip.revoke_manager(regrole) FROM %s', role);
+END $$;
+
+CREATE FUNCTION clip.revoke_manager(role regrole) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE t regclass;
+BEGIN
+    FOR t IN SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relnamespace = 'clip'::regnamespace AND c.relkind = 'r' LOOP
+        EXECUTE format('REVOKE INSERT, UPDATE, DELETE ON %s FROM %s', t, role);
+    END LOOP;
+    EXECUTE format('REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA clip FROM %s', role);
+    EXECUTE format('REVOKE EXECUTE ON ALL PROCEDURES IN SCHEMA clip FROM %s', role);
+END $$;
+REVOKE ALL ON FUNCTION clip.grant_manager(regrole), clip.revoke_manager(regrole) FROM PUBLIC;
+
+-- Every function runs with a pinned search_path: pg_catalog, clip, pgvector's schema (found
+-- now: PostgreSQL 15 has no @extschema:vector@), then pg_temp last, so that no name a function
+-- looks up resolves to a user's object (temporary relations are named pg_temp.* where used).
+-- A user can neither shadow an operator such as <=> nor a type such as vector from a schema of
+-- theirs. (Moving pgvector to another schema later needs this run again: ALTER EXTENSION pg_clip
+-- UPDATE does it.)
+DO $$
+DECLARE
+    vec name := (SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+                 WHERE e.extname = 'vector');
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid FROM pg_catalog.pg_proc p
+        JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+        JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_clip'
+        -- (not CALL clip.refresh: a procedure with SET cannot COMMIT. It runs as its caller and
+        -- all it does is call pinned functions and write clip's tables, named in full.)
+        WHERE p.prokind <> 'p'
+    LOOP
+        EXECUTE format('ALTER ROUTINE %s SET search_path = pg_catalog, clip, %I, pg_temp', f, vec);
+    END LOOP;
+END $$;

@@ -16,6 +16,10 @@ CREATE FUNCTION clip._reference_set(name text) RETURNS clip.reference_set LANGUA
 DECLARE r clip.reference_set;
 BEGIN
     SELECT * INTO r FROM clip.reference_set WHERE clip.reference_set.name = _reference_set.name;
+    IF NOT FOUND AND EXISTS (SELECT 1 FROM clip.collection c WHERE c.name = _reference_set.name) THEN
+        -- hidden by row security, or a collection that is no reference set: say which
+        PERFORM clip._collection(name);
+    END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'reference set "%" does not exist', name USING ERRCODE = '42704',
             HINT = 'Create it with SELECT clip.add_reference_set(name, source_table, id_column, image_column), then CALL clip.refresh(name).';
@@ -205,20 +209,20 @@ DECLARE
     copy_vectors vector[];
 BEGIN
     IF to_regclass('pg_temp.pg_clip_verify_ref') IS NULL THEN
-        CREATE TEMP TABLE pg_clip_verify_ref (reference_id bigint PRIMARY KEY, label text, embedding vector);
-        CREATE TEMP TABLE pg_clip_verify_copy (reference_id bigint, kind text, label text, top1 text, margin real);
+        CREATE TEMP TABLE pg_temp.pg_clip_verify_ref (reference_id bigint PRIMARY KEY, label text, embedding vector);
+        CREATE TEMP TABLE pg_temp.pg_clip_verify_copy (reference_id bigint, kind text, label text, top1 text, margin real);
     END IF;
-    TRUNCATE pg_clip_verify_ref, pg_clip_verify_copy;
-    EXECUTE format('INSERT INTO pg_clip_verify_ref SELECT l.reference_id::bigint, l.label, e.embedding FROM (%s) l
+    TRUNCATE pg_temp.pg_clip_verify_ref, pg_temp.pg_clip_verify_copy;
+    EXECUTE format('INSERT INTO pg_temp.pg_clip_verify_ref SELECT l.reference_id::bigint, l.label, e.embedding FROM (%s) l
                     JOIN clip.embedding e ON e.collection = $1 AND e.model = $2 AND e.image_id = l.reference_id',
                    clip._reference_labels_sql(r, c)) USING c.name, c.model;
-    IF NOT EXISTS (SELECT 1 FROM pg_clip_verify_ref) THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_temp.pg_clip_verify_ref) THEN
         RAISE EXCEPTION 'reference set "%" has no embedded references', c.name USING ERRCODE = '55000',
             HINT = format('CALL clip.refresh(%L) first.', c.name);
     END IF;
     LOOP
         SELECT array_agg(x.reference_id ORDER BY x.reference_id) INTO ids FROM (
-            SELECT v.reference_id FROM pg_clip_verify_ref v WHERE v.reference_id > last_id
+            SELECT v.reference_id FROM pg_temp.pg_clip_verify_ref v WHERE v.reference_id > last_id
             ORDER BY 1 LIMIT bs) x;
         EXIT WHEN ids IS NULL;
         last_id := ids[cardinality(ids)];
@@ -234,11 +238,11 @@ BEGIN
                               ELSE format('clip.read_image_file(s.%I)', c.image_column) END)
             INTO copy_ids, copy_kinds, copy_images USING ids;
         copy_vectors := clip.embed_images(copy_images, c.model);
-        INSERT INTO pg_clip_verify_copy
+        INSERT INTO pg_temp.pg_clip_verify_copy
         SELECT copy_ids[t.ord], copy_kinds[t.ord], v.label, m.top1,
                (greatest(1 - (t.v <=> v.embedding), m.own) - coalesce(m.other, m.lowest))::real
         FROM unnest(copy_vectors) WITH ORDINALITY t (v, ord)
-        JOIN pg_clip_verify_ref v ON v.reference_id = copy_ids[t.ord]
+        JOIN pg_temp.pg_clip_verify_ref v ON v.reference_id = copy_ids[t.ord]
         CROSS JOIN LATERAL (
             SELECT (array_agg(i.label ORDER BY i.rank))[1] AS top1,
                    max(i.score) FILTER (WHERE i.label = v.label) AS own,
@@ -250,29 +254,29 @@ BEGIN
     WITH s AS (
         SELECT count(*) AS n, avg((p.top1 = p.label)::int)::real AS rate,
                percentile_cont(0.5) WITHIN GROUP (ORDER BY p.margin)::real AS med, min(p.margin) AS lo
-        FROM pg_clip_verify_copy p
+        FROM pg_temp.pg_clip_verify_copy p
     ),
     hist AS (
         SELECT jsonb_agg(jsonb_build_object('from', round(b * 0.1 - 1.1, 1), 'to', round(b * 0.1 - 1.0, 1), 'copies', n)
                          ORDER BY b) AS h
-        FROM (SELECT least(greatest(width_bucket(p.margin, -1, 1, 20), 1), 20) AS b, count(*) AS n FROM pg_clip_verify_copy p GROUP BY 1) x
+        FROM (SELECT least(greatest(width_bucket(p.margin, -1, 1, 20), 1), 20) AS b, count(*) AS n FROM pg_temp.pg_clip_verify_copy p GROUP BY 1) x
     ),
     near AS (
         -- each reference's nearest reference with another label
         SELECT DISTINCT ON (least(v.label, i.label), greatest(v.label, i.label))
                least(v.label, i.label) AS a, greatest(v.label, i.label) AS b, i.score
-        FROM pg_clip_verify_ref v CROSS JOIN LATERAL clip.identify(v.embedding, c.name, 10) i
+        FROM pg_temp.pg_clip_verify_ref v CROSS JOIN LATERAL clip.identify(v.embedding, c.name, 10) i
         WHERE i.label <> v.label
         ORDER BY least(v.label, i.label), greatest(v.label, i.label), i.score DESC
     ),
     pairs AS (
         SELECT jsonb_agg(jsonb_build_object('labels', jsonb_build_array(n.a, n.b), 'similarity', round(n.score::numeric, 3),
-                         'copies_confused', (SELECT count(*) FROM pg_clip_verify_copy p
+                         'copies_confused', (SELECT count(*) FROM pg_temp.pg_clip_verify_copy p
                                              WHERE (p.label, p.top1) IN ((n.a, n.b), (n.b, n.a))))
                          ORDER BY n.score DESC, n.a, n.b) AS p
         FROM (SELECT * FROM near ORDER BY score DESC, a, b LIMIT 10) n
     )
-    SELECT (SELECT count(*) FROM pg_clip_verify_ref), s.n, s.rate, s.med, s.lo,
+    SELECT (SELECT count(*) FROM pg_temp.pg_clip_verify_ref), s.n, s.rate, s.med, s.lo,
            CASE WHEN s.med > 0.3 THEN 'strong'
                 WHEN s.med >= 0.1 THEN 'medium'
                 ELSE 'weak: references too alike for this model' END,

@@ -409,11 +409,11 @@ BEGIN
     SELECT * INTO k FROM clip.classifier x WHERE x.name = label_stats.classifier AND x.collection = c.name
     ORDER BY x.version DESC LIMIT 1;
     IF to_regclass('pg_temp.pg_clip_best') IS NULL THEN
-        CREATE TEMP TABLE pg_clip_best (image_id bigint, label text, probability float8);
+        CREATE TEMP TABLE pg_temp.pg_clip_best (image_id bigint, label text, probability float8);
     END IF;
-    TRUNCATE pg_clip_best;
+    TRUNCATE pg_temp.pg_clip_best;
     IF k.name IS NOT NULL THEN
-        INSERT INTO pg_clip_best
+        INSERT INTO pg_temp.pg_clip_best
         SELECT DISTINCT ON (q.image_id) q.image_id, q.label, q.probability
         FROM clip._probabilities(k) q ORDER BY q.image_id, q.probability DESC, q.class;
     END IF;
@@ -423,10 +423,10 @@ BEGIN
         WHERE l.collection = c.name AND l.classifier = label_stats.classifier GROUP BY l.label
     ),
     predicted AS (
-        SELECT b.label, count(*) AS n, avg((b.probability >= 0.9)::int) AS confident FROM pg_clip_best b GROUP BY b.label
+        SELECT b.label, count(*) AS n, avg((b.probability >= 0.9)::int) AS confident FROM pg_temp.pg_clip_best b GROUP BY b.label
     )
     SELECT coalesce(l.label, p.label), coalesce(l.n, 0), coalesce(p.n, 0),
-           (coalesce(p.n, 0)::float8 / greatest((SELECT count(*) FROM pg_clip_best), 1))::real, p.confident::real
+           (coalesce(p.n, 0)::float8 / greatest((SELECT count(*) FROM pg_temp.pg_clip_best), 1))::real, p.confident::real
     FROM labelled l FULL JOIN predicted p ON p.label = l.label
     ORDER BY 1;
 END $$;
@@ -463,7 +463,7 @@ END $$;
 
 -- The attributes of softmax group `attribute_group` in the vocabulary attached to collection
 -- `c`, with their text embeddings under the collection's model, one row per class of `labels`
--- (matched by code, or by label case-insensitively), into pg_clip_classes; ERROR 22023 naming
+-- (matched by code, or by label case-insensitively), into pg_temp.pg_clip_classes; ERROR 22023 naming
 -- what does not match.
 CREATE FUNCTION clip._group_classes(c clip.collection, attribute_group text, labels text[]) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -486,16 +486,16 @@ BEGIN
     SELECT * INTO m FROM clip.model WHERE name = c.model;
     PERFORM clip._text_embeddings(v, m);
     IF to_regclass('pg_temp.pg_clip_classes') IS NULL THEN
-        CREATE TEMP TABLE pg_clip_classes (class int, label text, code text, embedding vector);
+        CREATE TEMP TABLE pg_temp.pg_clip_classes (class int, label text, code text, embedding vector);
     END IF;
-    TRUNCATE pg_clip_classes;
-    INSERT INTO pg_clip_classes
+    TRUNCATE pg_temp.pg_clip_classes;
+    INSERT INTO pg_temp.pg_clip_classes
     SELECT (u.o - 1)::int, u.l, a.code, t.embedding
     FROM unnest(labels) WITH ORDINALITY u (l, o)
     LEFT JOIN clip.vocabulary_attribute a ON a.vocabulary = v AND a.grp = attribute_group
          AND (a.code = regexp_replace(lower(u.l), '[^a-z0-9]+', '_', 'g') OR lower(a.label) = lower(u.l))
     LEFT JOIN clip.text_embedding t ON t.model = m.name AND t.stamp = m.stamp AND t.prompts = a.prompts;
-    SELECT string_agg(x.label, ', ') INTO unmatched FROM pg_clip_classes x WHERE x.code IS NULL;
+    SELECT string_agg(x.label, ', ') INTO unmatched FROM pg_temp.pg_clip_classes x WHERE x.code IS NULL;
     IF unmatched IS NOT NULL THEN
         RAISE EXCEPTION 'no attribute of group "%" matches: %', attribute_group, unmatched USING ERRCODE = '22023',
             HINT = format('The group has %s; a class matches an attribute by code or by label.', members);
@@ -530,7 +530,7 @@ BEGIN
     RETURN QUERY
     WITH sim AS (
         SELECT z.cluster, z.size, g.code, 1 - (z.centroid <=> g.embedding) AS cos
-        FROM clip.cluster_centroid z CROSS JOIN pg_clip_classes g WHERE z.clustering = cluster_prior.clustering
+        FROM clip.cluster_centroid z CROSS JOIN pg_temp.pg_clip_classes g WHERE z.clustering = cluster_prior.clustering
     ),
     top AS (SELECT s.*, max(s.cos) OVER (PARTITION BY s.cluster) AS peak FROM sim s),
     soft AS (
@@ -579,16 +579,16 @@ BEGIN
     ),
     zs AS (
         SELECT f.image_id, array_agg(f.confidence ORDER BY g.class) AS probs
-        FROM clip.feature_image_attribute f JOIN pg_clip_classes g ON g.code = f.attribute_code
+        FROM clip.feature_image_attribute f JOIN pg_temp.pg_clip_classes g ON g.code = f.attribute_code
         WHERE f.collection = c.name AND f.source = 'zero_shot'
-        GROUP BY f.image_id HAVING count(*) = (SELECT count(*) FROM pg_clip_classes)
+        GROUP BY f.image_id HAVING count(*) = (SELECT count(*) FROM pg_temp.pg_clip_classes)
     ),
     prior AS (
         -- softmax weights relative to the nearest member, floored where real (float4) would underflow
         SELECT p.cluster, array_agg(exp(greatest(scale * (p.cos - p.peak), -80))::real ORDER BY p.class) AS probs
         FROM (SELECT z.cluster, g.class, 1 - (z.centroid <=> g.embedding) AS cos,
                      max(1 - (z.centroid <=> g.embedding)) OVER (PARTITION BY z.cluster) AS peak
-              FROM clip.cluster_centroid z CROSS JOIN pg_clip_classes g WHERE z.clustering = decide.clustering) p
+              FROM clip.cluster_centroid z CROSS JOIN pg_temp.pg_clip_classes g WHERE z.clustering = decide.clustering) p
         GROUP BY p.cluster
     ),
     cl AS (

@@ -106,11 +106,11 @@ BEGIN
             HINT = 'Names are [a-z][a-z0-9_]*, at most 40 characters.';
     END IF;
     IF to_regclass('pg_temp.pg_clip_vocab_new') IS NULL THEN
-        CREATE TEMP TABLE pg_clip_vocab_new (LIKE clip.vocabulary_attribute);
+        CREATE TEMP TABLE pg_temp.pg_clip_vocab_new (LIKE clip.vocabulary_attribute);
     END IF;
-    TRUNCATE pg_clip_vocab_new;
+    TRUNCATE pg_temp.pg_clip_vocab_new;
     -- raises with every problem listed, before anything is written
-    INSERT INTO pg_clip_vocab_new
+    INSERT INTO pg_temp.pg_clip_vocab_new
     SELECT vname, p.code, p.position, p.kind, p.label, p.description, p.tag, p.prompts, p.center, p.scale,
            p.grp, p.rule, p.rule_sql, p.rule_codes, p.threshold
     FROM clip.parse_vocabulary(yaml) p;
@@ -128,7 +128,7 @@ BEGIN
                CASE WHEN n.grp IS DISTINCT FROM o.grp THEN 'group' END,
                CASE WHEN n.rule IS DISTINCT FROM o.rule THEN 'rule' END,
                CASE WHEN n.threshold IS DISTINCT FROM o.threshold THEN 'threshold' END], NULL) END
-    FROM pg_clip_vocab_new n
+    FROM pg_temp.pg_clip_vocab_new n
     FULL JOIN (SELECT * FROM clip.vocabulary_attribute va WHERE va.vocabulary = vname) o ON o.code = n.code
     -- (a move alone is not reported, but it is stored: it orders the view's columns)
     WHERE n.code IS NULL OR o.code IS NULL OR (n.*) IS DISTINCT FROM (o.vocabulary, o.code, n.position, o.kind, o.label,
@@ -136,19 +136,19 @@ BEGIN
     ORDER BY coalesce(n.position, o.position + 100000), 1;
 
     IF NOT EXISTS (SELECT 1 FROM clip.vocabulary v WHERE v.name = vname)
-       OR EXISTS (SELECT * FROM pg_clip_vocab_new
+       OR EXISTS (SELECT * FROM pg_temp.pg_clip_vocab_new
                   EXCEPT SELECT * FROM clip.vocabulary_attribute va WHERE va.vocabulary = vname)
        OR EXISTS (SELECT * FROM clip.vocabulary_attribute va WHERE va.vocabulary = vname
-                  EXCEPT SELECT * FROM pg_clip_vocab_new) THEN
+                  EXCEPT SELECT * FROM pg_temp.pg_clip_vocab_new) THEN
         INSERT INTO clip.vocabulary AS v (name, source) VALUES (vname, yaml)
         ON CONFLICT (name) DO UPDATE SET source = EXCLUDED.source, loaded_at = now();
         DELETE FROM clip.vocabulary_attribute va WHERE va.vocabulary = vname;
-        INSERT INTO clip.vocabulary_attribute SELECT * FROM pg_clip_vocab_new;
+        INSERT INTO clip.vocabulary_attribute SELECT * FROM pg_temp.pg_clip_vocab_new;
     ELSIF (SELECT v.source FROM clip.vocabulary v WHERE v.name = vname) IS DISTINCT FROM yaml THEN
         -- same attributes, other text (comments, layout): keep the text, nothing to rescore
         UPDATE clip.vocabulary v SET source = yaml WHERE v.name = vname;
     END IF;
-    TRUNCATE pg_clip_vocab_new;
+    TRUNCATE pg_temp.pg_clip_vocab_new;
 END $$;
 
 -- As clip.load_vocabulary, from a file: a bare name such as 'space.yaml' is one of the examples
@@ -185,9 +185,7 @@ END $$;
 
 CREATE FUNCTION clip._drop_scores(collection text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    IF to_regclass(format('clip.%I', collection || '_attributes')) IS NOT NULL THEN
-        EXECUTE format('DROP VIEW clip.%I', collection || '_attributes');
-    END IF;
+    PERFORM clip._drop_collection_objects(collection, true);
     DELETE FROM clip.feature_image_attribute f WHERE f.collection = _drop_scores.collection AND f.source <> 'classifier';
     DELETE FROM clip.attribute_score_state s WHERE s.collection = _drop_scores.collection;
     DELETE FROM clip.image_score_state s WHERE s.collection = _drop_scores.collection;
@@ -196,9 +194,15 @@ END $$;
 
 -- The per-collection view: one real column per attribute, in vocabulary order, then the
 -- classes of the classifiers written by clip.classify, keyed by image id. `vocabulary` may be NULL.
-CREATE FUNCTION clip._attribute_view(collection text, vocabulary text) RETURNS void LANGUAGE plpgsql AS $$
+-- SECURITY DEFINER, as clip._index_collection and for the same reasons; the codes are quoted, and
+-- the view is security_invoker, so readers see the rows clip.feature_image_attribute shows them.
+CREATE FUNCTION clip._attribute_view(collection text, vocabulary text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE cols text;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM clip.collection c WHERE c.name = _attribute_view.collection) THEN
+        RAISE EXCEPTION 'collection "%" does not exist', collection USING ERRCODE = '42704';
+    END IF;
     SELECT string_agg(format('max(confidence) FILTER (WHERE attribute_code = %L) AS %I', x.code, x.code), ', '
                       ORDER BY x.o1, x.o2)
     INTO cols FROM (
@@ -210,7 +214,7 @@ BEGIN
     IF to_regclass(format('clip.%I', collection || '_attributes')) IS NOT NULL THEN
         EXECUTE format('DROP VIEW clip.%I', collection || '_attributes');
     END IF;
-    EXECUTE format('CREATE VIEW clip.%I AS SELECT image_id%s FROM clip.feature_image_attribute
+    EXECUTE format('CREATE VIEW clip.%I WITH (security_invoker = true) AS SELECT image_id%s FROM clip.feature_image_attribute
                     WHERE collection = %L GROUP BY image_id', collection || '_attributes',
                    coalesce(', ' || cols, ''), collection);
     EXECUTE format('COMMENT ON VIEW clip.%I IS %L', collection || '_attributes',
@@ -485,24 +489,24 @@ LANGUAGE plpgsql AS $$
 DECLARE missing text;
 BEGIN
     IF to_regclass('pg_temp.pg_clip_calibration') IS NULL THEN
-        CREATE TEMP TABLE pg_clip_calibration AS SELECT * FROM clip.calibrate(collection, vocabulary, 0) WITH NO DATA;
+        CREATE TEMP TABLE pg_temp.pg_clip_calibration AS SELECT * FROM clip.calibrate(collection, vocabulary, 0) WITH NO DATA;
     END IF;
-    TRUNCATE pg_clip_calibration;
-    INSERT INTO pg_clip_calibration SELECT * FROM clip.calibrate(collection, vocabulary, sample_size);
+    TRUNCATE pg_temp.pg_clip_calibration;
+    INSERT INTO pg_temp.pg_clip_calibration SELECT * FROM clip.calibrate(collection, vocabulary, sample_size);
     SELECT string_agg(x, ', ') INTO missing FROM unnest(attributes) x
-    WHERE NOT EXISTS (SELECT 1 FROM pg_clip_calibration k WHERE k.attribute = x);
+    WHERE NOT EXISTS (SELECT 1 FROM pg_temp.pg_clip_calibration k WHERE k.attribute = x);
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION 'not sigmoid attributes of vocabulary "%" (or no images to calibrate on): %', vocabulary, missing
             USING ERRCODE = '42704', HINT = 'Softmax group members and derived attributes take no calibration.';
     END IF;
     UPDATE clip.vocabulary_attribute a SET center = k.suggested_center, scale = k.suggested_scale
-    FROM pg_clip_calibration k
+    FROM pg_temp.pg_clip_calibration k
     WHERE a.vocabulary = apply_calibration.vocabulary AND a.code = k.attribute
       AND (apply_calibration.attributes IS NULL OR k.attribute = ANY (apply_calibration.attributes));
     RETURN QUERY SELECT k.attribute, k.center, k.scale, k.suggested_center, k.suggested_scale
-    FROM pg_clip_calibration k
+    FROM pg_temp.pg_clip_calibration k
     WHERE apply_calibration.attributes IS NULL OR k.attribute = ANY (apply_calibration.attributes);
-    TRUNCATE pg_clip_calibration;
+    TRUNCATE pg_temp.pg_clip_calibration;
 END $$;
 
 -- The distribution of an attribute's stored zero-shot logits in a collection, in `bins` equal

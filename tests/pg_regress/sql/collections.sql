@@ -148,11 +148,12 @@ SELECT f.path, round((e.embedding <=> clip.embed_image(pg_read_binary_file(:'roo
 FROM clip.embedding e JOIN files f ON f.id = e.image_id ORDER BY f.id;
 -- files that did not change on disk are not queued again (changed ones: see the client tests)
 SELECT clip.recheck_files('files') AS requeued;
--- reading files is for roles granted pg_read_server_files
+-- reading files is for roles granted pg_read_server_files; the batch helpers are internal
 CREATE ROLE clip_user;
 SET ROLE clip_user;
-SELECT try($$SELECT * FROM clip.try_embed_files(ARRAY['photos/chelsea.png'], 'tiny')$$) AS not_granted;
-SELECT try($$SELECT clip.file_sha256('photos/chelsea.png')$$) AS hash_not_granted;
+SELECT try($$SELECT clip.read_image_file('photos/chelsea.png')$$) AS not_granted;
+SELECT try($$SELECT * FROM clip.try_embed_files(ARRAY['photos/chelsea.png'], 'tiny')$$) AS internal;
+SELECT try($$SELECT clip.file_sha256('photos/chelsea.png')$$) AS hash_internal;
 RESET ROLE;
 DROP ROLE clip_user;
 SELECT clip.drop_collection('files');

@@ -6,7 +6,7 @@ PG_CONFIG := /usr/lib/postgresql/15/bin/pg_config
 DB_USER ?= pgclip
 ORT_LIB := $(ROOT)/.deps/onnxruntime/libonnxruntime.so.1.32.0
 PG_REGRESS = $(shell $(PG_CONFIG) --pkglibdir 2>/dev/null)/pgxs/src/test/regress/pg_regress
-REGRESS_TESTS := setup embed errors collections vocabulary identify learn security
+REGRESS_TESTS := setup embed errors collections vocabulary identify learn security limits
 # example vocabularies, for clip.load_vocabulary_file('space', 'space.yaml'). PG_REGRESS and
 # VOCAB_DIR are expanded when used (=, not :=): on a fresh machine pg_config exists only after setup
 VOCAB_DIR = $(shell $(PG_CONFIG) --sharedir 2>/dev/null)/extension/pg_clip/vocab
@@ -50,10 +50,13 @@ test-regress: install
 	@echo "==> tier 3: pg_regress $(REGRESS_TESTS)"
 	@./scripts/cluster.sh start
 	@eval "$$(./scripts/cluster.sh env)"; mkdir -p .run/regress; \
+	  log_start=$$(wc -l < .run/postgres.log); \
 	  ./scripts/cluster.sh recreate-db pg_clip_regress && \
 	  $(PG_REGRESS) --use-existing --host=$$PGHOST --port=$$PGPORT --user=$$PGUSER --dbname=pg_clip_regress \
 	    --inputdir=tests/pg_regress --outputdir=.run/regress --bindir=/usr/lib/postgresql/15/bin $(REGRESS_TESTS) \
-	  || { cat .run/regress/regression.diffs; ./scripts/cluster.sh stop; exit 1; }
+	  || { cat .run/regress/regression.diffs; ./scripts/cluster.sh stop; exit 1; }; \
+	  if tail -n +$$((log_start + 1)) .run/postgres.log | grep -E "terminated by signal|was terminated by exception"; then \
+	    echo "a backend ended by a signal during the golden tests (server log above)"; ./scripts/cluster.sh stop; exit 1; fi
 	@./scripts/cluster.sh stop
 
 # tier 4: a client application (Rust postgres + pgvector crates) against the installed extension

@@ -7,7 +7,7 @@ CREATE TABLE clip.label (
     collection  text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
     classifier  text NOT NULL CHECK (classifier ~ '^[a-z][a-z0-9_]{0,39}$'),
     image_id    bigint NOT NULL,
-    label       text NOT NULL CHECK (label <> ''),
+    label       text NOT NULL CHECK (label <> '' AND length(label) <= 1000),
     labelled_by text NOT NULL DEFAULT current_user,
     labelled_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (collection, classifier, image_id)
@@ -242,7 +242,7 @@ BEGIN
             HINT = 'Each class becomes a column <classifier>_<label>; relabel so that they stay distinct.';
     END IF;
     SELECT clip._fit_logreg(array_agg(e.embedding::real[] ORDER BY l.image_id), m.embed_dim,
-                            array_agg(array_position(lab, l.label) - 1 ORDER BY l.image_id), cardinality(lab), options)
+                            array_agg(array_position(lab, l.label) - 1 ORDER BY l.image_id), cardinality(lab), options::text)
     INTO res
     FROM clip.label l JOIN clip.embedding e ON e.collection = l.collection AND e.model = c.model AND e.image_id = l.image_id
     WHERE l.collection = c.name AND l.classifier = fit_classifier.name;
@@ -446,7 +446,7 @@ DECLARE
 BEGIN
     PERFORM clip._check_name('clustering', name);
     SELECT m.embed_dim INTO dim FROM clip.model m WHERE m.name = c.model;
-    SELECT * INTO r FROM clip._kmeans(c.name, c.model, k, options);
+    SELECT * INTO r FROM clip._kmeans(c.name, c.model, k, options::text);
     DELETE FROM clip.clustering x WHERE x.name = kmeans.name;
     INSERT INTO clip.clustering (name, collection, model, k, options, inertia, iterations)
     VALUES (kmeans.name, c.name, c.model, k, options, r.inertia, r.iterations);

@@ -24,8 +24,9 @@ CREATE TABLE clip.vocabulary_attribute (
     scale       float8,
     grp         text,
     rule        text,
-    -- the rule as an SQL expression over base attributes' confidences, and those attributes
-    rule_sql    text,
+    -- the rule with derived codes replaced by their rules (base codes only), and those codes;
+    -- scoring parses it again into SQL (clip._rule_sql): no stored text is executed
+    rule_expanded text,
     rule_codes  text[],
     threshold   float8 NOT NULL,
     PRIMARY KEY (vocabulary, code)
@@ -76,7 +77,7 @@ CREATE TABLE clip.attribute_score_state (
     center     float8,
     scale      float8,
     grp        text,
-    rule_sql   text,
+    rule_expanded text,
     PRIMARY KEY (collection, code)
 );
 
@@ -112,7 +113,7 @@ BEGIN
     -- raises with every problem listed, before anything is written
     INSERT INTO pg_temp.pg_clip_vocab_new
     SELECT vname, p.code, p.position, p.kind, p.label, p.description, p.tag, p.prompts, p.center, p.scale,
-           p.grp, p.rule, p.rule_sql, p.rule_codes, p.threshold
+           p.grp, p.rule, p.rule_expanded, p.rule_codes, p.threshold
     FROM clip.parse_vocabulary(yaml) p;
 
     RETURN QUERY
@@ -132,7 +133,7 @@ BEGIN
     FULL JOIN (SELECT * FROM clip.vocabulary_attribute va WHERE va.vocabulary = vname) o ON o.code = n.code
     -- (a move alone is not reported, but it is stored: it orders the view's columns)
     WHERE n.code IS NULL OR o.code IS NULL OR (n.*) IS DISTINCT FROM (o.vocabulary, o.code, n.position, o.kind, o.label,
-          o.description, o.tag, o.prompts, o.center, o.scale, o.grp, o.rule, o.rule_sql, o.rule_codes, o.threshold)
+          o.description, o.tag, o.prompts, o.center, o.scale, o.grp, o.rule, o.rule_expanded, o.rule_codes, o.threshold)
     ORDER BY coalesce(n.position, o.position + 100000), 1;
 
     IF NOT EXISTS (SELECT 1 FROM clip.vocabulary v WHERE v.name = vname)
@@ -384,9 +385,9 @@ BEGIN
     SELECT array_agg(a.code) INTO rederive
     FROM clip.vocabulary_attribute a LEFT JOIN clip.attribute_score_state s ON s.collection = c.name AND s.code = a.code
     WHERE a.vocabulary = v AND a.kind = 'derived'
-      AND (s.code IS NULL OR s.kind <> 'derived' OR s.rule_sql IS DISTINCT FROM a.rule_sql
+      AND (s.code IS NULL OR s.kind <> 'derived' OR s.rule_expanded IS DISTINCT FROM a.rule_expanded
            OR a.rule_codes && (coalesce(rescore, '{}') || coalesce(recal, '{}') || coalesce(gone, '{}')));
-    FOR r IN SELECT a.code, a.rule_sql, a.rule_codes, coalesce(a.code = ANY (rederive), false) AS everywhere
+    FOR r IN SELECT a.code, clip._rule_sql(a.rule_expanded) AS rule_sql, a.rule_codes, coalesce(a.code = ANY (rederive), false) AS everywhere
              FROM clip.vocabulary_attribute a WHERE a.vocabulary = v AND a.kind = 'derived' ORDER BY a.position LOOP
         CONTINUE WHEN NOT r.everywhere AND stale IS NULL;
         EXECUTE format('DELETE FROM clip.feature_image_attribute f
@@ -413,12 +414,12 @@ BEGIN
 
     attributes_changed := coalesce(cardinality(gone), 0) + coalesce(cardinality(rescore), 0)
                           + coalesce(cardinality(recal), 0) + coalesce(cardinality(rederive), 0);
-    INSERT INTO clip.attribute_score_state AS s (collection, code, kind, model, stamp, prompts, center, scale, grp, rule_sql)
-    SELECT c.name, a.code, a.kind, m.name, m.stamp, a.prompts, a.center, a.scale, a.grp, a.rule_sql
+    INSERT INTO clip.attribute_score_state AS s (collection, code, kind, model, stamp, prompts, center, scale, grp, rule_expanded)
+    SELECT c.name, a.code, a.kind, m.name, m.stamp, a.prompts, a.center, a.scale, a.grp, a.rule_expanded
     FROM clip.vocabulary_attribute a WHERE a.vocabulary = v
     ON CONFLICT (collection, code) DO UPDATE SET kind = EXCLUDED.kind, model = EXCLUDED.model, stamp = EXCLUDED.stamp,
         prompts = EXCLUDED.prompts, center = EXCLUDED.center, scale = EXCLUDED.scale, grp = EXCLUDED.grp,
-        rule_sql = EXCLUDED.rule_sql;
+        rule_expanded = EXCLUDED.rule_expanded;
     INSERT INTO clip.image_score_state (collection, image_id, model, stamp, content_sha256)
     SELECT c.name, e.image_id, e.model, e.stamp, e.content_sha256 FROM clip.embedding e
     WHERE e.collection = c.name AND e.model = m.name AND e.image_id IN (SELECT unnest(stale));

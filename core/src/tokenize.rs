@@ -48,6 +48,13 @@ impl ClipTokenizer {
     /// Ids with start and end tokens, truncated to the context length with the last id forced
     /// to end-of-text (open_clip's `tokenize(..., truncate=True)`), without padding.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        // The model reads a few dozen tokens; the tokenizer would clean and split all of a text
+        // first, so a huge one is refused rather than tokenised for nothing.
+        let chars = text.chars().count();
+        if chars > MAX_TEXT_CHARS {
+            return Err(ClipError::new(ErrorKind::InvalidText, format!("text has {chars} characters; at most {MAX_TEXT_CHARS} are embedded"))
+                .hint("A CLIP text is a short description (the model reads its first few dozen tokens)."));
+        }
         let clean = clean_text(text);
         let enc = self
             .tok
@@ -72,6 +79,9 @@ impl ClipTokenizer {
         Ok(out)
     }
 }
+
+/// Longest text that is tokenised, in characters.
+pub const MAX_TEXT_CHARS: usize = 10_000;
 
 /// The parts of ftfy.fix_text + html.unescape(html.unescape(...)) that change CLIP tokens.
 pub fn clean_text(text: &str) -> String {

@@ -351,7 +351,7 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
         let rule = match Rule::parse(&raw.rule) {
             Ok(r) => Some(r),
             Err(e) => {
-                ck.at(raw.rule.span(), format!("{}: bad rule \"{}\": {e}", raw.code.as_str(), raw.rule.as_str()));
+                ck.at(raw.rule.span(), format!("{}: bad rule \"{}\": {e}", raw.code.as_str(), abbreviated(raw.rule.as_str())));
                 None
             }
         };
@@ -468,6 +468,11 @@ fn expand(rule: &Rule, rules: &HashMap<String, Rule>, path: &mut Vec<String>, te
     })
 }
 
+/// A rule as a message quotes it: long ones cut to their first 60 characters.
+fn abbreviated(s: &str) -> String {
+    if s.chars().count() <= 60 { s.to_string() } else { format!("{}...", s.chars().take(57).collect::<String>()) }
+}
+
 /// A problem for each text of attribute `code` longer than `limits::TEXT_CHARS`.
 fn check_texts(ck: &mut Checker, code: &Spanned<String>, texts: &[(&str, Option<&str>)]) {
     for (what, t) in texts {
@@ -507,10 +512,22 @@ enum Token {
 }
 
 impl Rule {
+    /// A rule as a vocabulary's author writes it.
     pub fn parse(s: &str) -> Result<Rule, String> {
+        Rule::parse_within(s, limits::RULE_CHARS, limits::RULE_DEPTH)
+    }
+
+    /// A rule as [`Rule`]'s `Display` writes an expanded one (what clip.vocabulary_attribute
+    /// keeps, and scoring parses again): as many terms as expansion allows, each level in
+    /// parentheses.
+    pub fn parse_expanded(s: &str) -> Result<Rule, String> {
+        Rule::parse_within(s, limits::RULE_TERMS * 80, 2 * limits::RULE_TERMS)
+    }
+
+    fn parse_within(s: &str, max_chars: usize, max_depth: usize) -> Result<Rule, String> {
         let n = s.chars().count();
-        if n > limits::RULE_CHARS {
-            return Err(format!("{n} characters; a rule may have at most {}", limits::RULE_CHARS));
+        if n > max_chars {
+            return Err(format!("{n} characters; a rule may have at most {max_chars}"));
         }
         let mut tokens = Vec::new();
         let mut chars = s.char_indices().peekable();
@@ -541,7 +558,7 @@ impl Rule {
                 other => return Err(format!("unexpected \"{other}\" at character {}", i + 1)),
             }
         }
-        let mut p = RuleParser { tokens, pos: 0, depth: 0 };
+        let mut p = RuleParser { tokens, pos: 0, depth: 0, max_depth };
         let r = p.or()?;
         match p.tokens.get(p.pos) {
             None => Ok(r),
@@ -598,6 +615,7 @@ struct RuleParser {
     pos: usize,
     /// NOTs and parentheses open around the current token: the parser recurses once for each
     depth: usize,
+    max_depth: usize,
 }
 
 impl RuleParser {
@@ -625,8 +643,8 @@ impl RuleParser {
 
     fn deeper(&mut self) -> Result<(), String> {
         self.depth += 1;
-        if self.depth > limits::RULE_DEPTH {
-            return Err(format!("NOTs and parentheses nested more than {} deep", limits::RULE_DEPTH));
+        if self.depth > self.max_depth {
+            return Err(format!("NOTs and parentheses nested more than {} deep", self.max_depth));
         }
         Ok(())
     }
@@ -803,6 +821,24 @@ derived_attributes:
         assert_eq!(r.codes(), ["a", "b", "c", "d"]);
         for bad in ["", "a AND", "(a", "a b", "a & b", "AND a", "a OR ()"] {
             assert!(Rule::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn expanded_rules_round_trip_through_their_text_and_sql_text_does_not_parse() {
+        for text in ["a", "NOT a", "(a OR (b AND NOT (c OR d)))", "NOT (NOT a AND b)", "((a OR b) AND c)"] {
+            let r = Rule::parse(text).unwrap();
+            assert_eq!(Rule::parse_expanded(&r.to_string()).unwrap(), r, "{text}");
+        }
+        // a rule of 1,000 terms once expanded, 999 levels deep: deeper than an author may write
+        let mut deep = Rule::Code("a".into());
+        for _ in 1..1000 {
+            deep = Rule::Or(Box::new(deep), Box::new(Rule::Code("b".into())));
+        }
+        assert!(Rule::parse(&deep.to_string()).is_err());
+        assert_eq!(Rule::parse_expanded(&deep.to_string()).unwrap(), deep);
+        for sql in ["(SELECT 1)", "x.\"a\"", "a; DROP TABLE t", "a) + (b", "greatest(a, b)"] {
+            assert!(Rule::parse_expanded(sql).is_err(), "{sql}");
         }
     }
 

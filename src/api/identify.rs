@@ -15,6 +15,14 @@ use crate::gucs;
 /// off, underscores to spaces, title case. STABLE: it reads that setting.
 #[pg_extern(stable, parallel_safe, strict)]
 fn label_from_filename(path: &str) -> TableIterator<'static, (name!(label, String), name!(variant, Option<String>))> {
+    if path.len() > pg_sys::MAXPGPATH as usize {
+        crate::errors::report(
+            pgrx::PgSqlErrorCode::ERRCODE_NAME_TOO_LONG,
+            format!("file name has {} bytes; at most {} are read", path.len(), pg_sys::MAXPGPATH),
+            None,
+            None,
+        );
+    }
     let l = reference::label_from_filename(path, &reference::parse_variants(&gucs::identify_variants()));
     TableIterator::once((l.label, l.variant))
 }

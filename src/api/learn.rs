@@ -72,6 +72,12 @@ fn interrupted<T>(r: Result<T, String>, hint: Option<&str>) -> T {
     })
 }
 
+/// The options as JSON text (jsonb::text), parsed here: jsonb takes numbers that serde_json
+/// refuses (1e400), and pgrx's own conversion would report that as an internal error.
+fn parse_options(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| bad(format!("options are not usable JSON: {e}"), None))
+}
+
 fn check_keys(o: &Value, allowed: &[&str]) {
     let Some(map) = o.as_object() else { bad(format!("options must be a JSON object, not {o}"), None) };
     if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -89,8 +95,8 @@ fn scores_json(s: &metrics::Scores) -> Value {
 /// cross-validated metrics (mean and std over folds) and the final model's weights per class
 /// with the standardisation folded in: score = w . x + b on raw embeddings.
 #[pg_extern(immutable, parallel_safe)]
-fn _fit_logreg(embeddings: Array<f32>, dim: i32, y: Array<i32>, classes: i32, options: JsonB) -> JsonB {
-    let o = options.0;
+fn _fit_logreg(embeddings: Array<f32>, dim: i32, y: Array<i32>, classes: i32, options: &str) -> JsonB {
+    let o = parse_options(options);
     check_keys(&o, &["C", "class_weight", "max_iter", "folds"]);
     let balanced = match o.get("class_weight") {
         None | Some(Value::Null) => false,
@@ -154,7 +160,7 @@ fn _kmeans(
     collection: &str,
     model: &str,
     k: i32,
-    options: JsonB,
+    options: &str,
 ) -> TableIterator<
     'static,
     (
@@ -166,7 +172,7 @@ fn _kmeans(
         name!(iterations, i32),
     ),
 > {
-    let o = options.0;
+    let o = parse_options(options);
     check_keys(&o, &["n_init", "max_iter", "tol", "seed"]);
     let opts = kmeans::Options {
         k: usize::try_from(k).ok().filter(|&k| (1..=MAX_K as usize).contains(&k)).unwrap_or_else(|| {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use pg_clip_core::files;
-use pg_clip_core::vocab::{self, Kind};
+use pg_clip_core::vocab::{self, Kind, Rule};
 use pgrx::prelude::*;
 
 use crate::errors;
@@ -27,7 +27,7 @@ fn parse_vocabulary(
         name!(scale, Option<f64>),
         name!(grp, Option<String>),
         name!(rule, Option<String>),
-        name!(rule_sql, Option<String>),
+        name!(rule_expanded, Option<String>),
         name!(rule_codes, Option<Vec<String>>),
         name!(threshold, f64),
     ),
@@ -46,7 +46,7 @@ fn parse_vocabulary(
         .into_iter()
         .enumerate()
         .map(|(i, a)| {
-            let (kind, prompts, center, scale, grp, rule, rule_sql, rule_codes) = match a.kind {
+            let (kind, prompts, center, scale, grp, rule, rule_expanded, rule_codes) = match a.kind {
                 Kind::Base { prompts, calibration, group } => {
                     ("base", Some(prompts), Some(calibration.center), Some(calibration.scale), group, None, None, None)
                 }
@@ -54,16 +54,31 @@ fn parse_vocabulary(
                     let mut codes: Vec<String> = expanded.codes().into_iter().map(String::from).collect();
                     codes.sort();
                     codes.dedup();
-                    // codes are [a-z][a-z0-9_]*, checked by the parser, so quoting is enough
-                    let sql = expanded.to_sql(&|c| format!("x.\"{c}\""));
-                    ("derived", None, None, None, None, Some(rule.to_string()), Some(sql), Some(codes))
+                    ("derived", None, None, None, None, Some(rule.to_string()), Some(expanded.to_string()), Some(codes))
                 }
             };
             let position = i as i32 + 1;
-            (position, a.code, kind.to_string(), a.label, a.description, a.tag, prompts, center, scale, grp, rule, rule_sql, rule_codes, a.threshold)
+            (position, a.code, kind.to_string(), a.label, a.description, a.tag, prompts, center, scale, grp, rule, rule_expanded, rule_codes, a.threshold)
         })
         .collect();
     TableIterator::new(rows)
+}
+
+/// The SQL expression clip._score evaluates for a derived attribute, over columns x."<code>"
+/// holding the base attributes' confidences: its expanded rule, as clip.vocabulary_attribute
+/// keeps it, parsed again here. Whatever that table holds, only a rule's shape reaches SQL
+/// (codes are [A-Za-z0-9_] words, so quoting is enough); nothing stored is executed as SQL.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn _rule_sql(expanded: &str) -> String {
+    let rule = Rule::parse_expanded(expanded).unwrap_or_else(|e| {
+        errors::report(
+            pgrx::PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            format!("stored rule \"{}\" is not a rule: {e}", expanded.chars().take(60).collect::<String>()),
+            None,
+            Some("Load the vocabulary again.".into()),
+        )
+    });
+    rule.to_sql(&|c| format!("x.\"{c}\""))
 }
 
 /// The text of a vocabulary file: a bare file name is looked up first in the extension's

@@ -33,6 +33,29 @@ def bomb_png(path, side):
         f.write(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", body) + png_chunk(b"IEND", b""))
 
 
+def grey_png(path, w, h):
+    """A valid 8-bit grey PNG of w x h black pixels, compressed row by row (tiny on disk)."""
+    row = b"\x00" + b"\x00" * w
+    comp = zlib.compressobj(9)
+    body = b"".join(comp.compress(row) for _ in range(h)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", body) + png_chunk(b"IEND", b""))
+
+
+def extreme_aspect_ratios():
+    """One line of pixels in every accepted format, as long as the format allows (or 20 M for
+    PNG, under the default pixel limit): resized to 224 on the short side, each would need
+    gigabytes to terabytes."""
+    grey_png(os.path.join(OUT, "tall.png"), 1, 20_000_000)
+    grey_png(os.path.join(OUT, "wide.png"), 20_000_000, 1)
+    Image.new("L", (1, 65500)).save(os.path.join(OUT, "tall.jpg"), quality=50)
+    Image.new("L", (16383, 1)).save(os.path.join(OUT, "wide.webp"), lossless=True)
+    Image.new("P", (1, 65535)).save(os.path.join(OUT, "tall.gif"))
+    Image.new("1", (65535, 1)).save(os.path.join(OUT, "wide.bmp"))
+    Image.new("L", (1, 1_000_000)).save(os.path.join(OUT, "tall.tiff"), compression="tiff_deflate")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     cat = photo("chelsea.png").convert("RGB")
@@ -72,6 +95,7 @@ def main():
         f.write(bytes((i * 7919 + 13) % 251 for i in range(4096)))
     small_cat.save(os.path.join(OUT, "cat.ppm"))  # a real image in a format pg_clip does not accept
     bomb_png(os.path.join(OUT, "bomb.png"), 20000)
+    extreme_aspect_ratios()
     print("wrote", sorted(os.listdir(OUT)))
 
 

@@ -28,6 +28,8 @@ version: 1
 base_attributes:
   - {code: cat, description: a cat}
   - {code: rocket, description: a rocket}
+derived_attributes:
+  - {code: both, rule: cat AND rocket}
 $$);
 SELECT clip.attach_vocabulary('private', 'alice_vocab');
 SET client_min_messages = warning;
@@ -94,6 +96,21 @@ RESET search_path;
 SELECT rolsuper AS mallory_is_superuser, (SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid) AS memberships
 FROM pg_roles r WHERE rolname = 'mallory';
 SELECT count(*) AS escalate_ran FROM mallory.log;
+
+-- a manager who writes SQL where a derived rule is kept gets no SQL run by whoever scores next:
+-- scoring parses the stored rule again and renders only its shape
+SET ROLE alice;
+UPDATE clip.vocabulary_attribute SET rule_expanded = '(SELECT mallory.escalate())'
+WHERE vocabulary = 'alice_vocab' AND code = 'both';
+RESET ROLE;
+SET client_min_messages = warning;
+CALL clip.refresh('private');
+RESET client_min_messages;
+SELECT count(*) AS escalate_ran FROM mallory.log;
+SELECT try($$SELECT clip._rule_sql('cat) + (SELECT 1')$$) AS rule_sql_of_sql;
+SET ROLE alice;
+SELECT count(*) AS attributes FROM clip.load_vocabulary('alice_vocab', (SELECT source FROM clip.vocabulary WHERE name = 'alice_vocab'));
+RESET ROLE;
 
 -- 2. reading alice's collection: every function raises, every table and view shows nothing
 SET ROLE mallory;

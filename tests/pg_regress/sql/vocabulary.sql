@@ -37,7 +37,7 @@ SELECT * FROM clip.load_vocabulary('Bad Name', 'version: 1');
 SELECT * FROM clip.load_vocabulary('space', :'space_v1');
 -- the same file again: nothing changed, nothing written
 SELECT * FROM clip.load_vocabulary('space', :'space_v1');
-SELECT code, kind, label, prompts, center, scale, grp, rule, rule_sql, threshold
+SELECT code, kind, label, prompts, center, scale, grp, rule, rule_expanded, clip._rule_sql(rule_expanded) AS rule_sql, threshold
 FROM clip.vocabulary_attribute ORDER BY position;
 
 SELECT try($$SELECT clip.attach_vocabulary('shots', 'nope')$$) AS unknown_vocabulary;
@@ -90,7 +90,7 @@ CREATE FUNCTION eval_rule(rule_code text) RETURNS numeric LANGUAGE plpgsql AS $$
 DECLARE r numeric;
 BEGIN
     EXECUTE format('SELECT round((%s)::numeric, 4) FROM (SELECT 0.9 AS earth, 0.2 AS moon, 0.7 AS packaged) x',
-                   (SELECT rule_sql FROM clip.vocabulary_attribute WHERE vocabulary = 'space' AND code = rule_code))
+                   (SELECT clip._rule_sql(rule_expanded) FROM clip.vocabulary_attribute WHERE vocabulary = 'space' AND code = rule_code))
         INTO r;
     RETURN r;
 END $$;

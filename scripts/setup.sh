@@ -76,3 +76,11 @@ done
 if ! sudo -u "$DB_USER" test -r "$ROOT/models/tiny-clip/config.json" -a -r "$ORT_LIB"; then
     echo "setup.sh: $DB_USER cannot read $ROOT (check file modes)" >&2; exit 1
 fi
+
+# 6. pgspot, the linter for extension scripts (search_path and SECURITY DEFINER hazards), in a
+#    venv of its own: make test runs it over the installed script
+LINT="$DEPS/lint"
+if [ "$("$LINT/bin/pgspot" --version 2>/dev/null)" != "pgspot 0.9.4" ]; then
+    say "python venv with pgspot 0.9.4"
+    rm -rf "$LINT" && python3 -m venv "$LINT" && "$LINT/bin/pip" install -q pgspot==0.9.4
+fi

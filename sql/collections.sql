@@ -202,38 +202,81 @@ CREATE FUNCTION clip._may_write_source(coll text) RETURNS boolean LANGUAGE sql S
                      FROM clip.collection c WHERE c.name = coll), false)
 $$;
 
--- The collection's embeddings under its current model, with their fixed dimension, and an HNSW
--- (cosine) index on exactly that expression and predicate, so that ORDER BY embedding <=> q
--- LIMIT k on the view is an index scan. Rebuilt when the collection switches models.
+-- The name of a collection's HNSW index under a model: one per (collection, model), so that the
+-- index of the model a collection is switching to is built beside the current one.
+CREATE FUNCTION clip._index_name(collection text, model text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT 'pg_clip_' || collection || '_' || left(md5(model), 8) || '_hnsw'
+$$;
+
+-- A collection's run-time objects, brought in line with its models: the view of its embeddings
+-- under the current model, with their fixed dimension, and an HNSW (cosine) index on exactly that
+-- expression and predicate for the current model and for the one it is switching to, so that
+-- ORDER BY embedding <=> q LIMIT k on the view is an index scan. The next model's index is made by
+-- clip.set_model, while that model has no rows (a scan, no graph to build), and grows with each
+-- inserted row; at the switch only the view is made again. Indexes of models the collection no
+-- longer uses are dropped if clip.embedding's lock comes within 50 ms, else on a later call: the
+-- shared table is never locked long, so other collections' searches and refreshes go on.
 -- SECURITY DEFINER: the index is on clip.embedding, which only the extension's owner may index,
 -- and the views live in schema clip, where no one else may create. It reads only clip's own
 -- tables and names only objects derived from a registered collection's (checked) name. The view
 -- is security_invoker: a reader sees through it the rows clip.embedding's policy shows them.
-CREATE FUNCTION clip._index_collection(name text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $$
-DECLARE m text; dim int;
+CREATE FUNCTION clip._index_collection(name text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c clip.collection;
+    m record;
+    view_name text := name || '_embeddings';
+    view_says text;
+    stale text;
+    saved text := current_setting('lock_timeout');
+    -- pgvector's schema, for its type and operator class in the statements below
+    vec name := (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector');
 BEGIN
-    SELECT c.model, md.embed_dim INTO m, dim FROM clip.collection c JOIN clip.model md ON md.name = c.model
-    WHERE c.name = _index_collection.name;
+    SELECT * INTO c FROM clip.collection co WHERE co.name = _index_collection.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'collection "%" does not exist', name USING ERRCODE = '42704';
     END IF;
-    PERFORM clip._drop_collection_objects(name, false, true);
-    EXECUTE format('CREATE VIEW clip.%I WITH (security_invoker = true) AS
-                    SELECT image_id, embedding::vector(%s) AS embedding, embedded_at
-                    FROM clip.embedding WHERE collection = %L AND model = %L',
-                   name || '_embeddings', dim, name, m);
-    EXECUTE format('GRANT SELECT ON clip.%I TO PUBLIC', name || '_embeddings');
-    EXECUTE format('CREATE INDEX %I ON clip.embedding USING hnsw ((embedding::vector(%s)) vector_cosine_ops)
-                    WHERE collection = %L AND model = %L', 'pg_clip_' || name || '_hnsw', dim, name, m);
+    FOR m IN SELECT md.name, md.embed_dim FROM clip.model md WHERE md.name IN (c.model, c.next_model) LOOP
+        IF to_regclass(format('clip.%I', clip._index_name(c.name, m.name))) IS NULL THEN
+            EXECUTE format('CREATE INDEX %I ON clip.embedding USING hnsw ((embedding::%I.vector(%s)) %I.vector_cosine_ops)
+                            WHERE collection = %L AND model = %L', clip._index_name(c.name, m.name), vec, m.embed_dim, vec,
+                           c.name, m.name);
+        END IF;
+    END LOOP;
+    -- (the view's comment names the model it reads)
+    view_says := format('embeddings of collection %s under model %s', c.name, c.model);
+    IF obj_description(to_regclass(format('clip.%I', view_name)), 'pg_class') IS DISTINCT FROM view_says THEN
+        PERFORM clip._drop_collection_objects(name, false, true);
+        EXECUTE format('CREATE VIEW clip.%I WITH (security_invoker = true) AS
+                        SELECT image_id, embedding::%I.vector(%s) AS embedding, embedded_at
+                        FROM clip.embedding WHERE collection = %L AND model = %L',
+                       view_name, vec, (SELECT md.embed_dim FROM clip.model md WHERE md.name = c.model), c.name, c.model);
+        EXECUTE format('COMMENT ON VIEW clip.%I IS %L', view_name, view_says);
+        EXECUTE format('GRANT SELECT ON clip.%I TO PUBLIC', view_name);
+    END IF;
+    FOR stale IN
+        SELECT i.relname FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+        WHERE x.indrelid = 'clip.embedding'::regclass AND i.relname ~ ('^pg_clip_' || c.name || '_[0-9a-f]{8}_hnsw$')
+          AND i.relname NOT IN (clip._index_name(c.name, c.model), clip._index_name(c.name, coalesce(c.next_model, c.model)))
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '50ms', true);
+            EXECUTE format('DROP INDEX clip.%I', stale);
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', saved, true);
 END $$;
 
 -- Drop what clip made for collection `name` at run time: its views and its HNSW index. Also
 -- SECURITY DEFINER (the owner of those objects drops them); `name` must have a collection's shape,
 -- so nothing else can be named, and may be gone from clip.collection already. `attributes_only`:
--- the attribute view alone (a vocabulary detached); `embeddings_only`: all but it (a new index).
+-- the attribute view alone (a vocabulary detached); `embeddings_only`: the embeddings view alone.
 CREATE FUNCTION clip._drop_collection_objects(name text, attributes_only boolean DEFAULT false,
                                               embeddings_only boolean DEFAULT false) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE idx text;
 BEGIN
     IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
         RAISE EXCEPTION 'invalid collection name "%"', name USING ERRCODE = '22023';
@@ -245,8 +288,13 @@ BEGIN
     IF NOT attributes_only AND to_regclass(format('clip.%I', name || '_embeddings')) IS NOT NULL THEN
         EXECUTE format('DROP VIEW clip.%I', name || '_embeddings');
     END IF;
-    IF NOT attributes_only AND to_regclass(format('clip.%I', 'pg_clip_' || name || '_hnsw')) IS NOT NULL THEN
-        EXECUTE format('DROP INDEX clip.%I', 'pg_clip_' || name || '_hnsw');
+    IF NOT attributes_only AND NOT embeddings_only THEN
+        FOR idx IN
+            SELECT i.relname FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+            WHERE x.indrelid = 'clip.embedding'::regclass AND i.relname ~ ('^pg_clip_' || name || '_[0-9a-f]{8}_hnsw$')
+        LOOP
+            EXECUTE format('DROP INDEX clip.%I', idx);
+        END LOOP;
     END IF;
 END $$;
 
@@ -261,6 +309,8 @@ BEGIN
         RAISE EXCEPTION 'model "%" is not registered', set_model.model USING ERRCODE = '42704';
     END IF;
     UPDATE clip.collection SET next_model = nullif(set_model.model, c.model) WHERE name = c.name;
+    -- the next model's index, now, while it has no rows
+    PERFORM clip._index_collection(c.name);
     RETURN CASE WHEN set_model.model = c.model THEN format('collection %s already uses model %s', c.name, c.model)
                 ELSE format('collection %s will switch from %s to %s once CALL clip.refresh(%L) has embedded every row',
                             c.name, c.model, set_model.model, c.name) END;
@@ -682,6 +732,9 @@ BEGIN
         PERFORM clip._index_collection(c.name);
         DELETE FROM clip.embedding e WHERE e.collection = c.name AND e.model <> c.next_model;
         RAISE NOTICE 'clip.refresh(%): switched from model % to %', c.name, c.model, c.next_model;
+    ELSE
+        -- (an old model's index that could not be dropped at the switch without waiting)
+        PERFORM clip._index_collection(c.name);
     END IF;
     IF n_emb > 1000 THEN
         -- fresh statistics before scoring reads the new rows: planned from stale ones, its

@@ -97,6 +97,8 @@ BEGIN
         -- (not CALL clip.refresh: a procedure with SET cannot COMMIT. It runs as its caller and
         -- all it does is call pinned functions and write clip's tables, named in full.)
         WHERE p.prokind <> 'p'
+          -- (SECURITY DEFINER functions keep their own, stricter path: pg_catalog, pg_temp)
+          AND NOT p.prosecdef
     LOOP
         EXECUTE format('ALTER ROUTINE %s SET search_path = pg_catalog, clip, %I, pg_temp', f, vec);
     END LOOP;

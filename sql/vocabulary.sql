@@ -198,7 +198,7 @@ END $$;
 -- SECURITY DEFINER, as clip._index_collection and for the same reasons; the codes are quoted, and
 -- the view is security_invoker, so readers see the rows clip.feature_image_attribute shows them.
 CREATE FUNCTION clip._attribute_view(collection text, vocabulary text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE cols text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM clip.collection c WHERE c.name = _attribute_view.collection) THEN

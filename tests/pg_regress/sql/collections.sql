@@ -113,9 +113,27 @@ SELECT name FROM clip.register_model('tiny_b', 'tiny-clip');
 SELECT clip.set_model('photos', 'tiny_b');
 SELECT model, next_model FROM clip.collection WHERE name = 'photos';
 SELECT count(*) AS served_by_old_set FROM clip.photos_embeddings;
+-- set_model built the new model's index (while it had no rows) beside the current one
+SELECT relname = clip._index_name('photos', 'tiny') AS current_model, relname = clip._index_name('photos', 'tiny_b') AS next_model
+FROM pg_class WHERE relname ~ '^pg_clip_photos_' ORDER BY relname;
+-- the switch never waits on the shared clip.embedding: while another session reads it (here
+-- through dblink, in an open transaction), the old model's index stays for a later refresh
+CREATE EXTENSION dblink;
+\getenv pghost PGHOST
+\getenv pgport PGPORT
+SELECT dblink_connect('reader', format('host=%s port=%s dbname=%s', :'pghost', :'pgport', current_database()));
+SELECT dblink_exec('reader', 'BEGIN');
+SELECT * FROM dblink('reader', 'SELECT count(*) FROM clip.embedding') AS t (rows bigint);
 SET client_min_messages = warning;
 CALL clip.refresh('photos');
 RESET client_min_messages;
+SELECT relname = clip._index_name('photos', 'tiny') AS old_model FROM pg_class WHERE relname ~ '^pg_clip_photos_' ORDER BY relname;
+SELECT dblink_exec('reader', 'COMMIT'), dblink_disconnect('reader');
+DROP EXTENSION dblink;
+SET client_min_messages = warning;
+CALL clip.refresh('photos');
+RESET client_min_messages;
+SELECT relname = clip._index_name('photos', 'tiny_b') AS new_model FROM pg_class WHERE relname ~ '^pg_clip_photos_' ORDER BY relname;
 SELECT model, next_model FROM clip.collection WHERE name = 'photos';
 SELECT model, count(*) FROM clip.embedding WHERE collection = 'photos' GROUP BY model;
 SELECT count(*) AS served_by_new_set FROM clip.photos_embeddings;
@@ -127,7 +145,7 @@ SELECT clip.set_model('photos', 'tiny_b');
 -- dropping the collection removes its triggers and rows, not the user's table
 SELECT clip.drop_collection('photos');
 SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'pg_clip_photos%';
-SELECT count(*) AS views_and_indexes_left FROM pg_class WHERE relname IN ('photos_embeddings', 'pg_clip_photos_hnsw');
+SELECT count(*) AS views_and_indexes_left FROM pg_class WHERE relname = 'photos_embeddings' OR relname ~ '^pg_clip_photos_';
 SELECT (SELECT count(*) FROM clip.embedding) AS embeddings_left, (SELECT count(*) FROM photos) AS photos_left;
 
 -- image paths in a text column, confined to pg_clip.image_root

@@ -15,6 +15,24 @@ CREATE SCHEMA mallory AUTHORIZATION mallory;
 -- (the test images are not the collection's source; everyone may read them)
 GRANT SELECT ON images TO PUBLIC;
 
+-- every function runs with a pinned search_path (CALL clip.refresh excepted: a procedure with
+-- one could not commit); the SECURITY DEFINER ones with pg_catalog and pg_temp alone; and which
+-- internal helpers PUBLIC may call
+CREATE TEMP VIEW clip_functions AS
+SELECT p.oid::regprocedure AS f, p.proname, p.prosecdef, p.proconfig, p.proacl
+FROM pg_proc p
+JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_clip';
+SELECT f AS without_pinned_path FROM clip_functions
+WHERE NOT EXISTS (SELECT 1 FROM unnest(proconfig) c WHERE c LIKE 'search\_path=pg\_catalog,%') ORDER BY 1;
+SELECT f AS security_definer, proconfig FROM clip_functions WHERE prosecdef ORDER BY 1;
+SELECT string_agg(proname, ', ' ORDER BY proname) AS internal_public FROM clip_functions
+WHERE proname LIKE '\_%' AND has_function_privilege('public', f, 'EXECUTE');
+SELECT string_agg(proname, ', ' ORDER BY proname) AS internal_revoked FROM clip_functions
+WHERE (proname LIKE '\_%' OR proname IN ('try_embed_images', 'try_embed_files', 'file_sha256'))
+  AND NOT has_function_privilege('public', f, 'EXECUTE');
+DROP VIEW clip_functions;
+
 -- alice's table, collection, labels, vocabulary scores and reference set
 CREATE TABLE alice_photos (id int PRIMARY KEY, img bytea NOT NULL, label text);
 INSERT INTO alice_photos

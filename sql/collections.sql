@@ -164,8 +164,9 @@ BEGIN
     -- fired as the collection's own trigger: after a statement, on its source, with the
     -- transition tables (otherwise the names below would not be the transition tables)
     IF TG_LEVEL <> 'STATEMENT' OR TG_WHEN <> 'AFTER' OR NOT EXISTS (
-           SELECT 1 FROM pg_catalog.pg_trigger t JOIN clip.collection c ON c.source = t.tgrelid
-           WHERE t.tgrelid = TG_RELID AND t.tgname = TG_NAME AND c.name = coll
+           SELECT 1 FROM pg_catalog.pg_trigger t JOIN clip.collection c ON c.name = coll
+           WHERE t.tgrelid = TG_RELID AND t.tgname = TG_NAME
+             AND (c.source = TG_RELID OR TG_RELID IN (SELECT p.relid FROM pg_catalog.pg_partition_tree(c.source) p))
              AND (TG_OP = 'TRUNCATE' OR ((TG_OP IN ('INSERT', 'UPDATE')) = (t.tgnewtable IS NOT NULL)
                                          AND (TG_OP IN ('DELETE', 'UPDATE')) = (t.tgoldtable IS NOT NULL)))) THEN
         RAISE EXCEPTION 'clip._queue_changes is the trigger of a collection''s source table'
@@ -379,20 +380,39 @@ BEGIN
     VALUES (name, source, id_column, image_column, CASE WHEN imtype = 'bytea'::regtype THEN 'bytea' ELSE 'path' END, m);
     INSERT INTO clip.embedding_version (collection) VALUES (name);
     PERFORM clip._index_collection(name);
-    FOR ev IN SELECT * FROM (VALUES ('ins', 'INSERT', 'NEW TABLE AS pg_clip_new'),
-                                    ('upd', 'UPDATE', 'OLD TABLE AS pg_clip_old NEW TABLE AS pg_clip_new'),
-                                    ('del', 'DELETE', 'OLD TABLE AS pg_clip_old'),
-                                    ('trunc', 'TRUNCATE', '')) AS v (suffix, event, refs)
-    LOOP
-        EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s %s
-                        FOR EACH STATEMENT EXECUTE FUNCTION clip._queue_changes(%L, %L, %L)',
-                       'pg_clip_' || name || '_' || ev.suffix, ev.event, source,
-                       CASE WHEN ev.refs <> '' THEN 'REFERENCING ' || ev.refs ELSE '' END, name, id_column, image_column);
+    PERFORM clip._source_triggers(clip._collection(name), true);
+END $$;
+
+-- The queueing triggers of a collection, on its source and, for a partitioned source, on every
+-- partition (a statement trigger fires for the table a statement names: the parent's for writes
+-- through the parent, a partition's for writes straight into it), made where missing, or all
+-- dropped. CALL clip.refresh makes them for partitions attached since.
+CREATE FUNCTION clip._source_triggers(c clip.collection, make boolean) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE rel regclass; ev record;
+BEGIN
+    FOR rel IN SELECT c.source UNION SELECT t.relid FROM pg_catalog.pg_partition_tree(c.source) t LOOP
+        FOR ev IN SELECT * FROM (VALUES ('ins', 'INSERT', 'NEW TABLE AS pg_clip_new'),
+                                        ('upd', 'UPDATE', 'OLD TABLE AS pg_clip_old NEW TABLE AS pg_clip_new'),
+                                        ('del', 'DELETE', 'OLD TABLE AS pg_clip_old'),
+                                        ('trunc', 'TRUNCATE', '')) AS v (suffix, event, refs)
+        LOOP
+            CONTINUE WHEN make = EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                                         WHERE t.tgrelid = rel AND t.tgname = 'pg_clip_' || c.name || '_' || ev.suffix);
+            IF make THEN
+                EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s %s
+                                FOR EACH STATEMENT EXECUTE FUNCTION clip._queue_changes(%L, %L, %L)',
+                               'pg_clip_' || c.name || '_' || ev.suffix, ev.event, rel,
+                               CASE WHEN ev.refs <> '' THEN 'REFERENCING ' || ev.refs ELSE '' END,
+                               c.name, c.id_column, c.image_column);
+            ELSE
+                EXECUTE format('DROP TRIGGER %I ON %s', 'pg_clip_' || c.name || '_' || ev.suffix, rel);
+            END IF;
+        END LOOP;
     END LOOP;
 END $$;
 
 CREATE FUNCTION clip.drop_collection(name text) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE c clip.collection; suffix text;
+DECLARE c clip.collection;
 BEGIN
     -- (not clip._collection: a collection whose source is gone or unreadable is dropped too)
     SELECT * INTO c FROM clip.collection WHERE clip.collection.name = drop_collection.name;
@@ -401,9 +421,7 @@ BEGIN
     END IF;
     -- (a source that was dropped took its triggers with it)
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE oid = c.source) THEN
-        FOREACH suffix IN ARRAY ARRAY['ins', 'upd', 'del', 'trunc'] LOOP
-            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'pg_clip_' || name || '_' || suffix, c.source);
-        END LOOP;
+        PERFORM clip._source_triggers(c, false);
     END IF;
     PERFORM clip._drop_scores(c.name);
     PERFORM clip._drop_collection_objects(c.name);
@@ -669,6 +687,10 @@ BEGIN
             HINT = 'CALL it on its own: not between BEGIN and COMMIT, nor in a multi-statement query string.';
     END IF;
     c := clip._collection(refresh.collection);
+    IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid = c.source) = 'p' THEN
+        -- partitions attached since the last refresh get the queueing triggers
+        PERFORM clip._source_triggers(c, true);
+    END IF;
     -- during a model change the new model's set is built; the old one serves queries meanwhile
     target := coalesce(c.next_model, c.model);
     SELECT stamp INTO cur_stamp FROM clip.model WHERE name = target;

@@ -188,6 +188,28 @@ CALL clip.refresh('private');
 SELECT clip.drop_collection('private'), clip.drop_collection('private_refs');
 SELECT count(*) AS collections FROM clip.collection WHERE name IN ('private', 'private_refs');
 
+-- a partitioned source: writes through the parent and straight into a partition are queued,
+-- and a partition attached later gets its triggers at the next refresh
+CREATE TABLE parted (id int PRIMARY KEY, img bytea NOT NULL) PARTITION BY RANGE (id);
+CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100);
+CREATE TABLE parted_2 PARTITION OF parted FOR VALUES FROM (100) TO (200);
+SELECT clip.add_collection('parted', 'parted', 'id', 'img');
+INSERT INTO parted SELECT 1, img FROM images WHERE name = 'photos/rocket.jpg';
+INSERT INTO parted_2 SELECT 150, img FROM images WHERE name = 'photos/coffee.png';
+SELECT image_id FROM clip.refresh_queue WHERE collection = 'parted' ORDER BY seq;
+CREATE TABLE parted_3 PARTITION OF parted FOR VALUES FROM (200) TO (300);
+SET client_min_messages = warning;
+CALL clip.refresh('parted');
+RESET client_min_messages;
+INSERT INTO parted_3 SELECT 250, img FROM images WHERE name = 'photos/chelsea.png';
+UPDATE parted_1 SET img = (SELECT img FROM images WHERE name = 'photos/camera.png') WHERE id = 1;
+SELECT image_id FROM clip.refresh_queue WHERE collection = 'parted' ORDER BY seq;
+SELECT clip.refresh_queued('parted') AS handled;
+SELECT image_id FROM clip.embedding WHERE collection = 'parted' ORDER BY 1;
+SELECT clip.drop_collection('parted');
+SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'pg_clip_parted_%';
+DROP TABLE parted;
+
 -- a collection's source is a table with a NOT NULL, unique id
 CREATE TABLE loose (id int, img bytea);
 CREATE VIEW loose_view AS SELECT * FROM loose;

@@ -39,12 +39,16 @@ pub fn report(code: Code, message: String, detail: Option<String>, hint: Option<
     unreachable!("ERROR does not return")
 }
 
-/// True when a cancel, a timeout or a termination waits for this backend. Only reads the flag
-/// the signal handlers set, so the core's loops and threads may poll it; the ERROR itself is
-/// raised on the backend's thread by [`raise_if_interrupted`].
+/// True when a cancel (pg_cancel_backend, statement_timeout) or a termination waits for this
+/// backend. Only reads the flags the signal handlers set, so the core's loops and threads may
+/// poll it; the ERROR itself is raised on the backend's thread by [`raise_core`]. (Not
+/// InterruptPending: it is also set for requests that end nothing, such as a barrier.)
 pub fn interrupt_pending() -> bool {
-    // SAFETY: a read of a sig_atomic_t that signal handlers write; no Postgres call.
-    unsafe { std::ptr::read_volatile(std::ptr::addr_of!(pg_sys::InterruptPending)) != 0 }
+    // SAFETY: reads of sig_atomic_t flags that signal handlers write; no Postgres call.
+    unsafe {
+        std::ptr::read_volatile(std::ptr::addr_of!(pg_sys::QueryCancelPending)) != 0
+            || std::ptr::read_volatile(std::ptr::addr_of!(pg_sys::ProcDiePending)) != 0
+    }
 }
 
 /// A core result that stopped for [`interrupt_pending`] raises the cancel here, on the

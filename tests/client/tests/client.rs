@@ -461,6 +461,73 @@ fn the_worker_embeds_and_scores_inserted_rows_without_a_refresh() {
     assert_collection_matches_source(&mut c, "auto");
 }
 
+/// The worker does a collection's batches as the collection's owner, in a security-restricted
+/// operation: code attached to the source table (here a forced row-security policy that logs
+/// who runs it and whether it may create a temporary table) runs as that owner, never as the
+/// worker's role or a superuser.
+#[test]
+fn the_worker_runs_a_collections_batches_as_its_owner() {
+    let mut c = connect();
+    c.batch_execute(
+        "SELECT clip.drop_collection('owned') FROM clip.collection WHERE name = 'owned';
+         DROP TABLE IF EXISTS owned, owned_log;
+         DROP FUNCTION IF EXISTS owned_policy();
+         DO $$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'clip_owner') THEN CREATE ROLE clip_owner; END IF;
+         END $$;
+         SELECT clip.grant_manager('clip_owner');
+         CREATE TABLE owned (id bigint PRIMARY KEY, img bytea NOT NULL);
+         CREATE TABLE owned_log (who name, superuser boolean, restricted boolean);
+         CREATE FUNCTION owned_policy() RETURNS boolean LANGUAGE plpgsql AS $f$
+         DECLARE restricted boolean := false;
+         BEGIN
+             BEGIN
+                 CREATE TEMP TABLE owned_probe (x int);
+                 DROP TABLE owned_probe;
+             EXCEPTION WHEN OTHERS THEN
+                 restricted := true;
+             END;
+             INSERT INTO public.owned_log VALUES (current_user, current_setting('is_superuser')::boolean, restricted);
+             RETURN true;
+         END $f$;
+         ALTER TABLE owned OWNER TO clip_owner;
+         ALTER TABLE owned_log OWNER TO clip_owner;
+         ALTER FUNCTION owned_policy() OWNER TO clip_owner;
+         ALTER TABLE owned ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE owned FORCE ROW LEVEL SECURITY;
+         CREATE POLICY logged ON owned USING (public.owned_policy());
+         SET ROLE clip_owner;
+         SELECT clip.add_collection('owned', 'owned', 'id', 'img', 'tiny');
+         RESET ROLE;",
+    )
+    .unwrap();
+    c.execute("INSERT INTO owned VALUES (1, $1)", &[&photo(PHOTOS[0])]).unwrap();
+    for _ in 0..240 {
+        let queued: i64 =
+            c.query_one("SELECT count(*) FROM clip.refresh_queue WHERE collection = 'owned'", &[]).unwrap().get(0);
+        if queued == 0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    let stored: i64 = c.query_one("SELECT count(*) FROM clip.embedding WHERE collection = 'owned'", &[]).unwrap().get(0);
+    assert_eq!(stored, 1, "the worker embedded the row");
+    let runs: Vec<(String, bool, bool)> = c
+        .query("SELECT DISTINCT who::text, superuser, restricted FROM owned_log", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(runs, [("clip_owner".to_string(), false, true)], "the policy ran only as the owner, restricted");
+    c.batch_execute(
+        "SELECT clip.drop_collection('owned');
+         DROP TABLE owned, owned_log;
+         DROP FUNCTION owned_policy();
+         SELECT clip.revoke_manager('clip_owner');",
+    )
+    .unwrap();
+}
+
 /// What a shop's application does: one reference image per product, then camera frames sent as
 /// bytes, one at a time (a prepared statement), many in one LATERAL query, many in one
 /// clip.identify_many call, and by vector; all agree, also from four sessions at once.

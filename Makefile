@@ -13,7 +13,7 @@ VOCAB_DIR = $(shell $(PG_CONFIG) --sharedir 2>/dev/null)/extension/pg_clip/vocab
 export PG_CLIP_ORT_LIB := $(ORT_LIB)
 export PG_CLIP_ROOT := $(ROOT)
 
-.PHONY: setup install run test test-unit test-pg test-lint test-regress test-client bench clean
+.PHONY: setup install run test test-unit test-pg test-lint test-regress test-client bench fuzz clean
 
 setup:
 	@./scripts/setup.sh
@@ -82,6 +82,26 @@ test-client: install
 # Throughput: session alone vs clip.embed_images vs the Python reference pipeline.
 bench: install
 	@./bench/run.sh
+
+# Not in make test: cargo-fuzz (libFuzzer with AddressSanitizer) on the core's parsers, each target
+# FUZZ_SECONDS long, from the test images and example vocabularies. The machine's toolchain is
+# stable, so RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its nightly flags. A crash input is copied
+# into fuzz/regressions/<target>/, which core/tests/fuzz_regressions.rs replays in make test.
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS := preprocess vocabulary rule filename
+fuzz: setup
+	@[ "$$(cargo fuzz --version 2>/dev/null)" = "cargo-fuzz 0.13.2" ] || cargo install cargo-fuzz --version 0.13.2 --locked
+	@mkdir -p $(addprefix fuzz/corpus/,$(FUZZ_TARGETS))
+	@find tests/images/edge -size -64k -type f -exec cp {} fuzz/corpus/preprocess/ \;
+	@cp vocab/*.yaml fuzz/corpus/vocabulary/
+	@printf 'a AND (b OR NOT c)' > fuzz/corpus/rule/seed; printf 'LOB-EN001_blue-eyes_white_dragon_ur.jpg' > fuzz/corpus/filename/seed
+	@cd fuzz && fail=0; for t in $(FUZZ_TARGETS); do \
+	  echo "==> fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run -O $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 \
+	    -max_len=65536 -print_final_stats=1 2>&1 | grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|SUMMARY|==[0-9]+==ERROR)" || true; \
+	  for f in artifacts/$$t/crash-* artifacts/$$t/oom-* artifacts/$$t/timeout-*; do \
+	    [ -f "$$f" ] && { cp "$$f" regressions/$$t/; echo "found: $$f (copied to fuzz/regressions/$$t)"; fail=1; }; done; \
+	done; exit $$fail
 
 clean:
 	-./scripts/cluster.sh stop

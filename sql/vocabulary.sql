@@ -520,8 +520,8 @@ DECLARE
     lo float8;
     hi float8;
 BEGIN
-    IF bins IS NULL OR bins < 1 THEN
-        RAISE EXCEPTION 'bins must be at least 1' USING ERRCODE = '22023';
+    IF bins IS NULL OR bins < 1 OR bins > 10000 THEN
+        RAISE EXCEPTION 'bins must be between 1 and 10000, not %', bins USING ERRCODE = '22023';
     END IF;
     SELECT min(f.logit), max(f.logit) INTO lo, hi FROM clip.feature_image_attribute f
     WHERE f.collection = c.name AND f.attribute_code = logit_histogram.attribute AND f.source = 'zero_shot';

@@ -79,6 +79,7 @@ SELECT try(format('SELECT clip.label(%L, 8, %L, %L)', 'extreme', 'kind', repeat(
 SELECT try(format('SELECT * FROM clip.label_from_filename(%L)', repeat('a', 5000))) AS long_path;
 SELECT try($$SELECT * FROM clip.search('extreme', 'a rocket', -1)$$) AS negative_k;
 SELECT count(*) AS huge_k FROM clip.search('extreme', 'a rocket', 2147483647);
+SELECT try($$SELECT * FROM clip.logit_histogram('extreme', 'cat', 2000000000)$$) AS huge_bins;
 SELECT cardinality(clip.embed_images(array_fill(NULL::bytea, ARRAY[100000]))) AS many_nulls;
 SELECT clip.drop_collection('extreme');
 DROP TABLE extreme;

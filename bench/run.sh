@@ -7,16 +7,18 @@
 #   (5) vocabulary scoring over 45,000 stored embeddings (bench/vocab.sh)
 #   (6) identification against 1,000 / 10,000 / 100,000 references (bench/identify.sh)
 #   (7) classifier, predictions and k-means over 45,000 embeddings, beside scikit-learn (bench/learn.sh)
+#   (8) what the shared-server safety costs: source-table triggers, identify and views under row
+#       security (bench/security.sh)
 # Environment: BENCH_IMAGES (default 200), BENCH_THREADS (default: all cores), BENCH_BATCH (32),
-# BENCH_PARTS (default "images vocab identify learn": (1)-(4) are "images", (5) "vocab", (6) "identify",
-# (7) "learn").
+# BENCH_PARTS (default "images vocab identify learn security": (1)-(4) are "images", (5) "vocab",
+# (6) "identify", (7) "learn", (8) "security").
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 N="${BENCH_IMAGES:-200}"
 THREADS="${BENCH_THREADS:-$(nproc)}"
 BATCH="${BENCH_BATCH:-32}"
-PARTS="${BENCH_PARTS:-images vocab identify learn}"
+PARTS="${BENCH_PARTS:-images vocab identify learn security}"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 ORT_LIB="$ROOT/.deps/onnxruntime/libonnxruntime.so.1.32.0"
 OUT="$ROOT/.run/bench"; mkdir -p "$OUT"; : > "$OUT/results.txt"
@@ -157,6 +159,11 @@ if has learn; then
     ./bench/learn.sh "$OUT/results.txt"
 fi
 
+if has security; then
+    say "(8) safety on a shared server: triggers, identify and views under row security"
+    ./bench/security.sh "$OUT/results.txt"
+fi
+
 python3 - "$OUT/results.txt" "$N" "${MP:-0}" "$THREADS" "$BATCH" <<'PY'
 import re, sys
 rows = {}
@@ -246,6 +253,21 @@ if learn:
     ld = learn.get(("sklearn", "load"))
     if ld:
         print(f"| reading the 45,000 embeddings out of PostgreSQL into numpy (scikit-learn's side only) | | {float(ld['ms']):.0f} | |")
+sec = [dict(p.split("=", 1) for p in line.split()[1:]) for line in open(sys.argv[1]) if line.startswith("security ")]
+if sec:
+    print("\n(8) safety on a shared server, tiny model, latency inside the server (p50 / p99 ms)")
+    print("| call | superuser (exempt from row security) | reader (row security) | reader / superuser (p50) |")
+    print("|---|---|---|---|")
+    by = {(r["what"], r["who"]): r for r in sec}
+    for what, title in [("identify_1000", "clip.identify by vector, 1,000 references (HNSW)"),
+                        ("identify_100", "clip.identify by vector, 100 references (exact)"),
+                        ("view_k10", "k = 10 on the collection's view")]:
+        a, b = by.get((what, "superuser")), by.get((what, "reader"))
+        if a and b:
+            print(f"| {title} | {a['p50_ms']} / {a['p99_ms']} | {b['p50_ms']} / {b['p99_ms']} | {float(b['p50_ms']) / float(a['p50_ms']):.2f} |")
+    w, wo = by.get(("insert_with_trigger", "superuser")), by.get(("insert_without_trigger", "superuser"))
+    if w and wo:
+        print(f"| single-row INSERT into the source, with / without the queueing trigger | {w['p50_ms']} / {wo['p50_ms']} | | |")
 for line in open(sys.argv[1]):
     m = re.match(r"noop rows=(\d+) seconds=([\d.]+)", line)
     if m:

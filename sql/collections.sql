@@ -56,8 +56,8 @@ CREATE FUNCTION clip._may_read(c clip.collection) RETURNS boolean LANGUAGE sql S
 $$;
 
 -- The names of the collections the current role may read, for the row-security policies: a
--- policy written as `collection IN (SELECT clip._readable_collections())` is one hashed subplan
--- per query, not a privilege check per row.
+-- policy written as `collection IN (SELECT r FROM clip._readable_collections() r)` is inlined
+-- into one hashed subplan per query, not a privilege check per row.
 CREATE FUNCTION clip._readable_collections() RETURNS SETOF text LANGUAGE sql STABLE AS $$
     SELECT c.name FROM clip.collection c WHERE clip._may_read(c)
 $$;

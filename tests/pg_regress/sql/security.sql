@@ -15,9 +15,10 @@ CREATE SCHEMA mallory AUTHORIZATION mallory;
 -- (the test images are not the collection's source; everyone may read them)
 GRANT SELECT ON images TO PUBLIC;
 
--- every function runs with a pinned search_path (CALL clip.refresh excepted: a procedure with
--- one could not commit); the SECURITY DEFINER ones with pg_catalog and pg_temp alone; and which
--- internal helpers PUBLIC may call
+-- every function runs with a pinned search_path (excepted: CALL clip.refresh, as a procedure
+-- with one could not commit, and the two fully qualified SQL functions the row-security policies
+-- inline); the SECURITY DEFINER ones with pg_catalog and pg_temp alone; and which internal
+-- helpers PUBLIC may call
 CREATE TEMP VIEW clip_functions AS
 SELECT p.oid::regprocedure AS f, p.proname, p.prosecdef, p.proconfig, p.proacl
 FROM pg_proc p

@@ -31,6 +31,25 @@ CREATE POLICY queue_writes ON clip.refresh_queue FOR INSERT
 GRANT INSERT ON clip.refresh_queue TO PUBLIC;
 GRANT SELECT ON clip.refresh_state, clip.embedding_version TO PUBLIC;
 
+-- What a manager holds (clip.grant_manager gives it, clip.revoke_manager takes it back): the
+-- rows of clip's tables, and every function and procedure but model registration and these.
+CREATE FUNCTION clip._manager_privileges(role regrole, give boolean) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    t regclass;
+    verb text := CASE WHEN give THEN 'GRANT' ELSE 'REVOKE' END;
+    dir text := CASE WHEN give THEN 'TO' ELSE 'FROM' END;
+BEGIN
+    FOR t IN SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relnamespace = 'clip'::regnamespace AND c.relkind = 'r' LOOP
+        EXECUTE format('%s SELECT, INSERT, UPDATE, DELETE ON %s %s %s', verb, t, dir, role);
+    END LOOP;
+    EXECUTE format('%s EXECUTE ON ALL FUNCTIONS IN SCHEMA clip %s %s', verb, dir, role);
+    EXECUTE format('%s EXECUTE ON ALL PROCEDURES IN SCHEMA clip %s %s', verb, dir, role);
+    IF give THEN
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION clip.register_model(text, text), clip.grant_manager(regrole),
+                        clip.revoke_manager(regrole), clip._manager_privileges(regrole, boolean) FROM %s', role);
+    END IF;
+END $$;
+
 -- Internal functions are not for PUBLIC: the triggers, the SECURITY DEFINER helpers, the batch
 -- embedders and file readers behind clip.refresh. (Triggers fire whoever writes; managers get
 -- EXECUTE from clip.grant_manager.) The helpers that public functions call stay callable and
@@ -42,8 +61,7 @@ BEGIN
         SELECT p.oid FROM pg_catalog.pg_proc p
         JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
         JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_clip'
-        WHERE (p.proname LIKE '\_%' OR p.proname IN ('try_embed_images', 'try_embed_files', 'file_sha256',
-                                                       'register_model', 'grant_manager', 'revoke_manager'))
+        WHERE (p.proname LIKE '\_%' OR p.proname IN ('try_embed_images', 'try_embed_files', 'file_sha256', 'register_model'))
           AND p.proname NOT IN ('_collection', '_may_read', '_readable_collections', '_may_write_source',
                                 '_reference_set', '_reference_labels_sql', '_probabilities', '_current_classifier',
                                 '_class_code', '_check_name', '_vocabulary', '_group_classes', '_blend')
@@ -56,25 +74,13 @@ END $$;
 -- label, fit and cluster, for the collections whose source tables it may read. Registering
 -- models stays with superusers (it reads server files). Run by the extension's owner.
 CREATE FUNCTION clip.grant_manager(role regrole) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE t regclass;
 BEGIN
-    FOR t IN SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relnamespace = 'clip'::regnamespace AND c.relkind = 'r' LOOP
-        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %s', t, role);
-    END LOOP;
-    EXECUTE format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA clip TO %s', role);
-    EXECUTE format('GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA clip TO %s', role);
-    EXECUTE format('REVOKE EXECUTE ON FUNCTION clip.register_model(text, text), clip.grant_manager(regrole),
-                    clip.revoke_manager(regrole) FROM %s', role);
+    PERFORM clip._manager_privileges(role, true);
 END $$;
 
 CREATE FUNCTION clip.revoke_manager(role regrole) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE t regclass;
 BEGIN
-    FOR t IN SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relnamespace = 'clip'::regnamespace AND c.relkind = 'r' LOOP
-        EXECUTE format('REVOKE INSERT, UPDATE, DELETE ON %s FROM %s', t, role);
-    END LOOP;
-    EXECUTE format('REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA clip FROM %s', role);
-    EXECUTE format('REVOKE EXECUTE ON ALL PROCEDURES IN SCHEMA clip FROM %s', role);
+    PERFORM clip._manager_privileges(role, false);
 END $$;
 REVOKE ALL ON FUNCTION clip.grant_manager(regrole), clip.revoke_manager(regrole) FROM PUBLIC;
 

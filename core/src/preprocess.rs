@@ -164,7 +164,7 @@ impl Drop for Grant<'_> {
 /// Decode image bytes, refusing anything over `limits` before its pixels are decoded.
 pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Decoded> {
     let (decoder, format, w, h) = open(bytes, limits)?;
-    check_bytes(w, h, decoded_bytes(&decoder), 0, limits)?;
+    check_bytes(w, h, decoder.total_bytes(), 0, limits)?;
     finish(decoder, format, bytes)
 }
 
@@ -196,10 +196,6 @@ fn open<'a>(bytes: &'a [u8], limits: &ImageLimits) -> Result<(Box<dyn ImageDecod
         return Err(ClipError::too_many_pixels(w, h, limits.max_pixels));
     }
     Ok((Box::new(decoder), format, w, h))
-}
-
-fn decoded_bytes(decoder: &dyn ImageDecoder) -> u64 {
-    decoder.total_bytes()
 }
 
 /// ERROR unless the decoded image, its 8-bit RGBA copy and `more` bytes fit `limits.max_bytes`.
@@ -397,7 +393,7 @@ pub fn preprocess_into(bytes: &[u8], cfg: &PreprocessConfig, limits: &ImageLimit
     // (orientation may swap the sides: the larger of both targets is counted)
     let (a, b) = (resize_target(w, h, cfg, limits.max_bytes)?, resize_target(h, w, cfg, limits.max_bytes)?);
     let more = resize_bytes(w, h, a.0, a.1).max(resize_bytes(h, w, b.0, b.1));
-    let footprint = check_bytes(w, h, decoded_bytes(decoder.as_ref()), more, limits)?;
+    let footprint = check_bytes(w, h, decoder.total_bytes(), more, limits)?;
     let _grant = budget.map(|b| b.take(footprint));
     let decoded = finish(decoder, format, bytes)?;
     let crop = resize_crop(&decoded, cfg, limits)?;

@@ -63,7 +63,9 @@ const MAX_K: u64 = 10_000;
 const MAX_ITER: u64 = 100_000;
 const MAX_N_INIT: u64 = 100;
 
-fn interrupted<T>(r: Result<T, String>, hint: Option<&str>) -> T {
+/// A fit's or a clustering's result, or its error raised: a cancel as the cancel, any other
+/// as 22023 with `hint`.
+fn or_raise_learn<T>(r: Result<T, String>, hint: Option<&str>) -> T {
     r.unwrap_or_else(|e| {
         if e == learn::CANCELLED {
             errors::raise_core(pg_clip_core::ClipError::cancelled())
@@ -128,8 +130,8 @@ fn _fit_logreg(embeddings: Array<f32>, dim: i32, y: Array<i32>, classes: i32, op
     if folds > y.len() {
         bad(format!("option \"folds\" must be at most the labelled rows ({}), not {folds}", y.len()), None);
     }
-    let cv = interrupted(metrics::cross_validate(x.view(), &y, classes, folds, &opts), None);
-    let model = interrupted(logreg::fit(x.view(), &y, classes, &opts), None);
+    let cv = or_raise_learn(metrics::cross_validate(x.view(), &y, classes, folds, &opts), None);
+    let model = or_raise_learn(logreg::fit(x.view(), &y, classes, &opts), None);
     // fold the standardisation in: w . (x - m) / s + b = (w / s) . x + (b - sum w m / s)
     let weights: Vec<Value> = model
         .coef
@@ -215,7 +217,7 @@ fn _kmeans(
         );
     }
     let x = Array2::from_shape_vec((ids.len(), dim), values).unwrap_or_else(|e| bad(e.to_string(), None));
-    let c = interrupted(kmeans::kmeans(x.view(), &opts), Some("Pick k between 1 and the number of embedded images."));
+    let c = or_raise_learn(kmeans::kmeans(x.view(), &opts), Some("Pick k between 1 and the number of embedded images."));
     let clusters = c.labels.iter().map(|&l| l as i32).collect();
     TableIterator::once((ids, c.centroids.into_raw_vec_and_offset().0, clusters, c.distances, c.inertia, c.iterations as i32))
 }

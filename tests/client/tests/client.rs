@@ -441,14 +441,7 @@ fn the_worker_embeds_and_scores_inserted_rows_without_a_refresh() {
     }
     c.execute("INSERT INTO auto VALUES (999, 'not an image')", &[]).unwrap();
     // nobody calls refresh: the worker (naptime 1 s) must empty the queue
-    for _ in 0..240 {
-        let queued: i64 =
-            c.query_one("SELECT count(*) FROM clip.refresh_queue WHERE collection = 'auto'", &[]).unwrap().get(0);
-        if queued == 0 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
+    wait_for_worker(&mut c, "auto");
     let stored: i64 = c.query_one("SELECT count(*) FROM clip.embedding WHERE collection = 'auto'", &[]).unwrap().get(0);
     let failed: i64 =
         c.query_one("SELECT count(*) FROM clip.embedding_error WHERE collection = 'auto' AND image_id = 999", &[]).unwrap().get(0);
@@ -502,14 +495,7 @@ fn the_worker_runs_a_collections_batches_as_its_owner() {
     )
     .unwrap();
     c.execute("INSERT INTO owned VALUES (1, $1)", &[&photo(PHOTOS[0])]).unwrap();
-    for _ in 0..240 {
-        let queued: i64 =
-            c.query_one("SELECT count(*) FROM clip.refresh_queue WHERE collection = 'owned'", &[]).unwrap().get(0);
-        if queued == 0 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
+    wait_for_worker(&mut c, "owned");
     let stored: i64 = c.query_one("SELECT count(*) FROM clip.embedding WHERE collection = 'owned'", &[]).unwrap().get(0);
     assert_eq!(stored, 1, "the worker embedded the row");
     let runs: Vec<(String, bool, bool)> = c
@@ -526,6 +512,19 @@ fn the_worker_runs_a_collections_batches_as_its_owner() {
          SELECT clip.revoke_manager('clip_owner');",
     )
     .unwrap();
+}
+
+/// Wait (up to a minute) until the auto-refresh worker (naptime 1 s) has emptied the queue of
+/// `collection`.
+fn wait_for_worker(c: &mut Client, collection: &str) {
+    for _ in 0..240 {
+        let queued: i64 =
+            c.query_one("SELECT count(*) FROM clip.refresh_queue WHERE collection = $1", &[&collection]).unwrap().get(0);
+        if queued == 0 {
+            return;
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// What a shop's application does: one reference image per product, then camera frames sent as

@@ -88,8 +88,8 @@ REVOKE ALL ON FUNCTION clip.grant_manager(regrole), clip.revoke_manager(regrole)
 -- now: PostgreSQL 15 has no @extschema:vector@), then pg_temp last, so that no name a function
 -- looks up resolves to a user's object (temporary relations are named pg_temp.* where used).
 -- A user can neither shadow an operator such as <=> nor a type such as vector from a schema of
--- theirs. (Moving pgvector to another schema later needs this run again: ALTER EXTENSION pg_clip
--- UPDATE does it.)
+-- theirs. (Moving pgvector to another schema later breaks these paths: upgrade scripts must run
+-- this block again.)
 DO $$
 DECLARE
     vec name := (SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace

@@ -197,10 +197,10 @@ BEGIN
     RETURN NULL;
 END $$;
 
--- May the current role write the source table of collection `coll`? (Who may queue its rows.)
-CREATE FUNCTION clip._may_write_source(coll text) RETURNS boolean LANGUAGE sql STABLE AS $$
-    SELECT coalesce((SELECT pg_catalog.has_table_privilege(c.source, 'INSERT, UPDATE, DELETE, TRUNCATE')
-                     FROM clip.collection c WHERE c.name = coll), false)
+-- May the current role write collection `c`'s source table? (Who may queue its rows: the
+-- policy on clip.refresh_queue.)
+CREATE FUNCTION clip._may_write_source(c clip.collection) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT coalesce(pg_catalog.has_table_privilege(c.source, 'INSERT, UPDATE, DELETE, TRUNCATE'), false)
 $$;
 
 -- The name of a collection's HNSW index under a model: one per (collection, model), so that the

@@ -27,7 +27,7 @@ ALTER TABLE clip.cluster_centroid ENABLE ROW LEVEL SECURITY;
 CREATE POLICY readable ON clip.cluster_centroid USING (clustering IN (SELECT z.name FROM clip.clustering z));
 -- the source tables' triggers run as the role that writes the rows: it may queue them
 CREATE POLICY queue_writes ON clip.refresh_queue FOR INSERT
-    WITH CHECK (collection IN (SELECT c.name FROM clip.collection c WHERE clip._may_write_source(c.name)));
+    WITH CHECK (collection IN (SELECT c.name FROM clip.collection c WHERE clip._may_write_source(c)));
 GRANT INSERT ON clip.refresh_queue TO PUBLIC;
 GRANT SELECT ON clip.refresh_state, clip.embedding_version TO PUBLIC;
 
@@ -105,10 +105,10 @@ BEGIN
         WHERE p.prokind <> 'p'
           -- (SECURITY DEFINER functions keep their own, stricter path: pg_catalog, pg_temp)
           AND NOT p.prosecdef
-          -- (the two SQL functions of the row-security policies stay inlinable, which a SET
-          -- clause prevents: the planner folds them into each query instead of calling them per
-          -- row: 0.23 ms less per identify for a reader. Their bodies name everything in full.)
-          AND p.proname NOT IN ('_may_read', '_readable_collections')
+          -- (the SQL functions of the row-security policies stay inlinable, which a SET clause
+          -- prevents: the planner folds them into each query instead of calling them per row:
+          -- 0.23 ms less per identify for a reader. Their bodies name everything in full.)
+          AND p.proname NOT IN ('_may_read', '_readable_collections', '_may_write_source')
     LOOP
         EXECUTE format('ALTER ROUTINE %s SET search_path = pg_catalog, clip, %I, pg_temp', f, vec);
     END LOOP;

@@ -1,6 +1,6 @@
 //! The edge where a core error becomes a Postgres ERROR: SQLSTATE, message, detail, hint.
 
-use pg_clip_core::{ClipError, ErrorKind};
+use pg_clip_core::{ClipError, ErrorKind, Interrupt};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode as Code;
@@ -43,7 +43,7 @@ pub fn report(code: Code, message: String, detail: Option<String>, hint: Option<
 /// backend. Only reads the flags the signal handlers set, so the core's loops and threads may
 /// poll it; the ERROR itself is raised on the backend's thread by [`raise_core`]. (Not
 /// InterruptPending: it is also set for requests that end nothing, such as a barrier.)
-pub fn interrupt_pending() -> bool {
+fn interrupt_pending() -> bool {
     // SAFETY: reads of sig_atomic_t flags that signal handlers write; no Postgres call.
     unsafe {
         std::ptr::read_volatile(std::ptr::addr_of!(pg_sys::QueryCancelPending)) != 0
@@ -51,7 +51,10 @@ pub fn interrupt_pending() -> bool {
     }
 }
 
-/// A core result that stopped for [`interrupt_pending`] raises the cancel here, on the
+/// What the core's long loops poll.
+pub const INTERRUPT: Interrupt = Interrupt(interrupt_pending);
+
+/// A core result that stopped for [`INTERRUPT`] raises the cancel here, on the
 /// backend's thread: Postgres raises it (57014) or ends the backend; had it nothing to raise
 /// after all, the stop is still an ERROR. Any other error raises as it is.
 pub fn raise_core(e: ClipError) -> ! {

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod files;
+pub mod interrupt;
 pub mod learn;
 pub mod model;
 pub mod preprocess;
@@ -12,3 +13,4 @@ pub mod tokenize;
 pub mod vocab;
 
 pub use error::{ClipError, ErrorKind, Result};
+pub use interrupt::{Interrupt, CANCELLED};

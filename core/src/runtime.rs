@@ -11,6 +11,7 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 use rayon::prelude::*;
 
 use crate::error::{ClipError, ErrorKind, Result};
+use crate::Interrupt;
 use crate::model::ModelFolder;
 use crate::preprocess;
 use crate::tokenize::ClipTokenizer;
@@ -174,22 +175,23 @@ impl ClipModel {
         images: &[&[u8]],
         batch_size: usize,
         limits: &preprocess::ImageLimits,
-        interrupted: &(dyn Fn() -> bool + Sync),
+        interrupt: Interrupt,
     ) -> Vec<Result<Vec<f32>>> {
         let cfg = self.folder.preprocess.clone();
         let len = cfg.tensor_len();
         // the batch tensor stays within the image byte limit too (at least one image)
         let batch = batch_size.clamp(1, (limits.max_bytes / (len as u64 * 4)).max(1) as usize);
         let mut results: Vec<Result<Vec<f32>>> = Vec::with_capacity(images.len());
+        let tensor_len = batch.min(images.len().max(1)) * len;
         let mut tensor = Vec::new();
-        if tensor.try_reserve_exact(batch.min(images.len().max(1)) * len).is_err() {
+        if tensor.try_reserve_exact(tensor_len).is_err() {
             return images.iter().map(|_| Err(ClipError::out_of_memory("the batch tensor"))).collect();
         }
-        tensor.resize(batch.min(images.len().max(1)) * len, 0f32);
+        tensor.resize(tensor_len, 0f32);
         // the decoding threads share one byte budget: together they hold at most max_bytes
         let budget = preprocess::Budget::new(limits.max_bytes);
         for chunk in images.chunks(batch) {
-            if interrupted() {
+            if interrupt.is_set() {
                 results.extend(chunk.iter().map(|_| Err(ClipError::cancelled())));
                 continue;
             }
@@ -198,7 +200,7 @@ impl ClipModel {
                     .par_chunks_mut(len)
                     .zip(chunk.par_iter())
                     .map(|(out, bytes)| {
-                        if interrupted() {
+                        if interrupt.is_set() {
                             return Err(ClipError::cancelled());
                         }
                         preprocess::preprocess_into(bytes, &cfg, limits, Some(&budget), out)

@@ -121,10 +121,10 @@ fn photo_embeddings_match_scikit_learn() {
 fn fits_and_clusterings_stop_when_interrupted() {
     let x = ndarray::Array2::from_shape_fn((40, 4), |(i, j)| ((i * 7 + j * 3) % 11) as f32);
     let y: Vec<usize> = (0..40).map(|i| i % 2).collect();
-    let stop = pg_clip_core::learn::Interrupt(|| true);
+    let stop = pg_clip_core::Interrupt(|| true);
     let opts = logreg::Options { interrupt: stop, ..Default::default() };
-    assert_eq!(logreg::fit(x.mapv(f64::from).view(), &y, 2, &opts).unwrap_err(), pg_clip_core::learn::CANCELLED);
-    assert_eq!(metrics::cross_validate(x.mapv(f64::from).view(), &y, 2, 5, &opts).unwrap_err(), pg_clip_core::learn::CANCELLED);
+    assert_eq!(logreg::fit(x.mapv(f64::from).view(), &y, 2, &opts).unwrap_err(), pg_clip_core::CANCELLED);
+    assert_eq!(metrics::cross_validate(x.mapv(f64::from).view(), &y, 2, 5, &opts).unwrap_err(), pg_clip_core::CANCELLED);
     let k = kmeans::Options { k: 3, interrupt: stop, ..Default::default() };
-    assert_eq!(kmeans::kmeans(x.view(), &k).unwrap_err(), pg_clip_core::learn::CANCELLED);
+    assert_eq!(kmeans::kmeans(x.view(), &k).unwrap_err(), pg_clip_core::CANCELLED);
 }

@@ -133,7 +133,7 @@ fn embeddings_match_python_onnxruntime() {
         assert!(cosine(&got, &want) >= 0.9999, "{rel}: cosine {}", cosine(&got, &want));
         // and from the file's bytes through our preprocessing
         let bytes = std::fs::read(root().join("tests/images").join(rel)).unwrap();
-        let e2e = model.embed_images(&[&bytes], 1, &preprocess::ImageLimits::TRUSTED, &|| false).remove(0).unwrap();
+        let e2e = model.embed_images(&[&bytes], 1, &preprocess::ImageLimits::TRUSTED, pg_clip_core::Interrupt::NEVER).remove(0).unwrap();
         println!("{rel:32} end-to-end cosine {:.6}", cosine(&e2e, &want));
         assert!(cosine(&e2e, &want) >= E2E_COSINE, "{rel}: end-to-end cosine {}", cosine(&e2e, &want));
     }
@@ -153,11 +153,11 @@ fn batches_equal_single_calls_and_bad_elements_stay_local() {
     let bytes: Vec<Vec<u8>> = photos.iter().map(|p| std::fs::read(root().join("tests/images/photos").join(p)).unwrap()).collect();
     let mut inputs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
     inputs.insert(2, b"garbage".as_slice());
-    let batched = model.embed_images(&inputs, 4, &preprocess::ImageLimits::TRUSTED, &|| false);
+    let batched = model.embed_images(&inputs, 4, &preprocess::ImageLimits::TRUSTED, pg_clip_core::Interrupt::NEVER);
     assert_eq!(batched.len(), 6);
     assert!(batched[2].as_ref().unwrap_err().message.contains("recognised format"));
     for (i, b) in bytes.iter().enumerate() {
-        let single = model.embed_images(&[b], 1, &preprocess::ImageLimits::TRUSTED, &|| false).remove(0).unwrap();
+        let single = model.embed_images(&[b], 1, &preprocess::ImageLimits::TRUSTED, pg_clip_core::Interrupt::NEVER).remove(0).unwrap();
         let j = if i >= 2 { i + 1 } else { i };
         let cos = cosine(&single, batched[j].as_ref().unwrap());
         assert!(cos > 0.99999, "{}: batch vs single cosine {cos}", photos[i]);

@@ -97,7 +97,7 @@ pub(crate) fn readable_image_root() -> String {
 fn embed_rows(all: &[Option<Result<&[u8], ClipError>>], model: &str) -> Vec<Row> {
     let present: Vec<&[u8]> = all.iter().filter_map(|b| b.as_ref()?.as_ref().ok()).copied().collect();
     let (batch, limits) = (gucs::batch_size(), gucs::image_limits());
-    let results = models::with_model(model, |m| m.embed_images(&present, batch, &limits, &errors::interrupt_pending));
+    let results = models::with_model(model, |m| m.embed_images(&present, batch, &limits, errors::INTERRUPT));
     errors::stop_if_cancelled(&results);
     let mut results = results.into_iter();
     let failed = |ord, sha, e: &ClipError| (ord, sha, None, Some(errors::sqlstate(e.kind).1.to_string()), Some(e.to_string()));

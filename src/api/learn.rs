@@ -4,7 +4,8 @@
 //! pgvector's inner product, from weights with the standardisation folded in.
 
 use ndarray::{Array2, Axis};
-use pg_clip_core::learn::{self, fusion, kmeans, logreg, metrics, Interrupt};
+use pg_clip_core::learn::{fusion, kmeans, logreg, metrics};
+use pg_clip_core::CANCELLED;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -67,7 +68,7 @@ const MAX_N_INIT: u64 = 100;
 /// as 22023 with `hint`.
 fn or_raise_learn<T>(r: Result<T, String>, hint: Option<&str>) -> T {
     r.unwrap_or_else(|e| {
-        if e == learn::CANCELLED {
+        if e == CANCELLED {
             errors::raise_core(pg_clip_core::ClipError::cancelled())
         }
         bad(e, hint)
@@ -110,7 +111,7 @@ fn _fit_logreg(embeddings: Array<f32>, dim: i32, y: Array<i32>, classes: i32, op
         balanced,
         max_iter: option_int(&o, "max_iter", 100, 1, MAX_ITER),
         tol: 1e-4,
-        interrupt: Interrupt(errors::interrupt_pending),
+        interrupt: errors::INTERRUPT,
     };
     let folds = option_int(&o, "folds", 5, 2, u64::from(u32::MAX)) as usize;
     let x = matrix(embeddings, dim).mapv(f64::from);
@@ -184,7 +185,7 @@ fn _kmeans(
         max_iter: option_int(&o, "max_iter", 300, 1, MAX_ITER) as usize,
         tol: option_in(&o, "tol", 1e-4, 0.0, 1.0),
         seed: option_int(&o, "seed", 0, 0, 1 << 53),
-        interrupt: Interrupt(errors::interrupt_pending),
+        interrupt: errors::INTERRUPT,
     };
     let (ids, dim, values) = Spi::connect(|client| -> Result<(Vec<i64>, usize, Vec<f32>), pgrx::spi::SpiError> {
         let rows = client.select(

@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-use super::Interrupt;
+use crate::Interrupt;
 use crate::runtime::decode_pool;
 
 #[derive(Debug, Clone, PartialEq)]

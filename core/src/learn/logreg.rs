@@ -10,7 +10,8 @@ use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 
-use super::{Interrupt, Standardizer, CANCELLED};
+use super::Standardizer;
+use crate::{Interrupt, CANCELLED};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -142,7 +143,7 @@ pub fn fit(x: ArrayView2<f64>, y: &[usize], classes: usize, opts: &Options) -> R
     let res = Executor::new(problem, solver)
         .configure(|s| s.param(vec![0.0; rows * (d + 1)]).max_iters(opts.max_iter))
         .run()
-        .map_err(|e| if (opts.interrupt.0)() { CANCELLED.to_string() } else { format!("the solver failed: {e}") })?;
+        .map_err(|e| if opts.interrupt.is_set() { CANCELLED.to_string() } else { format!("the solver failed: {e}") })?;
     let state = res.state();
     let p = state.get_best_param().or(state.get_param()).ok_or("the solver returned no parameters")?;
     let coef = Array2::from_shape_vec((rows, d), p[..rows * d].to_vec()).map_err(|e| e.to_string())?;

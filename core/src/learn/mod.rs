@@ -7,45 +7,7 @@ pub mod kmeans;
 pub mod logreg;
 pub mod metrics;
 
-use std::fmt;
-
 use ndarray::{Array2, ArrayView2};
-
-/// The error text of a fit or a clustering that stopped because its caller asked it to.
-pub const CANCELLED: &str = "cancelled";
-
-/// How a long fit learns that its caller wants it to stop: polled on the calling thread between
-/// iterations (and k-means++ rounds, and folds), never inside a parallel block. The SQL layer
-/// passes a read of Postgres's interrupt flag and raises the cancel itself.
-#[derive(Clone, Copy)]
-pub struct Interrupt(pub fn() -> bool);
-
-impl Interrupt {
-    pub const NEVER: Interrupt = Interrupt(|| false);
-
-    pub fn check(&self) -> Result<(), String> {
-        if (self.0)() { Err(CANCELLED.into()) } else { Ok(()) }
-    }
-}
-
-impl Default for Interrupt {
-    fn default() -> Self {
-        Interrupt::NEVER
-    }
-}
-
-impl fmt::Debug for Interrupt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Interrupt")
-    }
-}
-
-/// Options compare equal whatever they poll: the poll is not part of what is fitted.
-impl PartialEq for Interrupt {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
 
 /// Rows of f32 embeddings as an f64 matrix (the solvers work in f64, as scikit-learn does).
 pub fn to_f64(rows: &[&[f32]]) -> Array2<f64> {

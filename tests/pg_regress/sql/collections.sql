@@ -124,10 +124,13 @@ CREATE EXTENSION dblink;
 SELECT dblink_connect('reader', format('host=%s port=%s dbname=%s', :'pghost', :'pgport', current_database()));
 SELECT dblink_exec('reader', 'BEGIN');
 SELECT * FROM dblink('reader', 'SELECT count(*) FROM clip.embedding') AS t (rows bigint);
+-- (were the switch to wait for the reader's lock, this makes it an ERROR rather than a hang)
+SET lock_timeout = '10s';
 SET client_min_messages = warning;
 CALL clip.refresh('photos');
 RESET client_min_messages;
 SELECT relname = clip._index_name('photos', 'tiny') AS old_model FROM pg_class WHERE relname ~ '^pg_clip_photos_' ORDER BY relname;
+RESET lock_timeout;
 SELECT dblink_exec('reader', 'COMMIT'), dblink_disconnect('reader');
 DROP EXTENSION dblink;
 SET client_min_messages = warning;

@@ -16,7 +16,7 @@ CREATE SCHEMA mallory AUTHORIZATION mallory;
 GRANT SELECT ON images TO PUBLIC;
 
 -- every function runs with a pinned search_path (excepted: CALL clip.refresh, as a procedure
--- with one could not commit, and the two fully qualified SQL functions the row-security policies
+-- with one could not commit, and the fully qualified SQL functions the row-security policies
 -- inline); the SECURITY DEFINER ones with pg_catalog and pg_temp alone; and which internal
 -- helpers PUBLIC may call
 CREATE TEMP VIEW clip_functions AS
@@ -57,6 +57,12 @@ CALL clip.refresh('private_refs');
 RESET client_min_messages;
 SELECT clip.label('private', 1, 'kind', 'cat'), clip.label('private', 2, 'kind', 'other');
 SELECT count(*) AS alice_sees FROM clip.private_embeddings;
+-- a manager may execute the queueing trigger function, but it runs only as a collection's own
+-- trigger: attached elsewhere, without transition tables, it refuses
+CREATE TEMP TABLE alice_bait (id int, img bytea);
+CREATE TRIGGER bait AFTER INSERT ON alice_bait FOR EACH STATEMENT EXECUTE FUNCTION clip._queue_changes('private', 'id', 'img');
+SELECT try($$INSERT INTO alice_bait VALUES (1, NULL)$$) AS misplaced_trigger;
+DROP TABLE alice_bait;
 RESET ROLE;
 
 -- 1. escalation routes, as mallory

@@ -2,25 +2,34 @@
 # what is missing and skips what is there.
 SHELL := /bin/bash
 ROOT := $(CURDIR)
-PG_CONFIG := /usr/lib/postgresql/15/bin/pg_config
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+PG_BIN = $(shell $(PG_CONFIG) --bindir 2>/dev/null)
+EXTDIR = $(shell $(PG_CONFIG) --sharedir 2>/dev/null)/extension
+VERSION := $(shell grep -m1 '^version' Cargo.toml | cut -d'"' -f2)
+# the last released version: its install script (sql/pg_clip--$(RELEASED).sql) and every run-once
+# schema file up to it are frozen (sql/released.sha256); the upgrade from it is assembled
+RELEASED := 0.1.0
 DB_USER ?= pgclip
 ORT_LIB := $(ROOT)/.deps/onnxruntime/libonnxruntime.so.1.32.0
 PG_REGRESS = $(shell $(PG_CONFIG) --pkglibdir 2>/dev/null)/pgxs/src/test/regress/pg_regress
-REGRESS_TESTS := setup embed errors collections vocabulary identify learn security limits
+REGRESS_TESTS := setup contents embed errors collections vocabulary identify learn security limits
 # example vocabularies, for clip.load_vocabulary_file('space', 'space.yaml'). PG_REGRESS and
 # VOCAB_DIR are expanded when used (=, not :=): on a fresh machine pg_config exists only after setup
-VOCAB_DIR = $(shell $(PG_CONFIG) --sharedir 2>/dev/null)/extension/pg_clip/vocab
+VOCAB_DIR = $(EXTDIR)/pg_clip/vocab
 export PG_CLIP_ORT_LIB := $(ORT_LIB)
 export PG_CLIP_ROOT := $(ROOT)
 
-.PHONY: setup install run test test-unit test-pg test-lint test-regress test-client bench fuzz clean
+.PHONY: setup install run test test-unit test-pg test-lint test-regress test-upgrade test-client bench fuzz clean
 
 setup:
 	@./scripts/setup.sh
 
 install: setup
 	@echo "==> cargo pgrx install --release"
+	@mkdir -p .run && cargo pgrx schema pg15 --release --pg-config $(PG_CONFIG) -o .run/pg_clip--$(VERSION).sql >/dev/null
+	@./scripts/upgrade-script.py .run/pg_clip--$(VERSION).sql $(RELEASED) $(VERSION)
 	@cargo pgrx install --release --pg-config $(PG_CONFIG) >/dev/null
+	@install -m 644 $(filter-out $(wildcard sql/pg_clip--*--*.sql),$(wildcard sql/pg_clip--*.sql)) $(EXTDIR)/
 	@install -d $(VOCAB_DIR) && install -m 644 vocab/*.yaml $(VOCAB_DIR)/
 
 # Start the project's cluster, embed the sample photos and some prompts, print the matches.
@@ -31,7 +40,7 @@ run: install
 	  psql -X -q -v ON_ERROR_STOP=1 -f examples/demo.sql; rc=$$?; \
 	  ./scripts/cluster.sh stop; exit $$rc
 
-test: setup test-unit test-pg test-lint test-regress test-client
+test: setup test-unit test-pg test-lint test-regress test-upgrade test-client
 	@echo "==> all test tiers passed"
 
 # tier 1: the core, without a server (includes the golden comparisons)
@@ -45,16 +54,25 @@ test-pg:
 	@mkdir -p .run/pgrx-test && chown $(DB_USER) .run .run/pgrx-test
 	cargo pgrx test --release pg15 --runas $(DB_USER) --pgdata $(ROOT)/.run/pgrx-test
 
-# pgspot over the installed extension script. Ignored, because every function's search_path is
-# pinned when the extension is created (sql/grants.sql; the security golden test checks that
-# each function has it), which pgspot cannot see: unqualified operators, functions and objects
-# (PS001, PS016, PS017), functions without an explicit search_path (PS005) and CASE expressions
-# (PS009); temporary tables created IF NOT EXISTS (PS012): they are the calling role's own, for
-# code that runs with its rights. SECURITY DEFINER functions carry their path inline (PS003).
+# pgspot over the installed install and upgrade scripts. Ignored, because every function's
+# search_path is pinned when the extension is created or updated (sql/grants.sql; the contents
+# golden shows each function's), which pgspot cannot see: unqualified operators, functions and
+# objects (PS001, PS016, PS017), functions without an explicit search_path (PS005) and CASE
+# expressions (PS009); temporary tables created IF NOT EXISTS (PS012): they are the calling
+# role's own, for code that runs with its rights; CREATE OR REPLACE of functions and views
+# (PS002, PS015): the upgrade scripts need it, and PostgreSQL refuses to replace an object that
+# is not the extension's own ("An extension is not allowed to replace an object that it does not
+# own"), so no object planted in schema clip is taken over. SECURITY DEFINER functions carry
+# their path inline (PS003).
 test-lint: install
+	@echo "==> released scripts unchanged, the upgrade script committed as assembled"
+	@sha256sum --quiet -c sql/released.sha256
+	@git diff --quiet -- sql/pg_clip--$(RELEASED)--$(VERSION).sql || \
+	  { echo "sql/pg_clip--$(RELEASED)--$(VERSION).sql differs from what make install assembled: commit it"; exit 1; }
 	@echo "==> pgspot over the extension script"
 	@.deps/lint/bin/pgspot --ignore PS001 --ignore PS016 --ignore PS017 --ignore PS005 --ignore PS009 --ignore PS012 \
-	  $$($(PG_CONFIG) --sharedir)/extension/pg_clip--$$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2).sql
+	  --ignore PS002 --ignore PS015 \
+	  $(EXTDIR)/pg_clip--$(VERSION).sql $(EXTDIR)/pg_clip--$(RELEASED)--$(VERSION).sql
 
 # tier 3: golden SQL files with pg_regress against the installed extension
 test-regress: install
@@ -64,11 +82,18 @@ test-regress: install
 	  log_start=$$(wc -l < .run/postgres.log); \
 	  ./scripts/cluster.sh recreate-db pg_clip_regress && \
 	  $(PG_REGRESS) --use-existing --host=$$PGHOST --port=$$PGPORT --user=$$PGUSER --dbname=pg_clip_regress \
-	    --inputdir=tests/pg_regress --outputdir=.run/regress --bindir=/usr/lib/postgresql/15/bin $(REGRESS_TESTS) \
+	    --inputdir=tests/pg_regress --outputdir=.run/regress --bindir=$(PG_BIN) $(REGRESS_TESTS) \
 	  || { cat .run/regress/regression.diffs; ./scripts/cluster.sh stop; exit 1; }; \
 	  if tail -n +$$((log_start + 1)) .run/postgres.log | grep -E "terminated by signal|was terminated by exception"; then \
 	    echo "a backend ended by a signal during the golden tests (server log above)"; ./scripts/cluster.sh stop; exit 1; fi
 	@./scripts/cluster.sh stop
+
+# tier 3b: ALTER EXTENSION UPDATE from the last release against a fresh install, and a used
+# database through the upgrade and through pg_dump / pg_restore (tests/upgrade/run.sh)
+test-upgrade: install
+	@echo "==> tier 3b: upgrade from $(RELEASED), dump and restore"
+	@./scripts/cluster.sh start
+	@./tests/upgrade/run.sh $(RELEASED) $(VERSION) $(PG_REGRESS) $(PG_BIN); rc=$$?; ./scripts/cluster.sh stop; exit $$rc
 
 # tier 4: a client application (Rust postgres + pgvector crates) against the installed extension
 test-client: install

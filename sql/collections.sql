@@ -1,24 +1,8 @@
 -- pg_clip collections: a user's image table kept embedded, incrementally, in committed batches.
 -- The bookkeeping is set-based SQL; the model work is clip.try_embed_images (Rust).
 
-CREATE TABLE clip.collection (
-    name         text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,39}$'),
-    source       regclass NOT NULL,
-    id_column    name NOT NULL,
-    image_column name NOT NULL,
-    -- bytea: the column holds the bytes; path: a text path under pg_clip.image_root
-    image_kind   text NOT NULL CHECK (image_kind IN ('bytea', 'path')),
-    model        text NOT NULL REFERENCES clip.model (name),
-    -- set by clip.set_model: the model being built; the collection switches when it is complete
-    next_model   text REFERENCES clip.model (name),
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    -- the role that created it: the auto-refresh worker does the collection's work as this role
-    owner        regrole NOT NULL DEFAULT current_user::text::regrole
-);
-COMMENT ON TABLE clip.collection IS 'image tables that clip.refresh keeps embedded';
-
 -- A collection's row, or ERROR 42704 naming it.
-CREATE FUNCTION clip._collection(name text) RETURNS clip.collection LANGUAGE plpgsql STABLE AS $$
+CREATE OR REPLACE FUNCTION clip._collection(name text) RETURNS clip.collection LANGUAGE plpgsql STABLE AS $$
 DECLARE c clip.collection;
 BEGIN
     SELECT * INTO c FROM clip.collection WHERE clip.collection.name = _collection.name;
@@ -51,96 +35,32 @@ END $$;
 -- The one rule of who sees a collection's data: roles that may SELECT its source table (a
 -- source that is gone is nobody's to read). The row-security policies of every table keyed by
 -- collection say the same through clip._readable_collections().
-CREATE FUNCTION clip._may_read(c clip.collection) RETURNS boolean LANGUAGE sql STABLE AS $$
+CREATE OR REPLACE FUNCTION clip._may_read(c clip.collection) RETURNS boolean LANGUAGE sql STABLE AS $$
     SELECT coalesce(pg_catalog.has_table_privilege(c.source, 'SELECT'), false)
 $$;
 
 -- The names of the collections the current role may read, for the row-security policies: a
 -- policy written as `collection IN (SELECT r FROM clip._readable_collections() r)` is inlined
 -- into one hashed subplan per query, not a privilege check per row.
-CREATE FUNCTION clip._readable_collections() RETURNS SETOF text LANGUAGE sql STABLE AS $$
+CREATE OR REPLACE FUNCTION clip._readable_collections() RETURNS SETOF text LANGUAGE sql STABLE AS $$
     SELECT c.name FROM clip.collection c WHERE clip._may_read(c)
 $$;
 
-CREATE TABLE clip.embedding (
-    collection     text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
-    model          text NOT NULL,
-    image_id       bigint NOT NULL,
-    -- the model stamp at embedding time: a re-registered model makes these stale
-    stamp          text NOT NULL,
-    content_sha256 bytea NOT NULL,
-    embedding      vector NOT NULL,
-    embedded_at    timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (collection, model, image_id)
-);
-
--- A counter per collection, raised by every statement that inserts, updates or deletes its
--- embeddings (statement triggers below). Scoring compares it with the value it last scored, and
--- skips its two anti-joins over all the collection's images when nothing was embedded since.
-CREATE TABLE clip.embedding_version (
-    collection text PRIMARY KEY REFERENCES clip.collection (name) ON DELETE CASCADE,
-    version    bigint NOT NULL DEFAULT 0
-);
-
-CREATE FUNCTION clip._embeddings_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip._embeddings_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE clip.embedding_version v SET version = v.version + 1
     WHERE v.collection IN (SELECT DISTINCT t.collection FROM pg_clip_changed t);
     RETURN NULL;
 END $$;
 -- (a trigger with a transition table takes one event, hence three)
-CREATE TRIGGER embedding_version_ins AFTER INSERT ON clip.embedding REFERENCING NEW TABLE AS pg_clip_changed
+CREATE OR REPLACE TRIGGER embedding_version_ins AFTER INSERT ON clip.embedding REFERENCING NEW TABLE AS pg_clip_changed
     FOR EACH STATEMENT EXECUTE FUNCTION clip._embeddings_changed();
-CREATE TRIGGER embedding_version_upd AFTER UPDATE ON clip.embedding REFERENCING NEW TABLE AS pg_clip_changed
+CREATE OR REPLACE TRIGGER embedding_version_upd AFTER UPDATE ON clip.embedding REFERENCING NEW TABLE AS pg_clip_changed
     FOR EACH STATEMENT EXECUTE FUNCTION clip._embeddings_changed();
-CREATE TRIGGER embedding_version_del AFTER DELETE ON clip.embedding REFERENCING OLD TABLE AS pg_clip_changed
+CREATE OR REPLACE TRIGGER embedding_version_del AFTER DELETE ON clip.embedding REFERENCING OLD TABLE AS pg_clip_changed
     FOR EACH STATEMENT EXECUTE FUNCTION clip._embeddings_changed();
 
-CREATE TABLE clip.embedding_error (
-    collection     text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
-    image_id       bigint NOT NULL,
-    content_sha256 bytea,
-    sqlstate       text NOT NULL,
-    message        text NOT NULL,
-    failed_at      timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (collection, image_id)
-);
-COMMENT ON TABLE clip.embedding_error IS
-    'rows clip.refresh could not embed; retried when their image changes or after clip.retry_failed()';
-
--- ids whose image changed or that were deleted, written by the source table's triggers.
--- Append-only: a trigger only ever INSERTs (an id changed twice has two entries), so a user's
--- statement never locks an existing entry, and pg_clip, which deletes entries by `seq` under the
--- collection's advisory lock, never waits on a user's transaction nor deadlocks with it. An
--- entry committed after a batch's snapshot has a `seq` that batch did not see and stays queued.
-CREATE TABLE clip.refresh_queue (
-    seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    collection text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
-    -- NULL: the source was truncated; the next pass checks every embedding of the collection
-    image_id   bigint,
-    queued_at  timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX ON clip.refresh_queue (collection, image_id);
-
--- one row per collection, committed after each batch so that other sessions see progress
-CREATE TABLE clip.refresh_state (
-    collection  text PRIMARY KEY REFERENCES clip.collection (name) ON DELETE CASCADE,
-    pid         integer,
-    started_at  timestamptz,
-    updated_at  timestamptz,
-    finished_at timestamptz,
-    total       bigint NOT NULL DEFAULT 0,
-    done        bigint NOT NULL DEFAULT 0,
-    embedded    bigint NOT NULL DEFAULT 0,
-    failed      bigint NOT NULL DEFAULT 0,
-    removed     bigint NOT NULL DEFAULT 0,
-    unchanged   bigint NOT NULL DEFAULT 0,
-    -- the auto-refresh worker's batches that failed as a whole, in a row, and the last error
-    failed_batches   int NOT NULL DEFAULT 0,
-    last_batch_error text
-);
-
-CREATE VIEW clip.refresh_progress WITH (security_invoker = true) AS
+CREATE OR REPLACE VIEW clip.refresh_progress WITH (security_invoker = true) AS
 SELECT collection, pid, finished_at IS NULL AND started_at IS NOT NULL AS running, total, done,
        embedded, failed, removed, unchanged, started_at, updated_at, finished_at,
        round((done / greatest(extract(epoch FROM coalesce(finished_at, updated_at) - started_at), 0.001))::numeric, 2)
@@ -155,7 +75,7 @@ FROM clip.refresh_state;
 -- rows whose image (or id) changed; a TRUNCATE queues one entry without an id, and the next pass
 -- checks every embedding of the collection. A failure here (the collection is broken: its id
 -- column renamed or retyped) is a WARNING and the user's write goes through.
-CREATE FUNCTION clip._queue_changes() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip._queue_changes() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     coll text := TG_ARGV[0];
     idc  text := TG_ARGV[1];
@@ -199,13 +119,13 @@ END $$;
 
 -- May the current role write collection `c`'s source table? (Who may queue its rows: the
 -- policy on clip.refresh_queue.)
-CREATE FUNCTION clip._may_write_source(c clip.collection) RETURNS boolean LANGUAGE sql STABLE AS $$
+CREATE OR REPLACE FUNCTION clip._may_write_source(c clip.collection) RETURNS boolean LANGUAGE sql STABLE AS $$
     SELECT coalesce(pg_catalog.has_table_privilege(c.source, 'INSERT, UPDATE, DELETE, TRUNCATE'), false)
 $$;
 
 -- The name of a collection's HNSW index under a model: one per (collection, model), so that the
 -- index of the model a collection is switching to is built beside the current one.
-CREATE FUNCTION clip._index_name(collection text, model text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+CREATE OR REPLACE FUNCTION clip._index_name(collection text, model text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT 'pg_clip_' || collection || '_' || left(md5(model), 8) || '_hnsw'
 $$;
 
@@ -221,7 +141,7 @@ $$;
 -- and the views live in schema clip, where no one else may create. It reads only clip's own
 -- tables and names only objects derived from a registered collection's (checked) name. The view
 -- is security_invoker: a reader sees through it the rows clip.embedding's policy shows them.
-CREATE FUNCTION clip._index_collection(name text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+CREATE OR REPLACE FUNCTION clip._index_collection(name text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     c clip.collection;
@@ -270,11 +190,30 @@ BEGIN
     PERFORM set_config('lock_timeout', saved, true);
 END $$;
 
+-- pg_dump keeps a collection's views and triggers but not its HNSW indexes (they are on
+-- clip.embedding, a table of the extension's, whose definition a dump leaves to CREATE
+-- EXTENSION): after pg_restore, SELECT clip.rebuild_indexes() makes them again for every
+-- collection the caller may read, or for one, and returns their names. CALL clip.refresh(name)
+-- does it for its collection.
+CREATE OR REPLACE FUNCTION clip.rebuild_indexes(collection text DEFAULT NULL) RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE c clip.collection;
+BEGIN
+    IF collection IS NOT NULL THEN
+        PERFORM clip._collection(collection);
+    END IF;
+    FOR c IN SELECT * FROM clip.collection co WHERE (rebuild_indexes.collection IS NULL OR co.name = rebuild_indexes.collection)
+                                                AND clip._may_read(co) ORDER BY co.name LOOP
+        PERFORM clip._index_collection(c.name);
+        RETURN QUERY SELECT clip._index_name(c.name, c.model);
+    END LOOP;
+END $$;
+
 -- Drop what clip made for collection `name` at run time: its views and its HNSW index. Also
 -- SECURITY DEFINER (the owner of those objects drops them); `name` must have a collection's shape,
 -- so nothing else can be named, and may be gone from clip.collection already. `attributes_only`:
 -- the attribute view alone (a vocabulary detached); `embeddings_only`: the embeddings view alone.
-CREATE FUNCTION clip._drop_collection_objects(name text, attributes_only boolean DEFAULT false,
+CREATE OR REPLACE FUNCTION clip._drop_collection_objects(name text, attributes_only boolean DEFAULT false,
                                               embeddings_only boolean DEFAULT false) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE idx text;
@@ -302,7 +241,7 @@ END $$;
 -- Move a collection to another model. The next clip.refresh builds the new model's embeddings
 -- next to the old ones; queries (the view, search, similar) keep using the old set until the new
 -- one is complete, then the collection switches and the old embeddings are deleted.
-CREATE FUNCTION clip.set_model(collection text, model text) RETURNS text LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip.set_model(collection text, model text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE c clip.collection;
 BEGIN
     c := clip._collection(set_model.collection);
@@ -318,7 +257,7 @@ BEGIN
 END $$;
 
 -- The type of a user column, or ERROR 42703 naming it.
-CREATE FUNCTION clip._column_type(source regclass, col text) RETURNS regtype LANGUAGE plpgsql STABLE AS $$
+CREATE OR REPLACE FUNCTION clip._column_type(source regclass, col text) RETURNS regtype LANGUAGE plpgsql STABLE AS $$
 DECLARE t regtype;
 BEGIN
     SELECT atttypid::regtype INTO t FROM pg_attribute
@@ -329,7 +268,7 @@ BEGIN
     RETURN t;
 END $$;
 
-CREATE FUNCTION clip.add_collection(
+CREATE OR REPLACE FUNCTION clip.add_collection(
     name text, source regclass, id_column text, image_column text, model text DEFAULT NULL
 ) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
@@ -387,7 +326,7 @@ END $$;
 -- partition (a statement trigger fires for the table a statement names: the parent's for writes
 -- through the parent, a partition's for writes straight into it), made where missing, or all
 -- dropped. CALL clip.refresh makes them for partitions attached since.
-CREATE FUNCTION clip._source_triggers(c clip.collection, make boolean) RETURNS void LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip._source_triggers(c clip.collection, make boolean) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE rel regclass; ev record;
 BEGIN
     FOR rel IN SELECT c.source UNION SELECT t.relid FROM pg_catalog.pg_partition_tree(c.source) t LOOP
@@ -411,7 +350,7 @@ BEGIN
     END LOOP;
 END $$;
 
-CREATE FUNCTION clip.drop_collection(name text) RETURNS void LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip.drop_collection(name text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE c clip.collection;
 BEGIN
     -- (not clip._collection: a collection whose source is gone or unreadable is dropped too)
@@ -430,7 +369,7 @@ BEGIN
 END $$;
 
 -- Text-to-image search: the k images most similar to a text, through the collection's index.
-CREATE FUNCTION clip.search(collection text, query text, k int DEFAULT 10)
+CREATE OR REPLACE FUNCTION clip.search(collection text, query text, k int DEFAULT 10)
 RETURNS TABLE (image_id bigint, similarity real) LANGUAGE plpgsql STABLE AS $$
 DECLARE c clip.collection;
 BEGIN
@@ -441,7 +380,7 @@ BEGIN
 END $$;
 
 -- Image-to-image: the k images most similar to image `id` of the collection (itself excluded).
-CREATE FUNCTION clip.similar(collection text, id bigint, k int DEFAULT 10)
+CREATE OR REPLACE FUNCTION clip.similar(collection text, id bigint, k int DEFAULT 10)
 RETURNS TABLE (image_id bigint, similarity real) LANGUAGE plpgsql STABLE AS $$
 -- ("similar" is an SQL keyword, so parameters are referred to by position)
 DECLARE c clip.collection; q vector;
@@ -459,7 +398,7 @@ BEGIN
 END $$;
 
 -- Failed rows are skipped until their image changes; this puts them back in line.
-CREATE FUNCTION clip.retry_failed(collection text) RETURNS bigint LANGUAGE sql AS $$
+CREATE OR REPLACE FUNCTION clip.retry_failed(collection text) RETURNS bigint LANGUAGE sql AS $$
     WITH gone AS (DELETE FROM clip.embedding_error e WHERE e.collection = retry_failed.collection RETURNING e.image_id)
     SELECT count(*) FROM gone
 $$;
@@ -467,7 +406,7 @@ $$;
 -- For a collection of file paths: queue the rows whose file no longer holds the bytes that were
 -- embedded (or that failed), which no trigger can see, since the path did not change. Reads and
 -- hashes every file. The next CALL clip.refresh re-embeds what it queued. Returns how many.
-CREATE FUNCTION clip.recheck_files(collection text) RETURNS bigint LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip.recheck_files(collection text) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     c clip.collection := clip._collection(collection);
     n bigint;
@@ -494,7 +433,7 @@ END $$;
 -- One batch, in the caller's transaction: embed those of `ids` that still need it (queued, or
 -- without a current embedding for `target`), record failures, dequeue what this snapshot saw.
 -- Used by CALL clip.refresh and by clip.refresh_queued (the auto-refresh worker).
-CREATE FUNCTION clip._refresh_batch(c clip.collection, target text, cur_stamp text, ids bigint[],
+CREATE OR REPLACE FUNCTION clip._refresh_batch(c clip.collection, target text, cur_stamp text, ids bigint[],
                                     OUT embedded bigint, OUT failed bigint) LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('pg_clip.refresh'), hashtext(c.name));
@@ -555,7 +494,7 @@ END $$;
 -- embedded) and forget queued rows that were deleted, in the caller's transaction. Returns how
 -- many queue entries it handled. The auto-refresh worker calls it; CALL clip.refresh does this
 -- and more (rows never queued, stale model stamps, model switches).
-CREATE FUNCTION clip.refresh_queued(collection text, max_rows int DEFAULT 32) RETURNS bigint
+CREATE OR REPLACE FUNCTION clip.refresh_queued(collection text, max_rows int DEFAULT 32) RETURNS bigint
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -641,7 +580,7 @@ END $$;
 -- another session holds the collection's lock (a refresh is running: the worker comes back next
 -- round), else clip.refresh_queued. An ERROR (a broken collection: its source dropped, a column
 -- renamed) comes back as text, for the worker to report once and go on with the others.
-CREATE FUNCTION clip._worker_step(collection text, max_rows int, OUT handled bigint, OUT error text)
+CREATE OR REPLACE FUNCTION clip._worker_step(collection text, max_rows int, OUT handled bigint, OUT error text)
 LANGUAGE plpgsql AS $$
 BEGIN
     handled := 0;
@@ -661,7 +600,7 @@ END $$;
 -- transaction-scoped advisory lock and re-checks its rows, so no row is embedded twice.
 -- A NOTICE reports progress every 5 seconds and a summary at the end; clip.refresh_progress
 -- shows the same to other sessions. Must be CALLed outside an explicit transaction block.
-CREATE PROCEDURE clip.refresh(collection text) LANGUAGE plpgsql AS $$
+CREATE OR REPLACE PROCEDURE clip.refresh(collection text) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     c clip.collection;
@@ -777,18 +716,11 @@ BEGIN
         n_rem, n_fail, round(extract(epoch FROM clock_timestamp() - t0)::numeric, 2);
 END $$;
 
--- collections, embeddings and their errors are user data: pg_dump keeps them
-SELECT pg_catalog.pg_extension_config_dump('clip.collection', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.embedding', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.embedding_error', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.embedding_version', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.refresh_queue', '');
-
 -- Duplicates: exact ones (same bytes) as one group per content hash, near ones (cosine at or
 -- above `threshold`) as pairs. Each image asks the HNSW index for its `neighbours` nearest,
 -- so the cost grows with rows x neighbours, not rows squared; a near pair both of whose images
 -- have more than `neighbours` closer matches can be missed (raise it for dense clusters).
-CREATE FUNCTION clip.duplicates(collection text, threshold real DEFAULT 0.95, neighbours int DEFAULT 10)
+CREATE OR REPLACE FUNCTION clip.duplicates(collection text, threshold real DEFAULT 0.95, neighbours int DEFAULT 10)
 RETURNS TABLE (kind text, image_ids bigint[], similarity real) LANGUAGE plpgsql STABLE AS $$
 DECLARE c clip.collection;
 BEGIN
@@ -813,5 +745,3 @@ BEGIN
         GROUP BY 2 ORDER BY 3 DESC, 2 $q$, c.name || '_embeddings')
         USING threshold, neighbours, c.name, c.model;
 END $$;
-
-GRANT SELECT ON clip.collection, clip.embedding, clip.embedding_error, clip.refresh_progress TO PUBLIC;

@@ -7,33 +7,48 @@
 -- collections whose source tables it may read (superusers and the extension's owner are exempt,
 -- as PostgreSQL exempts table owners).
 
--- Row security on every table that holds a collection's data.
+-- Who may read what: the schema and the registered models, everyone; a collection's data, the
+-- roles that may read its source table (the row-security policies below).
+GRANT USAGE ON SCHEMA clip TO PUBLIC;
+GRANT SELECT ON clip.model, clip.collection, clip.embedding, clip.embedding_error, clip.embedding_version,
+    clip.refresh_state, clip.refresh_progress, clip.vocabulary, clip.vocabulary_attribute,
+    clip.collection_vocabulary, clip.feature_image_attribute, clip.reference_set, clip.label, clip.classifier,
+    clip.classifier_weight, clip.clustering, clip.cluster_centroid, clip.cluster_assignment TO PUBLIC;
+
+-- Row security on every table that holds a collection's data. (Made again by every version's
+-- script: a policy has no CREATE OR REPLACE.)
 DO $$
-DECLARE t text;
+DECLARE t text; rule text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['embedding', 'embedding_error', 'embedding_version', 'refresh_queue', 'refresh_state',
-                             'feature_image_attribute', 'collection_vocabulary', 'attribute_score_state',
-                             'image_score_state', 'label', 'classifier', 'classification', 'clustering',
-                             'cluster_assignment'] LOOP
+    FOR t, rule IN
+        SELECT u, 'collection IN (SELECT r FROM clip._readable_collections() r)'
+        FROM unnest(ARRAY['embedding', 'embedding_error', 'embedding_version', 'refresh_queue', 'refresh_state',
+                          'feature_image_attribute', 'collection_vocabulary', 'attribute_score_state',
+                          'image_score_state', 'label', 'classifier', 'classification', 'clustering',
+                          'cluster_assignment']) u
+        UNION ALL VALUES ('reference_set', 'name IN (SELECT r FROM clip._readable_collections() r)'),
+                         ('classifier_weight', 'name IN (SELECT k.name FROM clip.classifier k)'),
+                         ('cluster_centroid', 'clustering IN (SELECT z.name FROM clip.clustering z)')
+    LOOP
         EXECUTE format('ALTER TABLE clip.%I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('CREATE POLICY readable ON clip.%I USING (collection IN (SELECT r FROM clip._readable_collections() r))', t);
+        -- (looked up first: DROP POLICY IF EXISTS would say NOTICE on a fresh install)
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy WHERE polrelid = ('clip.' || t)::regclass AND polname = 'readable') THEN
+            EXECUTE format('DROP POLICY readable ON clip.%I', t);
+        END IF;
+        EXECUTE format('CREATE POLICY readable ON clip.%I USING (%s)', t, rule);
     END LOOP;
+    -- the source tables' triggers run as the role that writes the rows: it may queue them
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy WHERE polrelid = 'clip.refresh_queue'::regclass AND polname = 'queue_writes') THEN
+        DROP POLICY queue_writes ON clip.refresh_queue;
+    END IF;
+    CREATE POLICY queue_writes ON clip.refresh_queue FOR INSERT
+        WITH CHECK (collection IN (SELECT c.name FROM clip.collection c WHERE clip._may_write_source(c)));
 END $$;
-ALTER TABLE clip.reference_set ENABLE ROW LEVEL SECURITY;
-CREATE POLICY readable ON clip.reference_set USING (name IN (SELECT r FROM clip._readable_collections() r));
-ALTER TABLE clip.classifier_weight ENABLE ROW LEVEL SECURITY;
-CREATE POLICY readable ON clip.classifier_weight USING (name IN (SELECT k.name FROM clip.classifier k));
-ALTER TABLE clip.cluster_centroid ENABLE ROW LEVEL SECURITY;
-CREATE POLICY readable ON clip.cluster_centroid USING (clustering IN (SELECT z.name FROM clip.clustering z));
--- the source tables' triggers run as the role that writes the rows: it may queue them
-CREATE POLICY queue_writes ON clip.refresh_queue FOR INSERT
-    WITH CHECK (collection IN (SELECT c.name FROM clip.collection c WHERE clip._may_write_source(c)));
 GRANT INSERT ON clip.refresh_queue TO PUBLIC;
-GRANT SELECT ON clip.refresh_state, clip.embedding_version TO PUBLIC;
 
 -- What a manager holds (clip.grant_manager gives it, clip.revoke_manager takes it back): the
 -- rows of clip's tables, and every function and procedure but model registration and these.
-CREATE FUNCTION clip._manager_privileges(role regrole, give boolean) RETURNS void LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip._manager_privileges(role regrole, give boolean) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     t regclass;
     verb text := CASE WHEN give THEN 'GRANT' ELSE 'REVOKE' END;
@@ -73,12 +88,12 @@ END $$;
 -- Make `role` a pg_clip manager: it may create and refresh collections, load vocabularies,
 -- label, fit and cluster, for the collections whose source tables it may read. Registering
 -- models stays with superusers (it reads server files). Run by the extension's owner.
-CREATE FUNCTION clip.grant_manager(role regrole) RETURNS void LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip.grant_manager(role regrole) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM clip._manager_privileges(role, true);
 END $$;
 
-CREATE FUNCTION clip.revoke_manager(role regrole) RETURNS void LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip.revoke_manager(role regrole) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM clip._manager_privileges(role, false);
 END $$;
@@ -111,5 +126,17 @@ BEGIN
           AND p.proname NOT IN ('_may_read', '_readable_collections', '_may_write_source')
     LOOP
         EXECUTE format('ALTER ROUTINE %s SET search_path = pg_catalog, clip, %I, pg_temp', f, vec);
+    END LOOP;
+END $$;
+
+-- A manager made before this version's functions existed gets EXECUTE on them too (the roles,
+-- other than the owner, that clip.grant_manager gave INSERT on clip.collection).
+DO $$
+DECLARE r regrole;
+BEGIN
+    FOR r IN SELECT DISTINCT a.grantee::regrole FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+             WHERE c.oid = 'clip.collection'::regclass AND a.privilege_type = 'INSERT' AND a.grantee <> c.relowner
+               AND a.grantee <> 0 LOOP
+        PERFORM clip._manager_privileges(r, true);
     END LOOP;
 END $$;

@@ -3,16 +3,8 @@
 -- set is a collection (kept embedded by CALL clip.refresh, indexed with HNSW) plus where its
 -- labels come from.
 
-CREATE TABLE clip.reference_set (
-    name         text PRIMARY KEY REFERENCES clip.collection (name) ON DELETE CASCADE,
-    -- a column of the source table holding the label; NULL: from the image's file name
-    label_column name,
-    created_at   timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE clip.reference_set IS 'collections of reference images that clip.identify matches against';
-
 -- A reference set's row, or ERROR 42704 naming it.
-CREATE FUNCTION clip._reference_set(name text) RETURNS clip.reference_set LANGUAGE plpgsql STABLE AS $$
+CREATE OR REPLACE FUNCTION clip._reference_set(name text) RETURNS clip.reference_set LANGUAGE plpgsql STABLE AS $$
 DECLARE r clip.reference_set;
 BEGIN
     SELECT * INTO r FROM clip.reference_set WHERE clip.reference_set.name = _reference_set.name;
@@ -30,7 +22,7 @@ END $$;
 -- Make table `source` a reference set: a collection of the same name (CALL clip.refresh embeds
 -- it; the auto-refresh worker keeps it embedded) whose labels come from `label_column`, or,
 -- without one, from the file names in the image column (clip.label_from_filename).
-CREATE FUNCTION clip.add_reference_set(name text, source regclass, id_column text, image_column text,
+CREATE OR REPLACE FUNCTION clip.add_reference_set(name text, source regclass, id_column text, image_column text,
                                        label_column text DEFAULT NULL, model text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -47,7 +39,7 @@ BEGIN
     INSERT INTO clip.reference_set (name, label_column) VALUES (add_reference_set.name, add_reference_set.label_column);
 END $$;
 
-CREATE FUNCTION clip.drop_reference_set(name text) RETURNS void LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip.drop_reference_set(name text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM clip._reference_set(name);
     PERFORM clip.drop_collection(name);
@@ -55,7 +47,7 @@ END $$;
 
 -- SQL selecting (reference_id, label, variant) from the set's source table, alias s. The id is
 -- not cast, so that a join on it can use the source table's index on its id column.
-CREATE FUNCTION clip._reference_labels_sql(r clip.reference_set, c clip.collection) RETURNS text
+CREATE OR REPLACE FUNCTION clip._reference_labels_sql(r clip.reference_set, c clip.collection) RETURNS text
 LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN r.label_column IS NULL
         THEN format('SELECT s.%1$I AS reference_id, f.label, f.variant FROM %2$s s
@@ -65,7 +57,7 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Every reference of a set with its label and variant, as clip.identify reports them.
-CREATE FUNCTION clip.reference_labels(reference_set text)
+CREATE OR REPLACE FUNCTION clip.reference_labels(reference_set text)
 RETURNS TABLE (reference_id bigint, label text, variant text) LANGUAGE plpgsql STABLE AS $$
 DECLARE r clip.reference_set := clip._reference_set(reference_set); c clip.collection := clip._collection(reference_set);
 BEGIN
@@ -80,7 +72,7 @@ END $$;
 -- or exactly when the set has fewer than pg_clip.identify_exact_limit references. With
 -- min_score / min_margin, rows below them are left out, so a frame that matches nothing well
 -- returns no row rather than a wrong one.
-CREATE FUNCTION clip.identify(embedding vector, reference_set text, k int DEFAULT 1,
+CREATE OR REPLACE FUNCTION clip.identify(embedding vector, reference_set text, k int DEFAULT 1,
                               min_score real DEFAULT NULL, min_margin real DEFAULT NULL)
 RETURNS TABLE (rank int, reference_id bigint, label text, variant text, score real, margin real)
 LANGUAGE plpgsql STABLE AS $$
@@ -150,7 +142,7 @@ BEGIN
 END $$;
 
 -- As above, from image bytes: one model call (the set's model), then the search.
-CREATE FUNCTION clip.identify(image bytea, reference_set text, k int DEFAULT 1,
+CREATE OR REPLACE FUNCTION clip.identify(image bytea, reference_set text, k int DEFAULT 1,
                               min_score real DEFAULT NULL, min_margin real DEFAULT NULL)
 RETURNS TABLE (rank int, reference_id bigint, label text, variant text, score real, margin real)
 LANGUAGE plpgsql STABLE AS $$
@@ -167,7 +159,7 @@ END $$;
 -- Many frames at once: one batched model call for all of them (pg_clip.batch_size per call),
 -- then one search each. `frame` is the 1-based position in the array; NULL frames give no rows,
 -- a frame that cannot be decoded is an ERROR naming its position.
-CREATE FUNCTION clip.identify_many(images bytea[], reference_set text, k int DEFAULT 1,
+CREATE OR REPLACE FUNCTION clip.identify_many(images bytea[], reference_set text, k int DEFAULT 1,
                                    min_score real DEFAULT NULL, min_margin real DEFAULT NULL)
 RETURNS TABLE (frame int, rank int, reference_id bigint, label text, variant text, score real, margin real)
 LANGUAGE plpgsql STABLE AS $$
@@ -192,7 +184,7 @@ END $$;
 -- a margin histogram (bins of 0.1), the most confusable pairs of labels (nearest references with
 -- different labels, and how many copies of one were taken for the other), and a verdict from the
 -- median margin: above 0.3 strong, 0.1 to 0.3 medium, below 0.1 too alike for this model.
-CREATE FUNCTION clip.verify_reference_set(name text)
+CREATE OR REPLACE FUNCTION clip.verify_reference_set(name text)
 RETURNS TABLE (refs bigint, copies bigint, top1_rate real, median_margin real, lowest_margin real,
                verdict text, margin_histogram jsonb, confusable_pairs jsonb)
 LANGUAGE plpgsql AS $$
@@ -283,6 +275,3 @@ BEGIN
            hist.h, coalesce(pairs.p, '[]')
     FROM s, hist, pairs;
 END $$;
-
-SELECT pg_catalog.pg_extension_config_dump('clip.reference_set', '');
-GRANT SELECT ON clip.reference_set TO PUBLIC;

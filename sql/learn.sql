@@ -3,101 +3,17 @@
 -- embeddings; predictions are SQL over pgvector's inner product, with weights that have the
 -- standardisation folded in, so no model is loaded to predict.
 
-CREATE TABLE clip.label (
-    collection  text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
-    classifier  text NOT NULL CHECK (classifier ~ '^[a-z][a-z0-9_]{0,39}$'),
-    image_id    bigint NOT NULL,
-    label       text NOT NULL CHECK (label <> '' AND length(label) <= 1000),
-    labelled_by text NOT NULL DEFAULT current_user,
-    labelled_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (collection, classifier, image_id)
-);
-COMMENT ON TABLE clip.label IS 'labels for classifiers, written by clip.label(collection, image_id, classifier, label)';
-
--- Every fit is kept: the current classifier is its highest version.
-CREATE TABLE clip.classifier (
-    name         text NOT NULL CHECK (name ~ '^[a-z][a-z0-9_]{0,39}$'),
-    version      int NOT NULL,
-    collection   text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
-    model        text NOT NULL,
-    model_stamp  text NOT NULL,
-    -- the classes, in weight order; with two, the second is the positive class
-    labels       text[] NOT NULL,
-    label_counts int[] NOT NULL,
-    options      jsonb NOT NULL,
-    -- cross-validated: {"folds", "mean": {accuracy, precision, recall, f1, roc_auc, log_loss}, "std": {...}}
-    metrics      jsonb NOT NULL,
-    iterations   int NOT NULL,
-    -- the standardisation fitted on the labelled embeddings (folded into clip.classifier_weight)
-    scaler_mean  vector NOT NULL,
-    scaler_scale vector NOT NULL,
-    fitted_at    timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (name, version)
-);
-
--- score = weight . embedding + intercept on raw embeddings; one row (class 1) for two classes
-CREATE TABLE clip.classifier_weight (
-    name      text NOT NULL,
-    version   int NOT NULL,
-    class     int NOT NULL,
-    weight    vector NOT NULL,
-    intercept float8 NOT NULL,
-    PRIMARY KEY (name, version, class),
-    FOREIGN KEY (name, version) REFERENCES clip.classifier (name, version) ON DELETE CASCADE
-);
-
--- which classifier wrote which attribute codes into clip.feature_image_attribute
-CREATE TABLE clip.classification (
-    collection    text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
-    classifier    text NOT NULL,
-    version       int NOT NULL,
-    codes         text[] NOT NULL,
-    classified_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (collection, classifier)
-);
-
-CREATE TABLE clip.clustering (
-    name       text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,39}$'),
-    collection text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
-    model      text NOT NULL,
-    k          int NOT NULL,
-    options    jsonb NOT NULL,
-    inertia    float8 NOT NULL,
-    iterations int NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-
-CREATE TABLE clip.cluster_centroid (
-    clustering text NOT NULL REFERENCES clip.clustering (name) ON DELETE CASCADE,
-    cluster    int NOT NULL,
-    centroid   vector NOT NULL,
-    size       bigint NOT NULL,
-    PRIMARY KEY (clustering, cluster)
-);
-
--- distance: squared Euclidean distance to the centroid (2 - 2 cos for unit embeddings).
--- No foreign key to clip.clustering: its check, one per row, cost 0.3-0.4 s of writing a
--- 45,000-image clustering (0.12-0.17 s without). A clustering's delete trigger removes its rows.
-CREATE TABLE clip.cluster_assignment (
-    clustering text NOT NULL,
-    collection text NOT NULL,
-    image_id   bigint NOT NULL,
-    cluster    int NOT NULL,
-    distance   real NOT NULL,
-    PRIMARY KEY (clustering, image_id)
-);
-
-CREATE FUNCTION clip._clustering_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip._clustering_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM clip.cluster_assignment a USING pg_clip_gone g WHERE a.clustering = g.name;
     RETURN NULL;
 END $$;
-CREATE TRIGGER clustering_deleted AFTER DELETE ON clip.clustering REFERENCING OLD TABLE AS pg_clip_gone
+CREATE OR REPLACE TRIGGER clustering_deleted AFTER DELETE ON clip.clustering REFERENCING OLD TABLE AS pg_clip_gone
     FOR EACH STATEMENT EXECUTE FUNCTION clip._clustering_deleted();
 
 -- ERROR 22023 unless `name` is a valid name for a `kind` (classifier, clustering): it becomes
 -- part of column names.
-CREATE FUNCTION clip._check_name(kind text, name text) RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
+CREATE OR REPLACE FUNCTION clip._check_name(kind text, name text) RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
     IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
         RAISE EXCEPTION 'bad % name "%"', kind, name USING ERRCODE = '22023',
@@ -107,7 +23,7 @@ END $$;
 
 -- The current (highest) version of a classifier, or ERROR 42704 naming it. (Not clip._classifier:
 -- that is the name of the array type of clip.classifier, and a call with a literal would be a cast.)
-CREATE FUNCTION clip._current_classifier(name text) RETURNS clip.classifier LANGUAGE plpgsql STABLE AS $$
+CREATE OR REPLACE FUNCTION clip._current_classifier(name text) RETURNS clip.classifier LANGUAGE plpgsql STABLE AS $$
 DECLARE k clip.classifier;
 BEGIN
     SELECT * INTO k FROM clip.classifier WHERE clip.classifier.name = _current_classifier.name ORDER BY version DESC LIMIT 1;
@@ -120,14 +36,14 @@ END $$;
 
 -- The attribute code of a classifier's class: <classifier>_<label in lower case, other
 -- characters as _>, a column name of the collection's attribute view.
-CREATE FUNCTION clip._class_code(classifier text, label text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+CREATE OR REPLACE FUNCTION clip._class_code(classifier text, label text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT left(classifier || '_' || coalesce(nullif(trim(BOTH '_' FROM regexp_replace(lower(label), '[^a-z0-9]+', '_', 'g')), ''), 'x'), 63)
 $$;
 
 -- Record (or change) one label. With pg_clip.refit_every > 0, the classifier is refitted once
 -- that many labels were given since its last fit (a refit that cannot run yet, too few labels
 -- say, is a NOTICE). Returns what it did.
-CREATE FUNCTION clip.label(collection text, image_id bigint, classifier text, label text) RETURNS text
+CREATE OR REPLACE FUNCTION clip.label(collection text, image_id bigint, classifier text, label text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     c clip.collection := clip._collection(collection);
@@ -165,7 +81,7 @@ END $$;
 -- Labels from any query returning (image id, label), written into clip.label for classifier
 -- `classifier` (a label already there is replaced); returns how many. Then fit_classifier,
 -- next_to_label and label_stats see them like labels given one by one.
-CREATE FUNCTION clip.import_labels(collection text, classifier text, query text) RETURNS bigint LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip.import_labels(collection text, classifier text, query text) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     c clip.collection := clip._collection(collection);
     n bigint;
@@ -194,7 +110,7 @@ END $$;
 -- multinomial, after stratified k-fold cross-validation. Options: C (1.0), class_weight
 -- ("balanced" or null), max_iter (100), folds (5). Too few labels is an ERROR whose hint says
 -- how many more of which class. Each fit is stored as a new version; the old ones are kept.
-CREATE FUNCTION clip.fit_classifier(name text, collection text, options jsonb DEFAULT '{}')
+CREATE OR REPLACE FUNCTION clip.fit_classifier(name text, collection text, options jsonb DEFAULT '{}')
 RETURNS TABLE (classifier text, version int, labels text[], label_counts int[], metrics jsonb)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -261,7 +177,7 @@ END $$;
 -- Class probabilities of a collection's images (all, or `ids`) under the current version of
 -- classifier `k`: (image_id, class index, label, probability, score), score being the class's
 -- linear score (the logit of the positive class with two classes).
-CREATE FUNCTION clip._probabilities(k clip.classifier, ids bigint[] DEFAULT NULL)
+CREATE OR REPLACE FUNCTION clip._probabilities(k clip.classifier, ids bigint[] DEFAULT NULL)
 RETURNS TABLE (image_id bigint, class int, label text, probability float8, score float8)
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
@@ -300,7 +216,7 @@ BEGIN
 END $$;
 
 -- The probability of each class for one image (its current embedding).
-CREATE FUNCTION clip.predict_proba(classifier text, image_id bigint)
+CREATE OR REPLACE FUNCTION clip.predict_proba(classifier text, image_id bigint)
 RETURNS TABLE (label text, probability real) LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
 DECLARE k clip.classifier := clip._current_classifier(classifier);
@@ -315,7 +231,7 @@ BEGIN
 END $$;
 
 -- The most probable class of one image.
-CREATE FUNCTION clip.predict(classifier text, image_id bigint) RETURNS text LANGUAGE sql STABLE AS $$
+CREATE OR REPLACE FUNCTION clip.predict(classifier text, image_id bigint) RETURNS text LANGUAGE sql STABLE AS $$
     SELECT p.label FROM clip.predict_proba(classifier, image_id) p ORDER BY p.probability DESC, p.label LIMIT 1
 $$;
 
@@ -323,7 +239,7 @@ $$;
 -- clip.feature_image_attribute (source 'classifier', one attribute <classifier>_<label> per
 -- class, logit = the class's linear score), replacing its earlier rows; they appear as columns
 -- of clip.<collection>_attributes. Returns the number of rows written.
-CREATE FUNCTION clip.classify(collection text, classifier text) RETURNS bigint LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip.classify(collection text, classifier text) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     c clip.collection := clip._collection(collection);
     k clip.classifier := clip._current_classifier(classifier);
@@ -360,7 +276,7 @@ END $$;
 -- prediction. Two classes: smallest |p - 0.5| first; more: smallest margin between the two most
 -- probable classes first. uncertainty = 1 - that margin (1 = a coin toss). With no classifier
 -- yet, a seeded random sample (the same for the same classifier name), prediction NULL.
-CREATE FUNCTION clip.next_to_label(collection text, classifier text, n int DEFAULT 20)
+CREATE OR REPLACE FUNCTION clip.next_to_label(collection text, classifier text, n int DEFAULT 20)
 RETURNS TABLE (image_id bigint, prediction text, probability real, uncertainty real)
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
@@ -398,7 +314,7 @@ END $$;
 -- For a labelling screen's header, per class: images labelled, images predicted (over the
 -- whole collection), the predicted share, and the share of those predictions made with a
 -- probability of at least 0.9.
-CREATE FUNCTION clip.label_stats(collection text, classifier text)
+CREATE OR REPLACE FUNCTION clip.label_stats(collection text, classifier text)
 RETURNS TABLE (label text, labelled bigint, predicted bigint, predicted_share real, confident_share real)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -436,7 +352,7 @@ END $$;
 -- n_init (4), max_iter (300), tol (1e-4), seed (0). Stores the clustering, its centroids and
 -- every image's cluster and distance (clustering `name` is replaced), and returns the size of
 -- each cluster with the inertia (sum of squared distances to the centroids).
-CREATE FUNCTION clip.kmeans(collection text, k int, name text, options jsonb DEFAULT '{}')
+CREATE OR REPLACE FUNCTION clip.kmeans(collection text, k int, name text, options jsonb DEFAULT '{}')
 RETURNS TABLE (cluster int, size bigint, inertia real) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -465,7 +381,7 @@ END $$;
 -- `c`, with their text embeddings under the collection's model, one row per class of `labels`
 -- (matched by code, or by label case-insensitively), into pg_temp.pg_clip_classes; ERROR 22023 naming
 -- what does not match.
-CREATE FUNCTION clip._group_classes(c clip.collection, attribute_group text, labels text[]) RETURNS void
+CREATE OR REPLACE FUNCTION clip._group_classes(c clip.collection, attribute_group text, labels text[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v text := (SELECT cv.vocabulary FROM clip.collection_vocabulary cv WHERE cv.collection = c.name);
@@ -508,7 +424,7 @@ END $$;
 -- for the classifier named like the group, it reports how many and the share whose label is
 -- the prior; below `min_agreement` the prior is not trustworthy (clusters can follow lighting
 -- or background rather than the attribute). trustworthy is NULL without labels.
-CREATE FUNCTION clip.cluster_prior(collection text, clustering text, attribute_group text, min_agreement real DEFAULT 0.7)
+CREATE OR REPLACE FUNCTION clip.cluster_prior(collection text, clustering text, attribute_group text, min_agreement real DEFAULT 0.7)
 RETURNS TABLE (cluster int, size bigint, prior text, similarity real, prior_confidence real, labelled bigint,
                agreement real, trustworthy boolean)
 LANGUAGE plpgsql AS $$
@@ -555,7 +471,7 @@ END $$;
 -- a clustering, the prior of the image's cluster (softmax of logit_scale x cosine between its
 -- centroid and each member): w = the classifier's certainty (top probability minus the second),
 -- p = w x classifier + (1 - w) x mean(zero-shot, cluster prior). See clip._blend and the README.
-CREATE FUNCTION clip.decide(collection text, classifier text, attribute_group text, clustering text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION clip.decide(collection text, classifier text, attribute_group text, clustering text DEFAULT NULL)
 RETURNS TABLE (image_id bigint, decision text, confidence real, classifier_label text, classifier_probability real,
                zero_shot real, cluster_prior real, classifier_weight real)
 LANGUAGE plpgsql AS $$
@@ -613,7 +529,7 @@ END $$;
 -- other content, the image's classifier rows and cluster assignments go with it, rather than
 -- stay in the attribute view as if they were current. clip.classify and clip.kmeans write them
 -- again.
-CREATE FUNCTION clip._learned_rows_stale() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip._learned_rows_stale() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     colls text[];
     ids bigint[];
@@ -634,18 +550,8 @@ BEGIN
     WHERE z.collection = g.collection AND a.clustering = z.name AND a.image_id = g.image_id;
     RETURN NULL;
 END $$;
-CREATE TRIGGER learned_rows_stale_upd AFTER UPDATE ON clip.embedding
+CREATE OR REPLACE TRIGGER learned_rows_stale_upd AFTER UPDATE ON clip.embedding
     REFERENCING OLD TABLE AS pg_clip_old NEW TABLE AS pg_clip_new
     FOR EACH STATEMENT EXECUTE FUNCTION clip._learned_rows_stale();
-CREATE TRIGGER learned_rows_stale_del AFTER DELETE ON clip.embedding REFERENCING OLD TABLE AS pg_clip_old
+CREATE OR REPLACE TRIGGER learned_rows_stale_del AFTER DELETE ON clip.embedding REFERENCING OLD TABLE AS pg_clip_old
     FOR EACH STATEMENT EXECUTE FUNCTION clip._learned_rows_stale();
-
-SELECT pg_catalog.pg_extension_config_dump('clip.label', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.classifier', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.classifier_weight', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.classification', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.clustering', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.cluster_centroid', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.cluster_assignment', '');
-GRANT SELECT ON clip.label, clip.classifier, clip.classifier_weight, clip.clustering, clip.cluster_centroid,
-    clip.cluster_assignment TO PUBLIC;

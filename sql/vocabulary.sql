@@ -2,101 +2,12 @@
 -- The YAML is checked by clip.parse_vocabulary (Rust); storage, diffing and scoring are SQL over
 -- the stored embeddings: no image is embedded again to score a new or changed attribute.
 
-CREATE TABLE clip.vocabulary (
-    name      text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,39}$'),
-    source    text NOT NULL,
-    loaded_at timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE clip.vocabulary IS 'vocabularies loaded with clip.load_vocabulary(name, yaml)';
-
--- one row per attribute, with the file's defaults applied (prompts built from the template,
--- calibration and threshold inherited)
-CREATE TABLE clip.vocabulary_attribute (
-    vocabulary  text NOT NULL REFERENCES clip.vocabulary (name) ON DELETE CASCADE,
-    code        text NOT NULL,
-    position    int NOT NULL,
-    kind        text NOT NULL CHECK (kind IN ('base', 'derived')),
-    label       text NOT NULL,
-    description text,
-    tag         text,
-    prompts     text[],
-    center      float8,
-    scale       float8,
-    grp         text,
-    rule        text,
-    -- the rule with derived codes replaced by their rules (base codes only), and those codes;
-    -- scoring parses it again into SQL (clip._rule_sql): no stored text is executed
-    rule_expanded text,
-    rule_codes  text[],
-    threshold   float8 NOT NULL,
-    PRIMARY KEY (vocabulary, code)
-);
-
--- the vocabulary each collection is scored with (one per collection)
-CREATE TABLE clip.collection_vocabulary (
-    collection text PRIMARY KEY REFERENCES clip.collection (name) ON DELETE CASCADE,
-    vocabulary text NOT NULL REFERENCES clip.vocabulary (name),
-    -- clip.embedding_version.version when the images were last scored (NULL: never)
-    scored_embedding_version bigint
-);
-
--- One row per (image, attribute). No foreign key: millions of rows are written in bulk, and
--- clip.drop_collection / clip.detach_vocabulary delete them.
-CREATE TABLE clip.feature_image_attribute (
-    collection     text NOT NULL,
-    image_id       bigint NOT NULL,
-    attribute_code text NOT NULL,
-    confidence     real NOT NULL,
-    -- logit_scale x cosine(image, prompts); NULL for derived rows
-    logit          real,
-    source         text NOT NULL CHECK (source IN ('zero_shot', 'derived', 'classifier')),
-    vocabulary     text,
-    model          text,
-    scored_at      timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (collection, image_id, attribute_code)
-);
-CREATE INDEX feature_image_attribute_code ON clip.feature_image_attribute (collection, attribute_code, confidence);
-
--- the text embedding of a prompt list (mean of the prompts' embeddings, renormalised), per model
-CREATE TABLE clip.text_embedding (
-    model     text NOT NULL REFERENCES clip.model (name) ON DELETE CASCADE,
-    stamp     text NOT NULL,
-    prompts   text[] NOT NULL,
-    embedding vector NOT NULL,
-    PRIMARY KEY (model, stamp, prompts)
-);
-
--- what each attribute's rows of a collection were computed from, to score only what changed
-CREATE TABLE clip.attribute_score_state (
-    collection text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
-    code       text NOT NULL,
-    kind       text NOT NULL,
-    model      text,
-    stamp      text,
-    prompts    text[],
-    center     float8,
-    scale      float8,
-    grp        text,
-    rule_expanded text,
-    PRIMARY KEY (collection, code)
-);
-
--- which embedding each image's rows were computed from
-CREATE TABLE clip.image_score_state (
-    collection     text NOT NULL,
-    image_id       bigint NOT NULL,
-    model          text NOT NULL,
-    stamp          text NOT NULL,
-    content_sha256 bytea NOT NULL,
-    PRIMARY KEY (collection, image_id)
-);
-
 -- Create or update vocabulary `name` from YAML text. A file with problems raises one ERROR that
 -- lists every problem with its line and column, and changes nothing. Returns one row per
 -- attribute that was added, removed or changed (with the fields that changed); loading the
 -- same vocabulary again returns nothing and writes nothing. Attached collections pick the
 -- change up at their next refresh.
-CREATE FUNCTION clip.load_vocabulary(name text, yaml text)
+CREATE OR REPLACE FUNCTION clip.load_vocabulary(name text, yaml text)
 RETURNS TABLE (attribute text, change text, fields text[]) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -155,7 +66,7 @@ END $$;
 -- As clip.load_vocabulary, from a file: a bare name such as 'space.yaml' is one of the examples
 -- installed with the extension; other paths are read under pg_clip.image_root (superusers and
 -- members of pg_read_server_files).
-CREATE FUNCTION clip.load_vocabulary_file(name text, path text)
+CREATE OR REPLACE FUNCTION clip.load_vocabulary_file(name text, path text)
 RETURNS TABLE (attribute text, change text, fields text[]) LANGUAGE plpgsql AS $$
 BEGIN
     RETURN QUERY SELECT * FROM clip.load_vocabulary(name, clip.read_vocabulary_file(path));
@@ -163,7 +74,7 @@ END $$;
 
 -- Score collection `collection` with vocabulary `vocabulary` from its next refresh on. Attaching
 -- another vocabulary than the one it had removes the old scores and view at once.
-CREATE FUNCTION clip.attach_vocabulary(collection text, vocabulary text) RETURNS void LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip.attach_vocabulary(collection text, vocabulary text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE c clip.collection := clip._collection(collection);
 BEGIN
     PERFORM clip._vocabulary(attach_vocabulary.vocabulary);
@@ -177,14 +88,14 @@ BEGIN
 END $$;
 
 -- Stop scoring a collection: its scores, its attribute view and its scoring state are removed.
-CREATE FUNCTION clip.detach_vocabulary(collection text) RETURNS void LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip.detach_vocabulary(collection text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE c clip.collection := clip._collection(collection);
 BEGIN
     PERFORM clip._drop_scores(c.name);
     DELETE FROM clip.collection_vocabulary cv WHERE cv.collection = c.name;
 END $$;
 
-CREATE FUNCTION clip._drop_scores(collection text) RETURNS void LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip._drop_scores(collection text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM clip._drop_collection_objects(collection, true);
     DELETE FROM clip.feature_image_attribute f WHERE f.collection = _drop_scores.collection AND f.source <> 'classifier';
@@ -197,7 +108,7 @@ END $$;
 -- classes of the classifiers written by clip.classify, keyed by image id. `vocabulary` may be NULL.
 -- SECURITY DEFINER, as clip._index_collection and for the same reasons; the codes are quoted, and
 -- the view is security_invoker, so readers see the rows clip.feature_image_attribute shows them.
-CREATE FUNCTION clip._attribute_view(collection text, vocabulary text) RETURNS void
+CREATE OR REPLACE FUNCTION clip._attribute_view(collection text, vocabulary text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE cols text;
 BEGIN
@@ -226,7 +137,7 @@ END $$;
 
 -- The text embeddings of a vocabulary's base attributes under model `m`: prompt lists without
 -- one get it now (one model call per prompt list), others are reused from clip.text_embedding.
-CREATE FUNCTION clip._text_embeddings(vocabulary text, m clip.model) RETURNS void LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION clip._text_embeddings(vocabulary text, m clip.model) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE r record;
 BEGIN
     FOR r IN SELECT DISTINCT a.prompts FROM clip.vocabulary_attribute a
@@ -244,7 +155,7 @@ END $$;
 -- with it); a new calibration recomputes confidences from the stored logits; removed
 -- attributes and deleted images lose their rows; derived attributes are recomputed where what
 -- they read changed. Called by CALL clip.refresh and the auto-refresh worker.
-CREATE FUNCTION clip._score(collection text, OUT pairs bigint, OUT attributes_changed int)
+CREATE OR REPLACE FUNCTION clip._score(collection text, OUT pairs bigint, OUT attributes_changed int)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -441,7 +352,7 @@ END $$;
 -- `sample_size` images, their summary, the current center and scale, and a suggested center and
 -- scale that map the median image to 0.05 and the 99th percentile to 0.95:
 -- center = (p50 + p99) / 2, scale = (p99 - p50) / (2 ln 19).
-CREATE FUNCTION clip.calibrate(collection text, vocabulary text, sample_size int DEFAULT 500)
+CREATE OR REPLACE FUNCTION clip.calibrate(collection text, vocabulary text, sample_size int DEFAULT 500)
 RETURNS TABLE (attribute text, n bigint, logit_min real, logit_mean real, logit_max real, logit_std real,
                p05 real, p25 real, p50 real, p75 real, p95 real, p99 real,
                center real, scale real, suggested_center real, suggested_scale real)
@@ -482,7 +393,7 @@ END $$;
 -- Write clip.calibrate's suggestions into the vocabulary's stored attributes (all sigmoid
 -- attributes, or those named), so the next refresh recomputes their confidences from the stored
 -- logits. The YAML text is not rewritten: loading the file again brings its own values back.
-CREATE FUNCTION clip.apply_calibration(collection text, vocabulary text, attributes text[] DEFAULT NULL,
+CREATE OR REPLACE FUNCTION clip.apply_calibration(collection text, vocabulary text, attributes text[] DEFAULT NULL,
                                        sample_size int DEFAULT 500)
 RETURNS TABLE (attribute text, old_center real, old_scale real, new_center real, new_scale real)
 LANGUAGE plpgsql AS $$
@@ -512,7 +423,7 @@ END $$;
 
 -- The distribution of an attribute's stored zero-shot logits in a collection, in `bins` equal
 -- bins between the smallest and the largest, for plotting.
-CREATE FUNCTION clip.logit_histogram(collection text, attribute text, bins int DEFAULT 20)
+CREATE OR REPLACE FUNCTION clip.logit_histogram(collection text, attribute text, bins int DEFAULT 20)
 RETURNS TABLE (bin int, lower real, upper real, images bigint) LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
 DECLARE
@@ -540,7 +451,7 @@ BEGIN
 END $$;
 
 -- A vocabulary's row, or ERROR 42704 naming it.
-CREATE FUNCTION clip._vocabulary(name text) RETURNS clip.vocabulary LANGUAGE plpgsql STABLE AS $$
+CREATE OR REPLACE FUNCTION clip._vocabulary(name text) RETURNS clip.vocabulary LANGUAGE plpgsql STABLE AS $$
 DECLARE v clip.vocabulary;
 BEGIN
     SELECT * INTO v FROM clip.vocabulary WHERE clip.vocabulary.name = _vocabulary.name;
@@ -550,14 +461,3 @@ BEGIN
     END IF;
     RETURN v;
 END $$;
-
-SELECT pg_catalog.pg_extension_config_dump('clip.vocabulary', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.vocabulary_attribute', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.collection_vocabulary', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.feature_image_attribute', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.text_embedding', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.attribute_score_state', '');
-SELECT pg_catalog.pg_extension_config_dump('clip.image_score_state', '');
-
-GRANT SELECT ON clip.vocabulary, clip.vocabulary_attribute, clip.collection_vocabulary,
-    clip.feature_image_attribute TO PUBLIC;

@@ -13,8 +13,11 @@ mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
-extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
-extension_sql_file!("../sql/collections.sql", name = "collections", requires = ["catalog"]);
+// sql/README.md: run-once schema files (frozen once released), then re-runnable ones (CREATE OR
+// REPLACE, and every #[pg_extern] is create_or_replace), which each upgrade script runs again.
+extension_sql_file!("../sql/schema/0.1.0.sql", name = "schema_0_1_0", bootstrap);
+extension_sql_file!("../sql/schema/0.2.0.sql", name = "schema_0_2_0", requires = ["schema_0_1_0"]);
+extension_sql_file!("../sql/collections.sql", name = "collections", requires = ["schema_0_2_0"]);
 extension_sql_file!("../sql/vocabulary.sql", name = "vocabulary", requires = ["collections"]);
 extension_sql_file!("../sql/identify.sql", name = "identify", requires = ["collections"]);
 extension_sql_file!("../sql/learn.sql", name = "learn", requires = ["vocabulary"]);

@@ -8,7 +8,7 @@ use crate::vector::Vector;
 use crate::gucs;
 
 /// Embed one image (JPEG, PNG, WebP, GIF, BMP, TIFF). NULL in, NULL out.
-#[pg_extern(stable, parallel_unsafe)]
+#[pg_extern(create_or_replace, stable, parallel_unsafe)]
 fn embed_image(image: Option<&[u8]>, model: default!(Option<&str>, "NULL")) -> Option<Vector> {
     let bytes = image?;
     let name = models::model_name(model);
@@ -19,7 +19,7 @@ fn embed_image(image: Option<&[u8]>, model: default!(Option<&str>, "NULL")) -> O
 
 /// Embed an array of images, pg_clip.batch_size per model call, decoded in parallel threads.
 /// NULL elements give NULL elements; any bad element is an ERROR naming its position.
-#[pg_extern(stable, parallel_unsafe)]
+#[pg_extern(create_or_replace, stable, parallel_unsafe)]
 fn embed_images(
     images: Option<Array<&[u8]>>,
     model: default!(Option<&str>, "NULL"),
@@ -56,7 +56,7 @@ fn embed_images(
 }
 
 /// Embed one text with the model's tokenizer (truncated to its context length).
-#[pg_extern(stable, parallel_unsafe)]
+#[pg_extern(create_or_replace, stable, parallel_unsafe)]
 fn embed_text(text: Option<&str>, model: default!(Option<&str>, "NULL")) -> Option<Vector> {
     let text = text?;
     let name = models::model_name(model);
@@ -65,7 +65,7 @@ fn embed_text(text: Option<&str>, model: default!(Option<&str>, "NULL")) -> Opti
 }
 
 /// Embed an array of texts, pg_clip.batch_size per model call. NULL elements give NULL.
-#[pg_extern(stable, parallel_unsafe)]
+#[pg_extern(create_or_replace, stable, parallel_unsafe)]
 fn embed_texts(texts: Option<Array<&str>>, model: default!(Option<&str>, "NULL")) -> Option<Vec<Option<Vector>>> {
     let texts = texts?;
     let name = models::model_name(model);

@@ -97,7 +97,7 @@ fn scores_json(s: &metrics::Scores) -> Value {
 /// 0..classes, after stratified k-fold cross-validation. Returns the options used, the
 /// cross-validated metrics (mean and std over folds) and the final model's weights per class
 /// with the standardisation folded in: score = w . x + b on raw embeddings.
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(create_or_replace, immutable, parallel_safe)]
 fn _fit_logreg(embeddings: Array<f32>, dim: i32, y: Array<i32>, classes: i32, options: &str) -> JsonB {
     let o = parse_options(options);
     check_keys(&o, &["C", "class_weight", "max_iter", "folds"]);
@@ -158,7 +158,7 @@ fn _fit_logreg(embeddings: Array<f32>, dim: i32, y: Array<i32>, classes: i32, op
 /// into one SQL array first cost 2 s at 45,000 x 512). Returns the image ids in order, the
 /// centroids (flat, `dim` per centroid), each image's cluster (0-based) and squared distance to
 /// its centroid, the inertia and the iterations of the best run.
-#[pg_extern(stable, parallel_unsafe)]
+#[pg_extern(create_or_replace, stable, parallel_unsafe)]
 fn _kmeans(
     collection: &str,
     model: &str,
@@ -225,7 +225,7 @@ fn _kmeans(
 
 /// Decision fusion (core::learn::fusion): the classifier's probabilities blended with zero-shot
 /// confidences and a cluster prior over the same classes; NULL evidence is left out.
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(create_or_replace, immutable, parallel_safe)]
 fn _blend(
     classifier: Vec<f32>,
     zero_shot: Option<Vec<f32>>,

@@ -9,7 +9,7 @@ use crate::models;
 /// Register (or re-register) a model folder under `name`. A relative folder is resolved
 /// under pg_clip.model_dir. The folder is opened with ONNX Runtime to check the graphs'
 /// inputs and outputs against config.json before anything is recorded.
-#[pg_extern(volatile)]
+#[pg_extern(create_or_replace, volatile)]
 fn register_model(
     name: &str,
     folder: &str,

@@ -10,7 +10,7 @@ use crate::errors;
 
 /// Check a vocabulary and return its attributes (file defaults applied), one row each; a file
 /// with problems is one ERROR listing every problem with its line and column.
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(create_or_replace, immutable, parallel_safe)]
 fn parse_vocabulary(
     yaml: &str,
 ) -> TableIterator<
@@ -68,7 +68,7 @@ fn parse_vocabulary(
 /// holding the base attributes' confidences: its expanded rule, as clip.vocabulary_attribute
 /// keeps it, parsed again here. Whatever that table holds, only a rule's shape reaches SQL
 /// (codes are [A-Za-z0-9_] words, so quoting is enough); nothing stored is executed as SQL.
-#[pg_extern(immutable, parallel_safe, strict)]
+#[pg_extern(create_or_replace, immutable, parallel_safe, strict)]
 fn _rule_sql(expanded: &str) -> String {
     let rule = Rule::parse_expanded(expanded).unwrap_or_else(|e| {
         errors::report(
@@ -85,7 +85,7 @@ fn _rule_sql(expanded: &str) -> String {
 /// installed `vocab/` folder (`<sharedir>/extension/pg_clip/vocab`, the examples, readable by
 /// everyone); anything else is a path under pg_clip.image_root, with the same checks and role
 /// (pg_read_server_files) as image files.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(create_or_replace, volatile, parallel_unsafe)]
 fn read_vocabulary_file(path: &str) -> String {
     let bare = !path.contains('/') && !path.is_empty();
     let dir = vocab_dir();

@@ -2,10 +2,10 @@
 
 use std::ffi::CString;
 
-use pgrx::prelude::*;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pg_clip_core::preprocess::ImageLimits;
 use pg_clip_core::runtime::Device;
+use pgrx::prelude::*;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
 pub enum DeviceSetting {
@@ -51,7 +51,8 @@ static IDENTIFY_VARIANTS: GucSetting<Option<CString>> =
 static REFIT_EVERY: GucSetting<i32> = GucSetting::<i32>::new(10);
 static AUTO_REFRESH: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Database whose collections the worker keeps embedded.
-static AUTO_REFRESH_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static AUTO_REFRESH_DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
 /// Role the worker connects as (needs LOGIN); each collection's batch runs as the collection's
 /// owner. Unset, the worker does not run.
 static AUTO_REFRESH_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -274,7 +275,10 @@ pub fn batch_size() -> usize {
 
 /// What one image may cost, from pg_clip.max_image_pixels and pg_clip.max_image_memory.
 pub fn image_limits() -> ImageLimits {
-    ImageLimits { max_pixels: MAX_IMAGE_PIXELS.get().max(1) as u64, max_bytes: (MAX_IMAGE_MEMORY.get().max(16) as u64) << 20 }
+    ImageLimits {
+        max_pixels: MAX_IMAGE_PIXELS.get().max(1) as u64,
+        max_bytes: (MAX_IMAGE_MEMORY.get().max(16) as u64) << 20,
+    }
 }
 
 pub fn identify_variants() -> String {

@@ -43,7 +43,11 @@ pub mod pg_test {
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
         vec![
-            concat!("pg_clip.onnxruntime_library = '", env!("CARGO_MANIFEST_DIR"), "/.deps/onnxruntime/libonnxruntime.so.1.32.0'"),
+            concat!(
+                "pg_clip.onnxruntime_library = '",
+                env!("CARGO_MANIFEST_DIR"),
+                "/.deps/onnxruntime/libonnxruntime.so.1.32.0'"
+            ),
             concat!("pg_clip.model_dir = '", env!("CARGO_MANIFEST_DIR"), "/models'"),
         ]
     }

@@ -28,7 +28,12 @@ struct Cached {
 }
 
 impl Cached {
-    fn new(stamp: String, fingerprint: Vec<(u64, Option<SystemTime>)>, opts: &SessionOptions, model: ClipModel) -> Self {
+    fn new(
+        stamp: String,
+        fingerprint: Vec<(u64, Option<SystemTime>)>,
+        opts: &SessionOptions,
+        model: ClipModel,
+    ) -> Self {
         Cached { stamp, fingerprint, device: opts.device, threads: opts.intra_op_threads, model }
     }
 }
@@ -78,7 +83,10 @@ pub fn model_name(arg: Option<&str>) -> String {
             Code::ERRCODE_INVALID_PARAMETER_VALUE,
             "no model given and pg_clip.model is not set".into(),
             None,
-            Some("Pass a model name, or SET pg_clip.model = '<name>' (see SELECT name FROM clip.model).".into()),
+            Some(
+                "Pass a model name, or SET pg_clip.model = '<name>' (see SELECT name FROM clip.model)."
+                    .into(),
+            ),
         )
     })
 }

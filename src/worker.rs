@@ -105,8 +105,13 @@ fn queued_collections() -> Vec<(String, pg_sys::Oid)> {
                 None,
                 &[],
             )?;
-            rows.map(|r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid))))
-                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+            rows.map(|r| {
+                Ok((
+                    r.get::<String>(1)?.unwrap_or_default(),
+                    r.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
         })
         .unwrap_or_default()
     })

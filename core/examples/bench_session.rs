@@ -14,7 +14,8 @@ fn main() {
         eprintln!("usage: bench_session <model-dir> <libonnxruntime.so> <threads> <batch> <images>");
         std::process::exit(2);
     }
-    let (threads, batch, images): (usize, usize, usize) = (a[3].parse().unwrap(), a[4].parse().unwrap(), a[5].parse().unwrap());
+    let (threads, batch, images): (usize, usize, usize) =
+        (a[3].parse().unwrap(), a[4].parse().unwrap(), a[5].parse().unwrap());
     let env = runtime::environment(&a[2]).unwrap_or_else(|e| panic!("{e}"));
     let folder = ModelFolder::open(Path::new(&a[1])).unwrap_or_else(|e| panic!("{e}"));
     let opts = SessionOptions { device: Device::Cpu, intra_op_threads: threads };
@@ -29,5 +30,9 @@ fn main() {
         model.run_visual(&tensor, batch).unwrap();
     }
     let s = t.elapsed().as_secs_f64();
-    println!("session batch={batch} images={} seconds={s:.3} images_per_s={:.2}", calls * batch, (calls * batch) as f64 / s);
+    println!(
+        "session batch={batch} images={} seconds={s:.3} images_per_s={:.2}",
+        calls * batch,
+        (calls * batch) as f64 / s
+    );
 }

@@ -74,7 +74,8 @@ impl ClipError {
     }
 
     pub fn unsupported_format(format: &str) -> Self {
-        Self::new(ErrorKind::InvalidImage, format!("image format {format} is not supported")).hint(SUPPORTED_HINT)
+        Self::new(ErrorKind::InvalidImage, format!("image format {format} is not supported"))
+            .hint(SUPPORTED_HINT)
     }
 
     pub fn decode(format: &str, reason: impl fmt::Display) -> Self {
@@ -96,7 +97,11 @@ impl ClipError {
     pub fn too_many_bytes(width: u32, height: u32, bytes: u64, max: u64) -> Self {
         Self::new(
             ErrorKind::ImageTooLarge,
-            format!("image of {width}x{height} needs {} MB to preprocess, over pg_clip.max_image_memory ({} MB)", mb(bytes), mb(max)),
+            format!(
+                "image of {width}x{height} needs {} MB to preprocess, over pg_clip.max_image_memory ({} MB)",
+                mb(bytes),
+                mb(max)
+            ),
         )
         .hint("Downscale the image, or have a superuser raise pg_clip.max_image_memory if it is trusted.")
     }

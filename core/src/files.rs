@@ -17,7 +17,10 @@ pub fn resolve_under(root: &Path, rel: &str) -> Result<PathBuf> {
         return Err(ClipError::new(ErrorKind::FileUnreadable, "image path is empty or contains NUL"));
     }
     let root = root.canonicalize().map_err(|e| {
-        ClipError::new(ErrorKind::FileUnreadable, format!("pg_clip.image_root \"{}\" is not usable: {e}", root.display()))
+        ClipError::new(
+            ErrorKind::FileUnreadable,
+            format!("pg_clip.image_root \"{}\" is not usable: {e}", root.display()),
+        )
     })?;
     let p = Path::new(rel);
     let joined = if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
@@ -58,7 +61,13 @@ mod tests {
         assert_eq!(read_under(&root, "sub/a.jpg").unwrap(), b"a");
         assert_eq!(read_under(&root, "in.jpg").unwrap(), b"a");
         assert_eq!(read_under(&root, root.join("sub/a.jpg").to_str().unwrap()).unwrap(), b"a");
-        for bad in ["../secret.txt", "sub/../../secret.txt", "out.jpg", base.join("secret.txt").to_str().unwrap(), "/etc/passwd"] {
+        for bad in [
+            "../secret.txt",
+            "sub/../../secret.txt",
+            "out.jpg",
+            base.join("secret.txt").to_str().unwrap(),
+            "/etc/passwd",
+        ] {
             assert_eq!(read_under(&root, bad).unwrap_err().kind, ErrorKind::PathNotAllowed, "{bad}");
         }
         assert_eq!(read_under(&root, "missing.jpg").unwrap_err().kind, ErrorKind::FileUnreadable);

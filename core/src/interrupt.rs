@@ -21,7 +21,11 @@ impl Interrupt {
 
     /// Err([`CANCELLED`]) when the stop is requested, for the fits' String errors.
     pub fn check(&self) -> Result<(), String> {
-        if self.is_set() { Err(CANCELLED.into()) } else { Ok(()) }
+        if self.is_set() {
+            Err(CANCELLED.into())
+        } else {
+            Ok(())
+        }
     }
 }
 

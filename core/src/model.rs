@@ -63,7 +63,8 @@ impl ModelFolder {
         if !missing.is_empty() {
             return Err(err(format!("missing {}", missing.join(", "))));
         }
-        let read = |f: &str| fs::read_to_string(path.join(f)).map_err(|e| err(format!("cannot read {f}: {e}")));
+        let read =
+            |f: &str| fs::read_to_string(path.join(f)).map_err(|e| err(format!("cannot read {f}: {e}")));
         let config: Config =
             serde_json::from_str(&read("config.json")?).map_err(|e| err(format!("config.json: {e}")))?;
         if config.embed_dim == 0 {
@@ -94,8 +95,9 @@ impl ModelFolder {
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         for f in MODEL_FILES {
-            let mut file = fs::File::open(self.path.join(f))
-                .map_err(|e| ClipError::model(&self.path.display().to_string(), format!("cannot read {f}: {e}")))?;
+            let mut file = fs::File::open(self.path.join(f)).map_err(|e| {
+                ClipError::model(&self.path.display().to_string(), format!("cannot read {f}: {e}"))
+            })?;
             h.update(f.as_bytes());
             h.update([0u8]);
             loop {

@@ -72,7 +72,8 @@ impl PreprocessConfig {
         .filter(|s| (1..=4096).contains(s))
         .ok_or_else(|| format!("\"size\" must be a positive integer or a square [h, w], got {}", raw.size))?;
         let three = |v: &Vec<f32>, what: &str| -> std::result::Result<[f32; 3], String> {
-            <[f32; 3]>::try_from(v.as_slice()).map_err(|_| format!("\"{what}\" must have 3 values, got {}", v.len()))
+            <[f32; 3]>::try_from(v.as_slice())
+                .map_err(|_| format!("\"{what}\" must have 3 values, got {}", v.len()))
         };
         let std = three(&raw.std, "std")?;
         if std.iter().any(|s| *s <= 0.0) {
@@ -82,14 +83,22 @@ impl PreprocessConfig {
             "bicubic" => Interpolation::Bicubic,
             "bilinear" => Interpolation::Bilinear,
             "nearest" => Interpolation::Nearest,
-            other => return Err(format!("unsupported interpolation \"{other}\" (bicubic, bilinear, nearest)")),
+            other => {
+                return Err(format!("unsupported interpolation \"{other}\" (bicubic, bilinear, nearest)"))
+            }
         };
         let resize_mode = match raw.resize_mode.as_str() {
             "shortest" => ResizeMode::Shortest,
             "squash" => ResizeMode::Squash,
             other => return Err(format!("unsupported resize_mode \"{other}\" (shortest, squash)")),
         };
-        Ok(PreprocessConfig { size: size as u32, mean: three(&raw.mean, "mean")?, std, interpolation, resize_mode })
+        Ok(PreprocessConfig {
+            size: size as u32,
+            mean: three(&raw.mean, "mean")?,
+            std,
+            interpolation,
+            resize_mode,
+        })
     }
 
     /// Number of f32 values one image occupies in the NCHW input.
@@ -106,8 +115,14 @@ pub struct Decoded {
     pub pil_nearest: bool,
 }
 
-const ACCEPTED: &[ImageFormat] =
-    &[ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP, ImageFormat::Gif, ImageFormat::Bmp, ImageFormat::Tiff];
+const ACCEPTED: &[ImageFormat] = &[
+    ImageFormat::Jpeg,
+    ImageFormat::Png,
+    ImageFormat::WebP,
+    ImageFormat::Gif,
+    ImageFormat::Bmp,
+    ImageFormat::Tiff,
+];
 
 /// What one image may cost before any of its pixels is decoded: its pixel count, and the bytes
 /// of the buffers preprocessing holds for it at once (decoded image, RGB(A) copy, resize
@@ -169,7 +184,10 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Decoded> {
 }
 
 /// The decoder of `bytes` with the image's size, after the checks that need only the header.
-fn open<'a>(bytes: &'a [u8], limits: &ImageLimits) -> Result<(Box<dyn ImageDecoder + 'a>, ImageFormat, u32, u32)> {
+fn open<'a>(
+    bytes: &'a [u8],
+    limits: &ImageLimits,
+) -> Result<(Box<dyn ImageDecoder + 'a>, ImageFormat, u32, u32)> {
     if bytes.is_empty() {
         return Err(ClipError::empty_image());
     }
@@ -229,9 +247,9 @@ fn jpeg_is_complete(b: &[u8]) -> bool {
         }
         let marker = b[i + 1];
         match marker {
-            0xD9 => return true,                      // EOI
-            0xFF => i += 1,                           // fill byte
-            0x01 | 0xD0..=0xD7 => i += 2,             // TEM, RSTn: no length
+            0xD9 => return true,          // EOI
+            0xFF => i += 1,               // fill byte
+            0x01 | 0xD0..=0xD7 => i += 2, // TEM, RSTn: no length
             _ => {
                 if i + 3 >= b.len() {
                     return false;
@@ -240,7 +258,9 @@ fn jpeg_is_complete(b: &[u8]) -> bool {
                 i += 2 + len;
                 if marker == 0xDA {
                     // SOS: skip entropy-coded data up to the next real marker
-                    while i + 1 < b.len() && !(b[i] == 0xFF && b[i + 1] != 0x00 && !(0xD0..=0xD7).contains(&b[i + 1])) {
+                    while i + 1 < b.len()
+                        && !(b[i] == 0xFF && b[i + 1] != 0x00 && !(0xD0..=0xD7).contains(&b[i + 1]))
+                    {
                         i += 1;
                     }
                 }
@@ -334,12 +354,14 @@ pub fn resize_crop(decoded: &Decoded, cfg: &PreprocessConfig, limits: &ImageLimi
     let resized = if (new_w, new_h) == (w, h) {
         src
     } else {
-        let src_img = FirImage::from_vec_u8(w, h, src, pixel_type)
-            .map_err(|e| ClipError::decode("resized", e))?;
+        let src_img =
+            FirImage::from_vec_u8(w, h, src, pixel_type).map_err(|e| ClipError::decode("resized", e))?;
         let mut buf = Vec::new();
-        buf.try_reserve_exact(new_w as usize * new_h as usize * channels).map_err(|_| ClipError::out_of_memory("the resized image"))?;
+        buf.try_reserve_exact(new_w as usize * new_h as usize * channels)
+            .map_err(|_| ClipError::out_of_memory("the resized image"))?;
         buf.resize(new_w as usize * new_h as usize * channels, 0);
-        let mut dst = FirImage::from_vec_u8(new_w, new_h, buf, pixel_type).map_err(|e| ClipError::decode("resized", e))?;
+        let mut dst = FirImage::from_vec_u8(new_w, new_h, buf, pixel_type)
+            .map_err(|e| ClipError::decode("resized", e))?;
         Resizer::new()
             .resize(&src_img, &mut dst, &ResizeOptions::new().resize_alg(alg))
             .map_err(|e| ClipError::decode("resized", e))?;
@@ -365,7 +387,11 @@ pub fn resize_crop(decoded: &Decoded, cfg: &PreprocessConfig, limits: &ImageLimi
 
 fn round_half_even(x: f64) -> f64 {
     let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 { r - x.signum() } else { r }
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
 }
 
 /// ToTensor + Normalize into `out` (one image, CHW), through a per-channel lookup table.
@@ -388,7 +414,13 @@ pub fn normalize_into(crop: &RgbImage, cfg: &PreprocessConfig, out: &mut [f32]) 
 /// The whole pipeline for one image, writing its CHW tensor into `out`. Its whole footprint
 /// (decoded image, RGBA copy, resize passes) is checked against `limits` from the header and,
 /// with a `budget`, taken from it before anything is decoded.
-pub fn preprocess_into(bytes: &[u8], cfg: &PreprocessConfig, limits: &ImageLimits, budget: Option<&Budget>, out: &mut [f32]) -> Result<()> {
+pub fn preprocess_into(
+    bytes: &[u8],
+    cfg: &PreprocessConfig,
+    limits: &ImageLimits,
+    budget: Option<&Budget>,
+    out: &mut [f32],
+) -> Result<()> {
     let (decoder, format, w, h) = open(bytes, limits)?;
     // (orientation may swap the sides: the larger of both targets is counted)
     let (a, b) = (resize_target(w, h, cfg, limits.max_bytes)?, resize_target(h, w, cfg, limits.max_bytes)?);
@@ -447,7 +479,15 @@ mod tests {
     #[test]
     fn truncated_files_of_every_format_are_errors() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/images");
-        for f in ["photos/rocket.jpg", "photos/chelsea.png", "edge/cat.webp", "edge/cat.gif", "edge/cat.bmp", "edge/cat.tiff", "edge/exif_rotate90.jpg"] {
+        for f in [
+            "photos/rocket.jpg",
+            "photos/chelsea.png",
+            "edge/cat.webp",
+            "edge/cat.gif",
+            "edge/cat.bmp",
+            "edge/cat.tiff",
+            "edge/exif_rotate90.jpg",
+        ] {
             let bytes = std::fs::read(root.join(f)).unwrap();
             assert!(decode(&bytes, &ImageLimits::TRUSTED).is_ok(), "{f} whole");
             let cut = &bytes[..bytes.len() * 2 / 3];
@@ -467,8 +507,12 @@ mod tests {
 
     #[test]
     fn empty_and_garbage_bytes_are_invalid_images() {
-        assert!(decode(&[], &ImageLimits { max_pixels: 100, max_bytes: 1 << 20 }).unwrap_err().message.contains("empty"));
-        let e = decode(b"definitely not an image", &ImageLimits { max_pixels: 100, max_bytes: 1 << 20 }).unwrap_err();
+        assert!(decode(&[], &ImageLimits { max_pixels: 100, max_bytes: 1 << 20 })
+            .unwrap_err()
+            .message
+            .contains("empty"));
+        let e = decode(b"definitely not an image", &ImageLimits { max_pixels: 100, max_bytes: 1 << 20 })
+            .unwrap_err();
         assert!(e.message.contains("not in a recognised format"), "{e}");
     }
 
@@ -479,7 +523,13 @@ mod tests {
     }
 
     fn clip_cfg() -> PreprocessConfig {
-        PreprocessConfig { size: 224, mean: [0.5; 3], std: [0.5; 3], interpolation: Interpolation::Bicubic, resize_mode: ResizeMode::Shortest }
+        PreprocessConfig {
+            size: 224,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            interpolation: Interpolation::Bicubic,
+            resize_mode: ResizeMode::Shortest,
+        }
     }
 
     #[test]
@@ -493,7 +543,10 @@ mod tests {
         assert!(e.message.contains("extreme aspect ratio"), "{e}");
         // the same both ways round
         let wide = png(DynamicImage::ImageLuma8(image::GrayImage::new(20_000_000, 1)));
-        assert!(preprocess_into(&wide, &clip_cfg(), &limits, None, &mut out).unwrap_err().message.contains("extreme"));
+        assert!(preprocess_into(&wide, &clip_cfg(), &limits, None, &mut out)
+            .unwrap_err()
+            .message
+            .contains("extreme"));
         // a panorama of 20:1 is fine
         let pano = png(DynamicImage::ImageLuma8(image::GrayImage::new(2000, 100)));
         preprocess_into(&pano, &clip_cfg(), &limits, None, &mut out).unwrap();

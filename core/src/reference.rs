@@ -13,8 +13,9 @@ use crate::{ClipError, Result};
 
 /// A leading set code such as `LOB-EN001_`, `SDK-001_` or `MP22-EN045a_`: letters and digits,
 /// a hyphen, an optional language code, a card number, an underscore.
-static SET_CODE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9]{2,6}-[A-Za-z]{0,2}[0-9]{1,4}[A-Za-z]?_").expect("valid regex"));
+static SET_CODE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[A-Za-z0-9]{2,6}-[A-Za-z]{0,2}[0-9]{1,4}[A-Za-z]?_").expect("valid regex")
+});
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileLabel {
@@ -28,7 +29,11 @@ pub struct FileLabel {
 pub fn label_from_filename(path: &str, variants: &[String]) -> FileLabel {
     let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
     let stem = match name.rfind('.') {
-        Some(i) if i > 0 && (1..=5).contains(&(name.len() - i - 1)) && name[i + 1..].chars().all(|c| c.is_ascii_alphanumeric()) => {
+        Some(i)
+            if i > 0
+                && (1..=5).contains(&(name.len() - i - 1))
+                && name[i + 1..].chars().all(|c| c.is_ascii_alphanumeric()) =>
+        {
             &name[..i]
         }
         _ => name,
@@ -77,7 +82,10 @@ pub const AUGMENTATIONS: [&str; 4] = ["crop", "rotate", "color", "blur"];
 /// Augmented copies of an image, as PNG bytes, in the order of [`AUGMENTATIONS`]. The image is
 /// first brought down to at most 512 pixels on its short side: the model sees 224 or so, and
 /// blurring or encoding a 12-megapixel scan would cost seconds for nothing.
-pub fn augmented_copies(bytes: &[u8], limits: &preprocess::ImageLimits) -> Result<Vec<(&'static str, Vec<u8>)>> {
+pub fn augmented_copies(
+    bytes: &[u8],
+    limits: &preprocess::ImageLimits,
+) -> Result<Vec<(&'static str, Vec<u8>)>> {
     let decoded = preprocess::decode(bytes, limits)?;
     let mut img = decoded.image.to_rgb8();
     let short = img.width().min(img.height());
@@ -202,14 +210,17 @@ mod tests {
         }
         let mut png = Vec::new();
         DynamicImage::ImageRgb8(img.clone()).write_to(&mut Cursor::new(&mut png), ImageFormat::Png).unwrap();
-        let copies = augmented_copies(&png, &preprocess::ImageLimits { max_pixels: 1 << 20, max_bytes: 1 << 30 }).unwrap();
+        let copies =
+            augmented_copies(&png, &preprocess::ImageLimits { max_pixels: 1 << 20, max_bytes: 1 << 30 })
+                .unwrap();
         assert_eq!(copies.iter().map(|c| c.0).collect::<Vec<_>>(), AUGMENTATIONS);
         for (kind, bytes) in &copies {
             let out = image::load_from_memory(bytes).unwrap().to_rgb8();
             let expect = if *kind == "crop" { (51, 38) } else { (64, 48) };
             assert_eq!(out.dimensions(), expect, "{kind}");
             if *kind != "crop" {
-                let diff: u64 = out.pixels().zip(img.pixels()).map(|(a, b)| u64::from(a[0].abs_diff(b[0]))).sum();
+                let diff: u64 =
+                    out.pixels().zip(img.pixels()).map(|(a, b)| u64::from(a[0].abs_diff(b[0]))).sum();
                 assert!(diff > 64 * 48, "{kind} changed too little: {diff}");
             }
         }
@@ -220,7 +231,11 @@ mod tests {
         let r = rot.get_pixel(32, 24);
         assert!((0..3).all(|i| c[i].abs_diff(r[i]) <= 6), "{c:?} vs {r:?}");
         // same input, same copies
-        assert_eq!(copies, augmented_copies(&png, &preprocess::ImageLimits { max_pixels: 1 << 20, max_bytes: 1 << 30 }).unwrap());
+        assert_eq!(
+            copies,
+            augmented_copies(&png, &preprocess::ImageLimits { max_pixels: 1 << 20, max_bytes: 1 << 30 })
+                .unwrap()
+        );
         assert!(augmented_copies(b"not an image", &preprocess::ImageLimits::TRUSTED).is_err());
     }
 }

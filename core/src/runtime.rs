@@ -11,10 +11,10 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 use rayon::prelude::*;
 
 use crate::error::{ClipError, ErrorKind, Result};
-use crate::Interrupt;
 use crate::model::ModelFolder;
 use crate::preprocess;
 use crate::tokenize::ClipTokenizer;
+use crate::Interrupt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
@@ -131,12 +131,16 @@ impl ClipModel {
             }
             (Err(e), _) => return Err(e),
         };
-        let tokenizer =
-            ClipTokenizer::from_file(&folder.path.join("textual/tokenizer.json"), folder.context_length, folder.pad_token.as_deref())
-                .map_err(|e| ClipError::model(&shown, format!("textual/tokenizer.json: {e}")))?;
-        check_visual(&visual, &folder).map_err(|m| ClipError::model(&shown, format!("visual/model.onnx: {m}")))?;
-        let text_input_i64 =
-            check_textual(&textual, &folder).map_err(|m| ClipError::model(&shown, format!("textual/model.onnx: {m}")))?;
+        let tokenizer = ClipTokenizer::from_file(
+            &folder.path.join("textual/tokenizer.json"),
+            folder.context_length,
+            folder.pad_token.as_deref(),
+        )
+        .map_err(|e| ClipError::model(&shown, format!("textual/tokenizer.json: {e}")))?;
+        check_visual(&visual, &folder)
+            .map_err(|m| ClipError::model(&shown, format!("visual/model.onnx: {m}")))?;
+        let text_input_i64 = check_textual(&textual, &folder)
+            .map_err(|m| ClipError::model(&shown, format!("textual/model.onnx: {m}")))?;
         Ok(ClipModel { folder, device_used, visual, textual, tokenizer, text_input_i64 })
     }
 
@@ -147,7 +151,8 @@ impl ClipModel {
     /// Run the visual model on ready tensors (`n` images, NCHW, row-major), L2-normalised rows.
     pub fn run_visual(&mut self, tensor: &[f32], n: usize) -> Result<Vec<Vec<f32>>> {
         let s = self.folder.preprocess.size as usize;
-        let input = TensorRef::from_array_view(([n, 3, s, s], tensor)).map_err(|e| ClipError::inference("visual", e))?;
+        let input = TensorRef::from_array_view(([n, 3, s, s], tensor))
+            .map_err(|e| ClipError::inference("visual", e))?;
         let outputs = self.visual.run(ort::inputs![input]).map_err(|e| ClipError::inference("visual", e))?;
         rows(&outputs[0], n, self.folder.embed_dim, "visual")
     }
@@ -156,12 +161,13 @@ impl ClipModel {
     pub fn run_textual(&mut self, ids: &[i64], n: usize) -> Result<Vec<Vec<f32>>> {
         let ctx = self.tokenizer.context_length();
         let outputs = if self.text_input_i64 {
-            let input = TensorRef::from_array_view(([n, ctx], ids)).map_err(|e| ClipError::inference("text", e))?;
+            let input =
+                TensorRef::from_array_view(([n, ctx], ids)).map_err(|e| ClipError::inference("text", e))?;
             self.textual.run(ort::inputs![input])
         } else {
             let ids32: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
-            let input =
-                TensorRef::from_array_view(([n, ctx], ids32.as_slice())).map_err(|e| ClipError::inference("text", e))?;
+            let input = TensorRef::from_array_view(([n, ctx], ids32.as_slice()))
+                .map_err(|e| ClipError::inference("text", e))?;
             self.textual.run(ort::inputs![input])
         }
         .map_err(|e| ClipError::inference("text", e))?;
@@ -245,11 +251,25 @@ impl ClipModel {
     }
 }
 
-fn build_pair(env: &Environment, folder: &ModelFolder, opts: &SessionOptions, cuda: bool) -> Result<(Session, Session)> {
-    Ok((build_session(env, folder, "visual/model.onnx", opts, cuda)?, build_session(env, folder, "textual/model.onnx", opts, cuda)?))
+fn build_pair(
+    env: &Environment,
+    folder: &ModelFolder,
+    opts: &SessionOptions,
+    cuda: bool,
+) -> Result<(Session, Session)> {
+    Ok((
+        build_session(env, folder, "visual/model.onnx", opts, cuda)?,
+        build_session(env, folder, "textual/model.onnx", opts, cuda)?,
+    ))
 }
 
-fn build_session(env: &Environment, folder: &ModelFolder, file: &str, opts: &SessionOptions, cuda: bool) -> Result<Session> {
+fn build_session(
+    env: &Environment,
+    folder: &ModelFolder,
+    file: &str,
+    opts: &SessionOptions,
+    cuda: bool,
+) -> Result<Session> {
     let shown = folder.path.display().to_string();
     let path = folder.path.join(file);
     with_signals_blocked(|| {
@@ -257,7 +277,9 @@ fn build_session(env: &Environment, folder: &ModelFolder, file: &str, opts: &Ses
             .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
             .map_err(|e| ClipError::model(&shown, format!("{file}: {e}")))?;
         if opts.intra_op_threads > 0 {
-            b = b.with_intra_threads(opts.intra_op_threads).map_err(|e| ClipError::model(&shown, format!("{file}: {e}")))?;
+            b = b
+                .with_intra_threads(opts.intra_op_threads)
+                .map_err(|e| ClipError::model(&shown, format!("{file}: {e}")))?;
         }
         if cuda {
             b = b.with_execution_providers([ep::CUDA::default().build().error_on_failure()]).map_err(|e| {
@@ -265,7 +287,8 @@ fn build_session(env: &Environment, folder: &ModelFolder, file: &str, opts: &Ses
                     .hint("Use the CUDA build of ONNX Runtime (onnxruntime-gpu) on a machine with an NVIDIA GPU, or set pg_clip.device = 'cpu'.")
             })?;
         }
-        b.commit_from_file(&path).map_err(|e| ClipError::model(&shown, format!("{file} is not a loadable ONNX model: {e}")))
+        b.commit_from_file(&path)
+            .map_err(|e| ClipError::model(&shown, format!("{file} is not a loadable ONNX model: {e}")))
     })
 }
 
@@ -275,8 +298,16 @@ fn check_visual(s: &Session, folder: &ModelFolder) -> std::result::Result<(), St
     let input = single_input(s)?;
     match input.dtype() {
         ValueType::Tensor { ty: TensorElementType::Float32, shape, .. }
-            if shape.len() == 4 && dim_ok(shape[1], 3) && dim_ok(shape[2], size) && dim_ok(shape[3], size) => {}
-        other => return Err(format!("input \"{}\" is {other}, expected float32 [N, 3, {size}, {size}]", input.name())),
+            if shape.len() == 4
+                && dim_ok(shape[1], 3)
+                && dim_ok(shape[2], size)
+                && dim_ok(shape[3], size) => {}
+        other => {
+            return Err(format!(
+                "input \"{}\" is {other}, expected float32 [N, 3, {size}, {size}]",
+                input.name()
+            ))
+        }
     }
     check_output(s, folder.embed_dim)
 }
@@ -289,7 +320,13 @@ fn check_textual(s: &Session, folder: &ModelFolder) -> std::result::Result<bool,
         ValueType::Tensor { ty, shape, .. } if shape.len() == 2 && dim_ok(shape[1], ctx) => match ty {
             TensorElementType::Int32 => false,
             TensorElementType::Int64 => true,
-            _ => return Err(format!("input \"{}\" is {}, expected int32 or int64 ids", input.name(), input.dtype())),
+            _ => {
+                return Err(format!(
+                    "input \"{}\" is {}, expected int32 or int64 ids",
+                    input.name(),
+                    input.dtype()
+                ))
+            }
         },
         other => return Err(format!("input \"{}\" is {other}, expected int32 [N, {ctx}]", input.name())),
     };
@@ -307,8 +344,15 @@ fn single_input(s: &Session) -> std::result::Result<&ort::value::Outlet, String>
 fn check_output(s: &Session, dim: usize) -> std::result::Result<(), String> {
     let out = s.outputs().first().ok_or("has no outputs")?;
     match out.dtype() {
-        ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } if shape.len() == 2 && dim_ok(shape[1], dim as i64) => Ok(()),
-        other => Err(format!("output \"{}\" is {other}, expected float32 [N, {dim}] (embed_dim in config.json)", out.name())),
+        ValueType::Tensor { ty: TensorElementType::Float32, shape, .. }
+            if shape.len() == 2 && dim_ok(shape[1], dim as i64) =>
+        {
+            Ok(())
+        }
+        other => Err(format!(
+            "output \"{}\" is {other}, expected float32 [N, {dim}] (embed_dim in config.json)",
+            out.name()
+        )),
     }
 }
 
@@ -326,5 +370,9 @@ fn rows(value: &ort::value::DynValue, n: usize, dim: usize, what: &str) -> Resul
 
 pub fn l2_normalised(v: &[f32]) -> Vec<f32> {
     let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
-    if norm > 0.0 { v.iter().map(|x| (f64::from(*x) / norm) as f32).collect() } else { v.to_vec() }
+    if norm > 0.0 {
+        v.iter().map(|x| (f64::from(*x) / norm) as f32).collect()
+    } else {
+        v.to_vec()
+    }
 }

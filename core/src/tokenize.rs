@@ -23,8 +23,13 @@ pub struct ClipTokenizer {
 impl ClipTokenizer {
     /// Load `tokenizer.json`; `pad_token` comes from tokenizer_config.json (immich pads with
     /// `<|endoftext|>`; the pooled position is the first end-of-text token either way).
-    pub fn from_file(path: &Path, context: usize, pad_token: Option<&str>) -> std::result::Result<Self, String> {
-        let mut tok = Tokenizer::from_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    pub fn from_file(
+        path: &Path,
+        context: usize,
+        pad_token: Option<&str>,
+    ) -> std::result::Result<Self, String> {
+        let mut tok =
+            Tokenizer::from_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         // Truncation and padding are done below, the way open_clip does them.
         tok.with_truncation(None).map_err(|e| e.to_string())?;
         tok.with_padding(None);
@@ -52,8 +57,11 @@ impl ClipTokenizer {
         // first, so a huge one is refused rather than tokenised for nothing.
         let chars = text.chars().count();
         if chars > MAX_TEXT_CHARS {
-            return Err(ClipError::new(ErrorKind::InvalidText, format!("text has {chars} characters; at most {MAX_TEXT_CHARS} are embedded"))
-                .hint("A CLIP text is a short description (the model reads its first few dozen tokens)."));
+            return Err(ClipError::new(
+                ErrorKind::InvalidText,
+                format!("text has {chars} characters; at most {MAX_TEXT_CHARS} are embedded"),
+            )
+            .hint("A CLIP text is a short description (the model reads its first few dozen tokens)."));
         }
         let clean = clean_text(text);
         let enc = self

@@ -124,7 +124,8 @@ fn file_start() -> Span {
     Span::new_start(Marker::new(0, 0, 1, 1))
 }
 
-const TOP_KEYS: [&str; 6] = ["version", "template", "calibration", "base_attributes", "derived_attributes", "threshold"];
+const TOP_KEYS: [&str; 6] =
+    ["version", "template", "calibration", "base_attributes", "derived_attributes", "threshold"];
 
 /// Collects problems while the file is checked.
 struct Checker {
@@ -150,9 +151,12 @@ impl Checker {
                     _ => None,
                 };
                 // (a block mapping's own mark is where it ends; its first key is where it starts)
-                let missing = matches!(&*e, marked_yaml::Error::Other(msg, _) if msg.starts_with("missing field"));
-                let first_key = node.as_mapping().and_then(|m| m.keys().next()).and_then(|k| k.span().start().copied());
-                let mark = at_key.or(if missing { first_key } else { e.start_mark() }).filter(|m| m.line() > 0);
+                let missing =
+                    matches!(&*e, marked_yaml::Error::Other(msg, _) if msg.starts_with("missing field"));
+                let first_key =
+                    node.as_mapping().and_then(|m| m.keys().next()).and_then(|k| k.span().start().copied());
+                let mark =
+                    at_key.or(if missing { first_key } else { e.start_mark() }).filter(|m| m.line() > 0);
                 let (line, column) = match mark {
                     Some(m) => (m.line(), m.column()),
                     None => node.span().start().map(|m| (m.line(), m.column())).unwrap_or((1, 1)),
@@ -171,7 +175,9 @@ fn describe(e: &marked_yaml::FromNodeError) -> String {
         E::NotBoolean(_) => "expected true or false".into(),
         E::IntegerParseFailure(p, _) => format!("expected an integer ({p})"),
         E::FloatParseFailure(p, _) => format!("expected a number ({p})"),
-        E::UnknownFieldError(f, expected, _) => format!("unknown key \"{f}\" (expected one of: {})", expected.join(", ")),
+        E::UnknownFieldError(f, expected, _) => {
+            format!("unknown key \"{f}\" (expected one of: {})", expected.join(", "))
+        }
         E::Other(m, _) => m.clone(),
     }
 }
@@ -186,7 +192,13 @@ fn check_fraction(ck: &mut Checker, v: &Option<Spanned<f64>>, what: &str) -> Opt
 
 fn check_calibration(ck: &mut Checker, c: &Spanned<Calibration>) {
     if !c.center.is_finite() || !c.scale.is_finite() || c.scale <= 0.0 {
-        ck.at(c.span(), format!("calibration needs a finite center and a scale above 0, not {{center: {}, scale: {}}}", c.center, c.scale));
+        ck.at(
+            c.span(),
+            format!(
+                "calibration needs a finite center and a scale above 0, not {{center: {}, scale: {}}}",
+                c.center, c.scale
+            ),
+        );
     }
 }
 
@@ -218,7 +230,10 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
 
     for (k, _) in top.iter() {
         if !TOP_KEYS.contains(&k.as_str()) {
-            ck.at(k.span(), format!("unknown key \"{}\" (expected one of: {})", k.as_str(), TOP_KEYS.join(", ")));
+            ck.at(
+                k.span(),
+                format!("unknown key \"{}\" (expected one of: {})", k.as_str(), TOP_KEYS.join(", ")),
+            );
         }
     }
     let field = |k: &str| top.get_node(k);
@@ -260,7 +275,14 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
     let base_nodes = items(&mut ck, "base_attributes");
     let derived_nodes = items(&mut ck, "derived_attributes");
     if base_nodes.len() + derived_nodes.len() > limits::ATTRIBUTES {
-        ck.at(&file_start(), format!("{} attributes; a vocabulary may have at most {}", base_nodes.len() + derived_nodes.len(), limits::ATTRIBUTES));
+        ck.at(
+            &file_start(),
+            format!(
+                "{} attributes; a vocabulary may have at most {}",
+                base_nodes.len() + derived_nodes.len(),
+                limits::ATTRIBUTES
+            ),
+        );
         ck.problems.sort_by_key(|p| (p.line, p.column));
         return Err(ck.problems);
     }
@@ -276,7 +298,10 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
         }
         let line = code.span().start().map(|m| m.line()).unwrap_or(0);
         if let Some(prev) = first_seen.get(code.as_str()) {
-            ck.at(code.span(), format!("duplicate code \"{}\" (first defined on line {prev})", code.as_str()));
+            ck.at(
+                code.span(),
+                format!("duplicate code \"{}\" (first defined on line {prev})", code.as_str()),
+            );
             return false;
         }
         first_seen.insert(code.to_string(), line);
@@ -288,10 +313,26 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
     for (i, n) in base_nodes.iter().enumerate() {
         let Some(raw) = ck.de::<RawBase>(n, &format!("base attribute {}", i + 1)) else { continue };
         let code_ok = claim(&mut ck, &raw.code);
-        check_texts(&mut ck, &raw.code, &[("label", raw.label.as_deref()), ("description", raw.description.as_deref()), ("type", raw.tag.as_deref())]);
+        check_texts(
+            &mut ck,
+            &raw.code,
+            &[
+                ("label", raw.label.as_deref()),
+                ("description", raw.description.as_deref()),
+                ("type", raw.tag.as_deref()),
+            ],
+        );
         if let Some(p) = &raw.prompts {
             if p.len() > limits::PROMPTS {
-                ck.at(p.span(), format!("{}: {} prompts; an attribute may have at most {}", raw.code.as_str(), p.len(), limits::PROMPTS));
+                ck.at(
+                    p.span(),
+                    format!(
+                        "{}: {} prompts; an attribute may have at most {}",
+                        raw.code.as_str(),
+                        p.len(),
+                        limits::PROMPTS
+                    ),
+                );
             }
             for t in p.iter() {
                 check_texts(&mut ck, &raw.code, &[("prompt", Some(t))]);
@@ -299,20 +340,29 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
         }
         let prompts = match (&raw.prompts, &raw.description) {
             (Some(p), _) if p.is_empty() || p.iter().any(|s| s.trim().is_empty()) => {
-                ck.at(p.span(), format!("{}: prompts must be a non-empty list of non-empty texts", raw.code.as_str()));
+                ck.at(
+                    p.span(),
+                    format!("{}: prompts must be a non-empty list of non-empty texts", raw.code.as_str()),
+                );
                 Vec::new()
             }
             (Some(p), _) => p.to_vec(),
             (None, Some(d)) if !d.trim().is_empty() => vec![template.replace("{description}", d)],
             (None, _) => {
-                ck.at(raw.code.span(), format!("{}: needs a description (for the template) or prompts", raw.code.as_str()));
+                ck.at(
+                    raw.code.span(),
+                    format!("{}: needs a description (for the template) or prompts", raw.code.as_str()),
+                );
                 Vec::new()
             }
         };
         if let Some(c) = &raw.calibration {
             check_calibration(&mut ck, c);
             if raw.group.is_some() {
-                ck.at(c.span(), format!("{}: calibration does not apply to a softmax group member", raw.code.as_str()));
+                ck.at(
+                    c.span(),
+                    format!("{}: calibration does not apply to a softmax group member", raw.code.as_str()),
+                );
             }
         }
         if let Some(g) = &raw.group {
@@ -347,11 +397,22 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
     for (i, n) in derived_nodes.iter().enumerate() {
         let Some(raw) = ck.de::<RawDerived>(n, &format!("derived attribute {}", i + 1)) else { continue };
         let code_ok = claim(&mut ck, &raw.code);
-        check_texts(&mut ck, &raw.code, &[("label", raw.label.as_deref()), ("description", raw.description.as_deref()), ("type", raw.tag.as_deref())]);
+        check_texts(
+            &mut ck,
+            &raw.code,
+            &[
+                ("label", raw.label.as_deref()),
+                ("description", raw.description.as_deref()),
+                ("type", raw.tag.as_deref()),
+            ],
+        );
         let rule = match Rule::parse(&raw.rule) {
             Ok(r) => Some(r),
             Err(e) => {
-                ck.at(raw.rule.span(), format!("{}: bad rule \"{}\": {e}", raw.code.as_str(), abbreviated(raw.rule.as_str())));
+                ck.at(
+                    raw.rule.span(),
+                    format!("{}: bad rule \"{}\": {e}", raw.code.as_str(), abbreviated(raw.rule.as_str())),
+                );
                 None
             }
         };
@@ -372,8 +433,11 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
     // rules: every code known, no cycles; then expand derived codes into base-only rules
     let rules: HashMap<String, Rule> =
         derived.iter().filter_map(|(_, a, r)| Some((a.code.clone(), r.clone()?))).collect();
-    let all_known: HashSet<String> =
-        attributes.iter().map(|a| a.code.clone()).chain(derived.iter().map(|(_, a, _)| a.code.clone())).collect();
+    let all_known: HashSet<String> = attributes
+        .iter()
+        .map(|a| a.code.clone())
+        .chain(derived.iter().map(|(_, a, _)| a.code.clone()))
+        .collect();
     let mut resolved = Vec::new();
     for (span, mut attr, rule) in derived {
         let Some(rule) = rule else { continue };
@@ -409,7 +473,15 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
 fn check_shape(text: &str) -> Result<(), Problem> {
     let at = |line, column, message: String| Problem { line, column, message };
     if text.len() > limits::TEXT_BYTES {
-        return Err(at(1, 1, format!("the file has {} bytes; a vocabulary may have at most {}", text.len(), limits::TEXT_BYTES)));
+        return Err(at(
+            1,
+            1,
+            format!(
+                "the file has {} bytes; a vocabulary may have at most {}",
+                text.len(),
+                limits::TEXT_BYTES
+            ),
+        ));
     }
     let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
     let mut depth = 0usize;
@@ -419,11 +491,17 @@ fn check_shape(text: &str) -> Result<(), Problem> {
             Event::SequenceStart(..) | Event::MappingStart(..) => {
                 depth += 1;
                 if depth > limits::YAML_DEPTH {
-                    return Err(at(mark.line(), mark.col() + 1, format!("nested more than {} levels deep", limits::YAML_DEPTH)));
+                    return Err(at(
+                        mark.line(),
+                        mark.col() + 1,
+                        format!("nested more than {} levels deep", limits::YAML_DEPTH),
+                    ));
                 }
             }
             Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
-            Event::Alias(_) => return Err(at(mark.line(), mark.col() + 1, "YAML aliases (*name) are not supported".into())),
+            Event::Alias(_) => {
+                return Err(at(mark.line(), mark.col() + 1, "YAML aliases (*name) are not supported".into()))
+            }
             Event::StreamEnd => return Ok(()),
             _ => {}
         }
@@ -440,7 +518,12 @@ enum Expansion {
 }
 
 /// Replace derived codes by their rules, recursively, counting the base codes in `terms`.
-fn expand(rule: &Rule, rules: &HashMap<String, Rule>, path: &mut Vec<String>, terms: &mut usize) -> Result<Rule, Expansion> {
+fn expand(
+    rule: &Rule,
+    rules: &HashMap<String, Rule>,
+    path: &mut Vec<String>,
+    terms: &mut usize,
+) -> Result<Rule, Expansion> {
     Ok(match rule {
         Rule::Code(c) => match rules.get(c) {
             None => {
@@ -463,21 +546,36 @@ fn expand(rule: &Rule, rules: &HashMap<String, Rule>, path: &mut Vec<String>, te
             }
         },
         Rule::Not(a) => Rule::Not(Box::new(expand(a, rules, path, terms)?)),
-        Rule::And(a, b) => Rule::And(Box::new(expand(a, rules, path, terms)?), Box::new(expand(b, rules, path, terms)?)),
-        Rule::Or(a, b) => Rule::Or(Box::new(expand(a, rules, path, terms)?), Box::new(expand(b, rules, path, terms)?)),
+        Rule::And(a, b) => {
+            Rule::And(Box::new(expand(a, rules, path, terms)?), Box::new(expand(b, rules, path, terms)?))
+        }
+        Rule::Or(a, b) => {
+            Rule::Or(Box::new(expand(a, rules, path, terms)?), Box::new(expand(b, rules, path, terms)?))
+        }
     })
 }
 
 /// A rule as a message quotes it: long ones cut to their first 60 characters.
 fn abbreviated(s: &str) -> String {
-    if s.chars().count() <= 60 { s.to_string() } else { format!("{}...", s.chars().take(57).collect::<String>()) }
+    if s.chars().count() <= 60 {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(57).collect::<String>())
+    }
 }
 
 /// A problem for each text of attribute `code` longer than `limits::TEXT_CHARS`.
 fn check_texts(ck: &mut Checker, code: &Spanned<String>, texts: &[(&str, Option<&str>)]) {
     for (what, t) in texts {
         if let Some(n) = t.map(|t| t.chars().count()).filter(|&n| n > limits::TEXT_CHARS) {
-            ck.at(code.span(), format!("{}: {what} has {n} characters; at most {} are allowed", code.as_str(), limits::TEXT_CHARS));
+            ck.at(
+                code.span(),
+                format!(
+                    "{}: {what} has {n} characters; at most {} are allowed",
+                    code.as_str(),
+                    limits::TEXT_CHARS
+                ),
+            );
         }
     }
 }
@@ -485,8 +583,12 @@ fn check_texts(ck: &mut Checker, code: &Spanned<String>, texts: &[(&str, Option<
 fn load_problem(e: &marked_yaml::LoadError) -> Problem {
     use marked_yaml::LoadError as L;
     let (mark, message) = match e {
-        L::TopLevelMustBeMapping(m) => (Some(*m), "the file must be a mapping (version:, base_attributes:, ...)".to_string()),
-        L::DuplicateKey(d) => (d.key.span().start().copied(), format!("duplicate key \"{}\"", d.key.as_str())),
+        L::TopLevelMustBeMapping(m) => {
+            (Some(*m), "the file must be a mapping (version:, base_attributes:, ...)".to_string())
+        }
+        L::DuplicateKey(d) => {
+            (d.key.span().start().copied(), format!("duplicate key \"{}\"", d.key.as_str()))
+        }
         L::ScanError(m, s) => (Some(*m), format!("YAML syntax error: {}", s.info())),
         other => (None, other.to_string()),
     };
@@ -740,8 +842,12 @@ threshold: 0.5
         );
         assert_eq!(v.attributes[1].label, "moon");
         assert_eq!(v.attributes[1].threshold, 0.7);
-        assert!(matches!(&v.attributes[1].kind, Kind::Base { calibration, .. } if calibration.center == 24.0));
-        assert!(matches!(&v.attributes[2].kind, Kind::Base { prompts, group: Some(g), .. } if prompts.len() == 2 && g == "packaging"));
+        assert!(
+            matches!(&v.attributes[1].kind, Kind::Base { calibration, .. } if calibration.center == 24.0)
+        );
+        assert!(
+            matches!(&v.attributes[2].kind, Kind::Base { prompts, group: Some(g), .. } if prompts.len() == 2 && g == "packaging")
+        );
         let Kind::Derived { expanded, .. } = &v.attributes[5].kind else { panic!() };
         assert_eq!(expanded.to_string(), "NOT ((earth AND moon) OR packaged)");
     }
@@ -792,12 +898,25 @@ derived_attributes:
 
     #[test]
     fn file_level_problems() {
-        assert_eq!(problems("version: 2\nbase_attributes: []\n"), ["line 1, column 10: unsupported version 2: this is version 1"]);
-        assert_eq!(problems("base_attributes: []\nextra: 1\n")[0], "line 1, column 1: missing key \"version\" (this format is version 1)");
-        assert!(problems("base_attributes: []\nextra: 1\n")[1].starts_with("line 2, column 1: unknown key \"extra\""));
-        assert_eq!(problems("version: 1\n"), ["line 1, column 1: missing key \"base_attributes\" (a list of at least one attribute)"]);
+        assert_eq!(
+            problems("version: 2\nbase_attributes: []\n"),
+            ["line 1, column 10: unsupported version 2: this is version 1"]
+        );
+        assert_eq!(
+            problems("base_attributes: []\nextra: 1\n")[0],
+            "line 1, column 1: missing key \"version\" (this format is version 1)"
+        );
+        assert!(problems("base_attributes: []\nextra: 1\n")[1]
+            .starts_with("line 2, column 1: unknown key \"extra\""));
+        assert_eq!(
+            problems("version: 1\n"),
+            ["line 1, column 1: missing key \"base_attributes\" (a list of at least one attribute)"]
+        );
         assert_eq!(problems("version: [1\n")[0].split(':').next().unwrap(), "line 2, column 1");
-        assert_eq!(problems("version: 1\nversion: 1\nbase_attributes: []\n"), ["line 2, column 1: duplicate key \"version\""]);
+        assert_eq!(
+            problems("version: 1\nversion: 1\nbase_attributes: []\n"),
+            ["line 2, column 1: duplicate key \"version\""]
+        );
         assert_eq!(
             problems("version: 1\ntemplate: a photo\nthreshold: 2\ncalibration: {center: 1, scale: 0}\nbase_attributes: []\n"),
             [
@@ -810,7 +929,10 @@ derived_attributes:
             problems("version: 1\nbase_attributes:\n  - code: a\n    description: x\n    group: g\n"),
             ["line 5, column 12: group \"g\" has one attribute: a softmax group needs at least two"]
         );
-        assert_eq!(problems("version: 1\nbase_attributes: 3\n"), ["line 2, column 18: base_attributes must be a list of attributes"]);
+        assert_eq!(
+            problems("version: 1\nbase_attributes: 3\n"),
+            ["line 2, column 18: base_attributes must be a list of attributes"]
+        );
     }
 
     #[test]
@@ -854,7 +976,9 @@ derived_attributes:
         assert!(one(&big).contains("at most 1048576"), "{}", one(&big));
         let alias = "version: 1\nbase_attributes:\n  - &a {code: a, description: x}\n  - *a\n";
         assert!(one(alias).contains("aliases"), "{}", one(alias));
-        let rule = |r: String| format!("version: 1\nbase_attributes:\n  - {{code: a, description: x}}\nderived_attributes:\n  - code: d\n    rule: \"{r}\"\n");
+        let rule = |r: String| {
+            format!("version: 1\nbase_attributes:\n  - {{code: a, description: x}}\nderived_attributes:\n  - code: d\n    rule: \"{r}\"\n")
+        };
         // 2,000,000 NOTs: over the text limit; 300: too deep; a long flat rule: too long
         assert!(one(&rule(format!("{}a", "NOT ".repeat(2_000_000)))).contains("at most 1048576"));
         let nots = one(&rule(format!("{}a", "NOT ".repeat(300))));
@@ -871,7 +995,8 @@ derived_attributes:
         assert!(one(&doubling).contains("more than 1000 terms"), "{}", one(&doubling));
         let many: String = (0..1_001).map(|i| format!("  - {{code: a{i}, description: x}}\n")).collect();
         assert!(one(&format!("version: 1\nbase_attributes:\n{many}")).contains("at most 1000"));
-        let long = format!("version: 1\nbase_attributes:\n  - {{code: a, description: {}}}\n", "x".repeat(1_001));
+        let long =
+            format!("version: 1\nbase_attributes:\n  - {{code: a, description: {}}}\n", "x".repeat(1_001));
         assert!(one(&long).contains("description has 1001 characters"), "{}", one(&long));
     }
 }

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use pg_clip_core::preprocess::{preprocess_into, Budget, ImageLimits, Interpolation, PreprocessConfig, ResizeMode};
+use pg_clip_core::preprocess::{
+    preprocess_into, Budget, ImageLimits, Interpolation, PreprocessConfig, ResizeMode,
+};
 use pg_clip_core::reference::{label_from_filename, parse_variants};
 use pg_clip_core::vocab::{self, Rule};
 
@@ -19,7 +21,13 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn preprocess_regressions() {
-    let cfg = PreprocessConfig { size: 32, mean: [0.5; 3], std: [0.5; 3], interpolation: Interpolation::Bicubic, resize_mode: ResizeMode::Shortest };
+    let cfg = PreprocessConfig {
+        size: 32,
+        mean: [0.5; 3],
+        std: [0.5; 3],
+        interpolation: Interpolation::Bicubic,
+        resize_mode: ResizeMode::Shortest,
+    };
     let limits = ImageLimits { max_pixels: 4_000_000, max_bytes: 64 << 20 };
     for (name, bytes) in inputs("preprocess") {
         let budget = Budget::new(limits.max_bytes);

@@ -42,7 +42,8 @@ fn reference_tensor(path: &Path, cfg: &PreprocessConfig) -> Vec<f32> {
 }
 
 fn golden_images() -> Vec<String> {
-    let mut v: Vec<String> = golden_json("embeddings.json")["images"].as_object().unwrap().keys().cloned().collect();
+    let mut v: Vec<String> =
+        golden_json("embeddings.json")["images"].as_object().unwrap().keys().cloned().collect();
     v.sort();
     v
 }
@@ -64,10 +65,14 @@ fn preprocessing_matches_open_clip_reference() {
     for rel in golden_images() {
         let bytes = std::fs::read(root().join("tests/images").join(&rel)).unwrap();
         let decoded = preprocess::decode(&bytes, &preprocess::ImageLimits::TRUSTED).unwrap();
-        let ours = tensor_of(&preprocess::resize_crop(&decoded, cfg, &preprocess::ImageLimits::TRUSTED).unwrap(), cfg);
+        let ours = tensor_of(
+            &preprocess::resize_crop(&decoded, cfg, &preprocess::ImageLimits::TRUSTED).unwrap(),
+            cfg,
+        );
         let name = format!("{}.png", Path::new(&rel).file_name().unwrap().to_str().unwrap());
         let reference = reference_tensor(&root().join("tests/golden/preprocess").join(name), cfg);
-        let mad = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / ours.len() as f64;
+        let mad =
+            ours.iter().zip(&reference).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / ours.len() as f64;
         let max = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         println!("{rel:32} mean |diff| {mad:.5}  max {max:.4}");
         worst = worst.max(mad);
@@ -81,14 +86,20 @@ const MAD_TOLERANCE: f64 = 0.01;
 #[test]
 fn token_ids_match_openai_tokenizer() {
     let folder = tiny();
-    let tok = ClipTokenizer::from_file(&folder.path.join("textual/tokenizer.json"), 77, folder.pad_token.as_deref()).unwrap();
+    let tok = ClipTokenizer::from_file(
+        &folder.path.join("textual/tokenizer.json"),
+        77,
+        folder.pad_token.as_deref(),
+    )
+    .unwrap();
     let cases = golden_json("tokens.json");
     let cases = cases.as_array().unwrap();
     assert!(cases.len() >= 200);
     let mut bad = Vec::new();
     for c in cases {
         let text = c["text"].as_str().unwrap();
-        let want: Vec<u32> = c["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> =
+            c["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
         let got = tok.encode(text).unwrap();
         if got != want {
             bad.push(format!("{text:?}\n  ours {got:?}\n  ref  {want:?}"));
@@ -100,7 +111,9 @@ fn token_ids_match_openai_tokenizer() {
 #[test]
 fn padding_fills_the_context_with_the_pad_token() {
     let folder = tiny();
-    let tok = ClipTokenizer::from_file(&folder.path.join("textual/tokenizer.json"), 77, Some("<|endoftext|>")).unwrap();
+    let tok =
+        ClipTokenizer::from_file(&folder.path.join("textual/tokenizer.json"), 77, Some("<|endoftext|>"))
+            .unwrap();
     let ids = tok.encode_batch(&["a cat", "a photo of a dog"]).unwrap();
     assert_eq!(ids.len(), 2 * 77);
     assert_eq!(&ids[..4], &[49406, 320, 2368, 49407]);
@@ -133,7 +146,10 @@ fn embeddings_match_python_onnxruntime() {
         assert!(cosine(&got, &want) >= 0.9999, "{rel}: cosine {}", cosine(&got, &want));
         // and from the file's bytes through our preprocessing
         let bytes = std::fs::read(root().join("tests/images").join(rel)).unwrap();
-        let e2e = model.embed_images(&[&bytes], 1, &preprocess::ImageLimits::TRUSTED, pg_clip_core::Interrupt::NEVER).remove(0).unwrap();
+        let e2e = model
+            .embed_images(&[&bytes], 1, &preprocess::ImageLimits::TRUSTED, pg_clip_core::Interrupt::NEVER)
+            .remove(0)
+            .unwrap();
         println!("{rel:32} end-to-end cosine {:.6}", cosine(&e2e, &want));
         assert!(cosine(&e2e, &want) >= E2E_COSINE, "{rel}: end-to-end cosine {}", cosine(&e2e, &want));
     }
@@ -150,14 +166,19 @@ const E2E_COSINE: f64 = 0.999;
 fn batches_equal_single_calls_and_bad_elements_stay_local() {
     let mut model = load_tiny();
     let photos = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png"];
-    let bytes: Vec<Vec<u8>> = photos.iter().map(|p| std::fs::read(root().join("tests/images/photos").join(p)).unwrap()).collect();
+    let bytes: Vec<Vec<u8>> =
+        photos.iter().map(|p| std::fs::read(root().join("tests/images/photos").join(p)).unwrap()).collect();
     let mut inputs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
     inputs.insert(2, b"garbage".as_slice());
-    let batched = model.embed_images(&inputs, 4, &preprocess::ImageLimits::TRUSTED, pg_clip_core::Interrupt::NEVER);
+    let batched =
+        model.embed_images(&inputs, 4, &preprocess::ImageLimits::TRUSTED, pg_clip_core::Interrupt::NEVER);
     assert_eq!(batched.len(), 6);
     assert!(batched[2].as_ref().unwrap_err().message.contains("recognised format"));
     for (i, b) in bytes.iter().enumerate() {
-        let single = model.embed_images(&[b], 1, &preprocess::ImageLimits::TRUSTED, pg_clip_core::Interrupt::NEVER).remove(0).unwrap();
+        let single = model
+            .embed_images(&[b], 1, &preprocess::ImageLimits::TRUSTED, pg_clip_core::Interrupt::NEVER)
+            .remove(0)
+            .unwrap();
         let j = if i >= 2 { i + 1 } else { i };
         let cos = cosine(&single, batched[j].as_ref().unwrap());
         assert!(cos > 0.99999, "{}: batch vs single cosine {cos}", photos[i]);

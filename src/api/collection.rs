@@ -75,19 +75,25 @@ pub(crate) fn readable_image_root() -> String {
             pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "pg_clip.image_root is not set".into(),
             None,
-            Some("A superuser sets pg_clip.image_root to the folder that image paths are relative to.".into()),
+            Some(
+                "A superuser sets pg_clip.image_root to the folder that image paths are relative to.".into(),
+            ),
         )
     });
-    let allowed = Spi::get_one::<bool>("SELECT pg_catalog.pg_has_role(current_user, 'pg_read_server_files', 'USAGE')")
-        .ok()
-        .flatten()
-        .unwrap_or(false);
+    let allowed =
+        Spi::get_one::<bool>("SELECT pg_catalog.pg_has_role(current_user, 'pg_read_server_files', 'USAGE')")
+            .ok()
+            .flatten()
+            .unwrap_or(false);
     if !allowed {
         errors::report(
             pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             "reading image files requires the pg_read_server_files role".into(),
             None,
-            Some("GRANT pg_read_server_files TO <role>; (the server reads the files as its own OS user)".into()),
+            Some(
+                "GRANT pg_read_server_files TO <role>; (the server reads the files as its own OS user)"
+                    .into(),
+            ),
         );
     }
     root
@@ -100,7 +106,9 @@ fn embed_rows(all: &[Option<Result<&[u8], ClipError>>], model: &str) -> Vec<Row>
     let results = models::with_model(model, |m| m.embed_images(&present, batch, &limits, errors::INTERRUPT));
     errors::stop_if_cancelled(&results);
     let mut results = results.into_iter();
-    let failed = |ord, sha, e: &ClipError| (ord, sha, None, Some(errors::sqlstate(e.kind).1.to_string()), Some(e.to_string()));
+    let failed = |ord, sha, e: &ClipError| {
+        (ord, sha, None, Some(errors::sqlstate(e.kind).1.to_string()), Some(e.to_string()))
+    };
     all.iter()
         .enumerate()
         .map(|(i, b)| {

@@ -3,9 +3,9 @@
 use pgrx::prelude::*;
 
 use crate::errors::{self, OrRaise};
+use crate::gucs;
 use crate::models;
 use crate::vector::Vector;
-use crate::gucs;
 
 /// Embed one image (JPEG, PNG, WebP, GIF, BMP, TIFF). NULL in, NULL out.
 #[pg_extern(create_or_replace, stable, parallel_unsafe)]
@@ -66,7 +66,10 @@ fn embed_text(text: Option<&str>, model: default!(Option<&str>, "NULL")) -> Opti
 
 /// Embed an array of texts, pg_clip.batch_size per model call. NULL elements give NULL.
 #[pg_extern(create_or_replace, stable, parallel_unsafe)]
-fn embed_texts(texts: Option<Array<&str>>, model: default!(Option<&str>, "NULL")) -> Option<Vec<Option<Vector>>> {
+fn embed_texts(
+    texts: Option<Array<&str>>,
+    model: default!(Option<&str>, "NULL"),
+) -> Option<Vec<Option<Vector>>> {
     let texts = texts?;
     let name = models::model_name(model);
     let all: Vec<Option<&str>> = texts.iter().collect();

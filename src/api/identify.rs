@@ -14,7 +14,9 @@ use crate::gucs;
 /// the stem without a leading set code, a trailing suffix from pg_clip.identify_variants split
 /// off, underscores to spaces, title case. STABLE: it reads that setting.
 #[pg_extern(create_or_replace, stable, parallel_safe, strict)]
-fn label_from_filename(path: &str) -> TableIterator<'static, (name!(label, String), name!(variant, Option<String>))> {
+fn label_from_filename(
+    path: &str,
+) -> TableIterator<'static, (name!(label, String), name!(variant, Option<String>))> {
     if path.len() > pg_sys::MAXPGPATH as usize {
         crate::errors::report(
             pgrx::PgSqlErrorCode::ERRCODE_NAME_TOO_LONG,

@@ -14,7 +14,12 @@ use crate::errors;
 use crate::vector::Vector;
 
 fn bad(message: String, hint: Option<&str>) -> ! {
-    errors::report(pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, None, hint.map(String::from))
+    errors::report(
+        pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        message,
+        None,
+        hint.map(String::from),
+    )
 }
 
 /// n x dim matrix from a flat array of n * dim values.
@@ -23,9 +28,10 @@ fn matrix(values: Array<f32>, dim: i32) -> Array2<f32> {
     if v.len() > MAX_VALUES {
         bad(format!("{} values are more than a fit takes at once ({MAX_VALUES})", v.len()), None);
     }
-    let d = usize::try_from(dim).ok().filter(|&d| d > 0 && d <= 16_000 && v.len() % d == 0).unwrap_or_else(|| {
-        bad(format!("{} values do not make rows of {dim}", v.len()), None)
-    });
+    let d = usize::try_from(dim)
+        .ok()
+        .filter(|&d| d > 0 && d <= 16_000 && v.len() % d == 0)
+        .unwrap_or_else(|| bad(format!("{} values do not make rows of {dim}", v.len()), None));
     if v.iter().any(|x| !x.is_finite()) {
         bad("embeddings hold NULL, NaN or infinite values".into(), None);
     }
@@ -35,7 +41,9 @@ fn matrix(values: Array<f32>, dim: i32) -> Array2<f32> {
 fn option_f64(o: &Value, key: &str, default: f64) -> f64 {
     match o.get(key) {
         None | Some(Value::Null) => default,
-        Some(v) => v.as_f64().unwrap_or_else(|| bad(format!("option \"{key}\" must be a number, not {v}"), None)),
+        Some(v) => {
+            v.as_f64().unwrap_or_else(|| bad(format!("option \"{key}\" must be a number, not {v}"), None))
+        }
     }
 }
 
@@ -119,10 +127,18 @@ fn _fit_logreg(embeddings: Array<f32>, dim: i32, y: Array<i32>, classes: i32, op
         bad(format!("{} labels for {} rows", y.len(), x.nrows()), None);
     }
     // classes: 2 or more, each present (so at most the rows); folds: at most the rows
-    let classes = usize::try_from(classes).ok().filter(|&c| (2..=y.len()).contains(&c))
-        .unwrap_or_else(|| bad(format!("classes must be between 2 and the rows ({}), not {classes}", y.len()), None));
-    let y: Vec<usize> = y.iter().map(|v| v.and_then(|v| usize::try_from(v).ok()).filter(|&v| v < classes)
-        .unwrap_or_else(|| bad("labels must be 0..classes".into(), None))).collect();
+    let classes =
+        usize::try_from(classes).ok().filter(|&c| (2..=y.len()).contains(&c)).unwrap_or_else(|| {
+            bad(format!("classes must be between 2 and the rows ({}), not {classes}", y.len()), None)
+        });
+    let y: Vec<usize> = y
+        .iter()
+        .map(|v| {
+            v.and_then(|v| usize::try_from(v).ok())
+                .filter(|&v| v < classes)
+                .unwrap_or_else(|| bad("labels must be 0..classes".into(), None))
+        })
+        .collect();
     let mut present = vec![false; classes];
     y.iter().for_each(|&c| present[c] = true);
     if let Some(c) = present.iter().position(|p| !p) {
@@ -178,9 +194,10 @@ fn _kmeans(
     let o = parse_options(options);
     check_keys(&o, &["n_init", "max_iter", "tol", "seed"]);
     let opts = kmeans::Options {
-        k: usize::try_from(k).ok().filter(|&k| (1..=MAX_K as usize).contains(&k)).unwrap_or_else(|| {
-            bad(format!("k must be between 1 and {MAX_K}, not {k}"), None)
-        }),
+        k: usize::try_from(k)
+            .ok()
+            .filter(|&k| (1..=MAX_K as usize).contains(&k))
+            .unwrap_or_else(|| bad(format!("k must be between 1 and {MAX_K}, not {k}"), None)),
         n_init: option_int(&o, "n_init", 4, 1, MAX_N_INIT) as usize,
         max_iter: option_int(&o, "max_iter", 300, 1, MAX_ITER) as usize,
         tol: option_in(&o, "tol", 1e-4, 0.0, 1.0),
@@ -218,9 +235,19 @@ fn _kmeans(
         );
     }
     let x = Array2::from_shape_vec((ids.len(), dim), values).unwrap_or_else(|e| bad(e.to_string(), None));
-    let c = or_raise_learn(kmeans::kmeans(x.view(), &opts), Some("Pick k between 1 and the number of embedded images."));
+    let c = or_raise_learn(
+        kmeans::kmeans(x.view(), &opts),
+        Some("Pick k between 1 and the number of embedded images."),
+    );
     let clusters = c.labels.iter().map(|&l| l as i32).collect();
-    TableIterator::once((ids, c.centroids.into_raw_vec_and_offset().0, clusters, c.distances, c.inertia, c.iterations as i32))
+    TableIterator::once((
+        ids,
+        c.centroids.into_raw_vec_and_offset().0,
+        clusters,
+        c.distances,
+        c.inertia,
+        c.iterations as i32,
+    ))
 }
 
 /// Decision fusion (core::learn::fusion): the classifier's probabilities blended with zero-shot

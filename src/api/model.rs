@@ -48,7 +48,15 @@ fn register_model(
          image_size = EXCLUDED.image_size, context_length = EXCLUDED.context_length, \
          logit_scale = EXCLUDED.logit_scale, \
          stamp = EXCLUDED.stamp, registered_at = now(), registered_by = current_user",
-        &[name.into(), folder_s.clone().into(), dim.into(), size.into(), ctx.into(), f.logit_scale.into(), stamp.clone().into()],
+        &[
+            name.into(),
+            folder_s.clone().into(),
+            dim.into(),
+            size.into(),
+            ctx.into(),
+            f.logit_scale.into(),
+            stamp.clone().into(),
+        ],
     )
     .unwrap_or_else(|e| pgrx::error!("cannot record model \"{name}\": {e}"));
     models::remember(name, stamp.clone(), model);

@@ -47,18 +47,49 @@ fn parse_vocabulary(
         .enumerate()
         .map(|(i, a)| {
             let (kind, prompts, center, scale, grp, rule, rule_expanded, rule_codes) = match a.kind {
-                Kind::Base { prompts, calibration, group } => {
-                    ("base", Some(prompts), Some(calibration.center), Some(calibration.scale), group, None, None, None)
-                }
+                Kind::Base { prompts, calibration, group } => (
+                    "base",
+                    Some(prompts),
+                    Some(calibration.center),
+                    Some(calibration.scale),
+                    group,
+                    None,
+                    None,
+                    None,
+                ),
                 Kind::Derived { rule, expanded } => {
                     let mut codes: Vec<String> = expanded.codes().into_iter().map(String::from).collect();
                     codes.sort();
                     codes.dedup();
-                    ("derived", None, None, None, None, Some(rule.to_string()), Some(expanded.to_string()), Some(codes))
+                    (
+                        "derived",
+                        None,
+                        None,
+                        None,
+                        None,
+                        Some(rule.to_string()),
+                        Some(expanded.to_string()),
+                        Some(codes),
+                    )
                 }
             };
             let position = i as i32 + 1;
-            (position, a.code, kind.to_string(), a.label, a.description, a.tag, prompts, center, scale, grp, rule, rule_expanded, rule_codes, a.threshold)
+            (
+                position,
+                a.code,
+                kind.to_string(),
+                a.label,
+                a.description,
+                a.tag,
+                prompts,
+                center,
+                scale,
+                grp,
+                rule,
+                rule_expanded,
+                rule_codes,
+                a.threshold,
+            )
         })
         .collect();
     TableIterator::new(rows)

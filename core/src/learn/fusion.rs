@@ -18,7 +18,8 @@ pub fn blend(classifier: &[f64], zero_shot: Option<&[f64]>, cluster: Option<&[f6
     let others: Vec<Vec<f64>> = [zero_shot, cluster].into_iter().flatten().filter_map(normalised).collect();
     let mut sorted = classifier.to_vec();
     sorted.sort_by(|a, b| b.total_cmp(a));
-    let certainty = (sorted.first().copied().unwrap_or(0.0) - sorted.get(1).copied().unwrap_or(0.0)).clamp(0.0, 1.0);
+    let certainty =
+        (sorted.first().copied().unwrap_or(0.0) - sorted.get(1).copied().unwrap_or(0.0)).clamp(0.0, 1.0);
     if others.is_empty() {
         return (classifier.to_vec(), 1.0);
     }

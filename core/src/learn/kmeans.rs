@@ -10,8 +10,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-use crate::Interrupt;
 use crate::runtime::decode_pool;
+use crate::Interrupt;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -63,7 +63,13 @@ struct Slot {
 fn nearest_two(norm: f32, dots: &[f32], centre_norms: &[f32]) -> (usize, f64, f64) {
     let squared = dots.iter().zip(centre_norms).map(|(&dot, n)| (norm + n - 2.0 * dot).max(0.0));
     let (j, b1, b2) = squared.enumerate().fold((0, f32::INFINITY, f32::INFINITY), |(bj, b1, b2), (j, v)| {
-        if v < b1 { (j, v, b1) } else if v < b2 { (bj, b1, v) } else { (bj, b1, b2) }
+        if v < b1 {
+            (j, v, b1)
+        } else if v < b2 {
+            (bj, b1, v)
+        } else {
+            (bj, b1, b2)
+        }
     });
     (j, f64::from(b1).sqrt(), f64::from(b2).sqrt())
 }
@@ -125,7 +131,13 @@ impl Sums {
 /// a block's dot products are one matrix product, with up to 4 a row's dot products read it once
 /// ([`few_dots`]; a matrix product first copies, packs, the whole block: measured 5 ms instead of
 /// 11 per pass at k = 2, 45,000 x 512, with unfused dot products; at k = 8 about even).
-fn full_pass(x: ArrayView2<f32>, norms: &[f32], c: &Array2<f32>, slots: &mut [Slot], sums: bool) -> (Sums, usize) {
+fn full_pass(
+    x: ArrayView2<f32>,
+    norms: &[f32],
+    c: &Array2<f32>,
+    slots: &mut [Slot],
+    sums: bool,
+) -> (Sums, usize) {
     let (k, d) = (c.nrows(), if sums { x.ncols() } else { 0 });
     let cn: Vec<f32> = c.rows().into_iter().map(|r| r.dot(&r)).collect();
     let cs = centre_slices(c);
@@ -181,7 +193,14 @@ fn full_pass(x: ArrayView2<f32>, norms: &[f32], c: &Array2<f32>, slots: &mut [Sl
 /// Written here, not taken from a crate: the Rust k-means crates (linfa-clustering, kmeans)
 /// implement neither these bounds nor scikit-learn's seeding and tolerance, which the reference
 /// test and the benchmark compare against.
-fn bounded_step(x: ArrayView2<f32>, norms: &[f32], c: &Array2<f32>, moved: &[f64], slots: &mut [Slot], sums: &mut Sums) -> usize {
+fn bounded_step(
+    x: ArrayView2<f32>,
+    norms: &[f32],
+    c: &Array2<f32>,
+    moved: &[f64],
+    slots: &mut [Slot],
+    sums: &mut Sums,
+) -> usize {
     let (k, d) = (c.nrows(), x.ncols());
     let cn: Vec<f32> = c.rows().into_iter().map(|r| r.dot(&r)).collect();
     // half the distance from each centre to its nearest other centre
@@ -196,7 +215,13 @@ fn bounded_step(x: ArrayView2<f32>, norms: &[f32], c: &Array2<f32>, moved: &[f64
     // the largest move, and the largest of the others for the centre that moved most
     let cs = centre_slices(c);
     let (far, m1, m2) = moved.iter().enumerate().fold((0, 0.0f64, 0.0f64), |(fj, a, b), (j, &v)| {
-        if v > a { (j, v, a) } else if v > b { (fj, a, v) } else { (fj, a, b) }
+        if v > a {
+            (j, v, a)
+        } else if v > b {
+            (fj, a, v)
+        } else {
+            (fj, a, b)
+        }
     });
     let blocks: Vec<(usize, Option<Sums>)> = decode_pool().install(|| {
         slots
@@ -265,13 +290,20 @@ fn distances_to(x: ArrayView2<f32>, norms: &[f32], points: &Array2<f32>) -> Arra
 
 /// Greedy k-means++ (Arthur and Vassilvitskii 2007, with scikit-learn's 2 + ln k local trials
 /// per centre: the candidate that lowers the total squared distance most is kept).
-fn seed_centres(x: ArrayView2<f32>, norms: &[f32], k: usize, rng: &mut StdRng, interrupt: Interrupt) -> Result<Array2<f32>, String> {
+fn seed_centres(
+    x: ArrayView2<f32>,
+    norms: &[f32],
+    k: usize,
+    rng: &mut StdRng,
+    interrupt: Interrupt,
+) -> Result<Array2<f32>, String> {
     let n = x.nrows();
     let trials = 2 + (k as f64).ln() as usize;
     let mut centres = Array2::<f32>::zeros((k, x.ncols()));
     let first = rng.random_range(0..n);
     centres.row_mut(0).assign(&x.row(first));
-    let mut closest: Vec<f32> = distances_to(x, norms, &x.slice(s![first..first + 1, ..]).to_owned()).column(0).to_vec();
+    let mut closest: Vec<f32> =
+        distances_to(x, norms, &x.slice(s![first..first + 1, ..]).to_owned()).column(0).to_vec();
     for c in 1..k {
         interrupt.check()?;
         let mut cumulative = Vec::with_capacity(n);
@@ -306,7 +338,14 @@ const BOUNDED_MAX_K: usize = 4;
 /// `tol` in total (squared), or `max_iter`. With few centres the assignment steps after the first
 /// use Hamerly's bounds (see [`bounded_step`]): Lloyd's answer, reading fewer rows as the centres
 /// settle.
-fn lloyd(x: ArrayView2<f32>, norms: &[f32], mut centres: Array2<f32>, opts: &Options, tol: f64, bounded: bool) -> Result<Clustering, String> {
+fn lloyd(
+    x: ArrayView2<f32>,
+    norms: &[f32],
+    mut centres: Array2<f32>,
+    opts: &Options,
+    tol: f64,
+    bounded: bool,
+) -> Result<Clustering, String> {
     let (n, k) = (x.nrows(), centres.nrows());
     let mut slots = vec![Slot { centre: 0, upper: 0.0, lower: 0.0 }; n];
     let (mut sums, _) = full_pass(x, norms, &centres, &mut slots, true);
@@ -387,7 +426,9 @@ pub fn kmeans(x: ArrayView2<f32>, opts: &Options) -> Result<Clustering, String> 
     // (row by row: the rows are contiguous, the columns are not)
     let mut var = vec![0f64; x.ncols()];
     for row in x.rows() {
-        var.iter_mut().zip(row.iter().zip(mean.iter())).for_each(|(v, (a, m))| *v += f64::from(a - m).powi(2));
+        var.iter_mut()
+            .zip(row.iter().zip(mean.iter()))
+            .for_each(|(v, (a, m))| *v += f64::from(a - m).powi(2));
     }
     let var = var.iter().sum::<f64>() / n as f64 / x.ncols().max(1) as f64;
     let tol = opts.tol * var;
@@ -410,8 +451,10 @@ mod tests {
     /// Unit rows around `k` random centres, as embeddings are.
     fn blobs(n: usize, d: usize, k: usize, seed: u64) -> Array2<f32> {
         let mut rng = StdRng::seed_from_u64(seed);
-        let centres: Vec<Vec<f32>> = (0..k).map(|_| (0..d).map(|_| rng.random::<f32>() - 0.5).collect()).collect();
-        let mut x = Array2::from_shape_fn((n, d), |(i, j)| centres[i % k][j] * 0.3 + rng.random::<f32>() - 0.5);
+        let centres: Vec<Vec<f32>> =
+            (0..k).map(|_| (0..d).map(|_| rng.random::<f32>() - 0.5).collect()).collect();
+        let mut x =
+            Array2::from_shape_fn((n, d), |(i, j)| centres[i % k][j] * 0.3 + rng.random::<f32>() - 0.5);
         for mut row in x.rows_mut() {
             let norm = row.dot(&row).sqrt();
             row /= norm;
@@ -425,7 +468,8 @@ mod tests {
         let norms: Vec<f32> = x.rows().into_iter().map(|r| r.dot(&r)).collect();
         for k in [2, 3, 8] {
             let opts = Options { k, ..Default::default() };
-            let seeded = seed_centres(x.view(), &norms, k, &mut StdRng::seed_from_u64(3), Interrupt::NEVER).unwrap();
+            let seeded =
+                seed_centres(x.view(), &norms, k, &mut StdRng::seed_from_u64(3), Interrupt::NEVER).unwrap();
             let full = lloyd(x.view(), &norms, seeded.clone(), &opts, 0.0, false).unwrap();
             let bounded = lloyd(x.view(), &norms, seeded, &opts, 0.0, true).unwrap();
             assert_eq!(bounded.labels, full.labels, "k {k}");

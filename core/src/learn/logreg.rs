@@ -116,7 +116,11 @@ impl Gradient for Problem<'_> {
 }
 
 pub fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 { 1.0 / (1.0 + (-z).exp()) } else { z.exp() / (1.0 + z.exp()) }
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        z.exp() / (1.0 + z.exp())
+    }
 }
 
 /// Fit on rows `x` (raw embeddings) with labels `y` in 0..classes (every class present).
@@ -135,7 +139,15 @@ pub fn fit(x: ArrayView2<f64>, y: &[usize], classes: usize, opts: &Options) -> R
         .collect();
     let rows = if classes == 2 { 1 } else { classes };
     let d = xs.ncols();
-    let problem = Problem { x: &xs, y, w, rows, l2: 1.0 / (opts.c * n as f64), interrupt: opts.interrupt, cache: RefCell::new(None) };
+    let problem = Problem {
+        x: &xs,
+        y,
+        w,
+        rows,
+        l2: 1.0 / (opts.c * n as f64),
+        interrupt: opts.interrupt,
+        cache: RefCell::new(None),
+    };
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
         .with_tolerance_grad(opts.tol)
         .and_then(|s| s.with_tolerance_cost(0.0))
@@ -143,7 +155,13 @@ pub fn fit(x: ArrayView2<f64>, y: &[usize], classes: usize, opts: &Options) -> R
     let res = Executor::new(problem, solver)
         .configure(|s| s.param(vec![0.0; rows * (d + 1)]).max_iters(opts.max_iter))
         .run()
-        .map_err(|e| if opts.interrupt.is_set() { CANCELLED.to_string() } else { format!("the solver failed: {e}") })?;
+        .map_err(|e| {
+            if opts.interrupt.is_set() {
+                CANCELLED.to_string()
+            } else {
+                format!("the solver failed: {e}")
+            }
+        })?;
     let state = res.state();
     let p = state.get_best_param().or(state.get_param()).ok_or("the solver returned no parameters")?;
     let coef = Array2::from_shape_vec((rows, d), p[..rows * d].to_vec()).map_err(|e| e.to_string())?;
@@ -155,11 +173,17 @@ impl Model {
     /// Class probabilities of raw rows, one row per input row.
     pub fn predict_proba(&self, x: ArrayView2<f64>) -> Array2<f64> {
         let mut z = self.scaler.transform(x).dot(&self.coef.t());
-        z.rows_mut().into_iter().for_each(|mut r| r.iter_mut().zip(&self.intercept).for_each(|(v, b)| *v += b));
+        z.rows_mut()
+            .into_iter()
+            .for_each(|mut r| r.iter_mut().zip(&self.intercept).for_each(|(v, b)| *v += b));
         if self.classes == 2 {
             Array2::from_shape_fn((z.nrows(), 2), |(i, j)| {
                 let p = sigmoid(z[[i, 0]]);
-                if j == 1 { p } else { 1.0 - p }
+                if j == 1 {
+                    p
+                } else {
+                    1.0 - p
+                }
             })
         } else {
             for mut row in z.rows_mut() {

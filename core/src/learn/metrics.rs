@@ -20,7 +20,8 @@ pub struct Scores {
 
 pub fn score(proba: ArrayView2<f64>, y: &[usize]) -> Scores {
     let k = proba.ncols();
-    let pred: Vec<usize> = proba.rows().into_iter().map(|r| argmax(r.as_slice().unwrap_or(&r.to_vec()))).collect();
+    let pred: Vec<usize> =
+        proba.rows().into_iter().map(|r| argmax(r.as_slice().unwrap_or(&r.to_vec()))).collect();
     let n = y.len() as f64;
     let accuracy = pred.iter().zip(y).filter(|(p, t)| p == t).count() as f64 / n;
     let per_class = |c: usize| {
@@ -40,7 +41,8 @@ pub fn score(proba: ArrayView2<f64>, y: &[usize]) -> Scores {
         (mean(|t| t.0), mean(|t| t.1), mean(|t| t.2))
     };
     // probabilities clipped as scikit-learn's log_loss does (to float64 eps)
-    let log_loss = y.iter().enumerate().map(|(i, &t)| -proba[[i, t]].clamp(f64::EPSILON, 1.0).ln()).sum::<f64>() / n;
+    let log_loss =
+        y.iter().enumerate().map(|(i, &t)| -proba[[i, t]].clamp(f64::EPSILON, 1.0).ln()).sum::<f64>() / n;
     let roc_auc = (k == 2).then(|| roc_auc(&proba.column(1).to_vec(), y));
     Scores { accuracy, precision, recall, f1, roc_auc, log_loss }
 }
@@ -92,7 +94,13 @@ pub struct CvScores {
     pub std: Scores,
 }
 
-pub fn cross_validate(x: ArrayView2<f64>, y: &[usize], classes: usize, folds: usize, opts: &Options) -> Result<CvScores, String> {
+pub fn cross_validate(
+    x: ArrayView2<f64>,
+    y: &[usize],
+    classes: usize,
+    folds: usize,
+    opts: &Options,
+) -> Result<CvScores, String> {
     let fold = stratified_folds(y, classes, folds);
     let mut all = Vec::with_capacity(folds);
     for f in 0..folds {
@@ -119,7 +127,21 @@ pub fn cross_validate(x: ArrayView2<f64>, y: &[usize], classes: usize, folds: us
     let auc = (classes == 2).then(|| stat(&|s| s.roc_auc.unwrap_or(f64::NAN)));
     Ok(CvScores {
         folds,
-        mean: Scores { accuracy: acc.0, precision: prec.0, recall: rec.0, f1: f1.0, roc_auc: auc.map(|a| a.0), log_loss: ll.0 },
-        std: Scores { accuracy: acc.1, precision: prec.1, recall: rec.1, f1: f1.1, roc_auc: auc.map(|a| a.1), log_loss: ll.1 },
+        mean: Scores {
+            accuracy: acc.0,
+            precision: prec.0,
+            recall: rec.0,
+            f1: f1.0,
+            roc_auc: auc.map(|a| a.0),
+            log_loss: ll.0,
+        },
+        std: Scores {
+            accuracy: acc.1,
+            precision: prec.1,
+            recall: rec.1,
+            f1: f1.1,
+            roc_auc: auc.map(|a| a.1),
+            log_loss: ll.1,
+        },
     })
 }

@@ -33,7 +33,11 @@ impl Standardizer {
             .zip(&mean)
             .map(|(c, m)| {
                 let var = c.iter().map(|v| (v - m).powi(2)).sum::<f64>() / n;
-                if var > 0.0 { var.sqrt() } else { 1.0 }
+                if var > 0.0 {
+                    var.sqrt()
+                } else {
+                    1.0
+                }
             })
             .collect();
         Standardizer { mean, scale }

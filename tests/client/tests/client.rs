@@ -14,7 +14,9 @@ fn root() -> PathBuf {
 }
 
 fn connect() -> Client {
-    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run through `make test-client`"));
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run through `make test-client`"))
+    };
     let conn = format!(
         "host={} port={} user={} dbname={}",
         var("PGHOST"),
@@ -36,7 +38,8 @@ fn connect() -> Client {
 }
 
 fn golden() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(root().join("tests/golden/embeddings.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(root().join("tests/golden/embeddings.json")).unwrap())
+        .unwrap()
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -241,7 +244,8 @@ fn assert_collection_matches_source(c: &mut Client, name: &str) {
             &[],
         )
         .unwrap();
-    let (rows, stored, equal, errors): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (rows, stored, equal, errors): (i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     assert_eq!((stored, equal, errors), (rows, rows, 0), "{name}: {rows} rows");
 }
 
@@ -291,7 +295,10 @@ fn a_cancelled_refresh_resumes_to_the_clean_result() {
     token.cancel_query(NoTls).unwrap();
     let err = run.join().unwrap().expect_err("cancelled");
     assert_eq!(err.code(), Some(&postgres::error::SqlState::QUERY_CANCELED), "{err}");
-    let kept: i64 = c.query_one("SELECT count(*) FROM clip.embedding WHERE collection = 'cancelled'", &[]).unwrap().get(0);
+    let kept: i64 = c
+        .query_one("SELECT count(*) FROM clip.embedding WHERE collection = 'cancelled'", &[])
+        .unwrap()
+        .get(0);
     assert!(kept > 0 && kept < 300, "committed batches are kept: {kept}");
     c.batch_execute("CALL clip.refresh('cancelled')").unwrap();
     assert_collection_matches_source(&mut c, "cancelled");
@@ -329,8 +336,11 @@ fn rows_changed_during_a_refresh_are_right_after_the_next_one() {
     )
     .unwrap();
     c.execute("UPDATE moving SET img = $1 WHERE id % 10 = 2", &[&photo("chelsea.png")]).unwrap();
-    c.execute("INSERT INTO moving SELECT g, 'new', $1 FROM generate_series(1001, 1020) g", &[&photo("coffee.png")])
-        .unwrap();
+    c.execute(
+        "INSERT INTO moving SELECT g, 'new', $1 FROM generate_series(1001, 1020) g",
+        &[&photo("coffee.png")],
+    )
+    .unwrap();
     run.join().unwrap();
     c.batch_execute("CALL clip.refresh('moving')").unwrap();
     assert_collection_matches_source(&mut c, "moving");
@@ -352,12 +362,17 @@ fn an_open_user_transaction_does_not_block_a_refresh() {
     let mut w = connect();
     w.batch_execute("SET statement_timeout = '10s'").unwrap();
     w.batch_execute("CALL clip.refresh('open_tx')").expect("the refresh does not wait for the user");
-    let queued: i64 =
-        c.query_one("SELECT count(*) FROM clip.refresh_queue WHERE collection = 'open_tx'", &[]).unwrap().get(0);
+    let queued: i64 = c
+        .query_one("SELECT count(*) FROM clip.refresh_queue WHERE collection = 'open_tx'", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(queued, 0, "the committed entries were dequeued; the open ones are invisible");
     user.batch_execute("COMMIT").unwrap();
     let queued: i64 = c
-        .query_one("SELECT count(DISTINCT image_id) FROM clip.refresh_queue WHERE collection = 'open_tx'", &[])
+        .query_one(
+            "SELECT count(DISTINCT image_id) FROM clip.refresh_queue WHERE collection = 'open_tx'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(queued, 2, "the user's change is queued once it commits");
@@ -374,7 +389,8 @@ fn an_unreadable_file_is_recorded_and_files_changed_on_disk_are_rechecked() {
     std::fs::write(dir.join("good.jpg"), photo("rocket.jpg")).unwrap();
     std::fs::write(dir.join("locked.jpg"), photo("rocket.jpg")).unwrap();
     // owned by root with no permissions: the server's OS user cannot open it
-    std::fs::set_permissions(dir.join("locked.jpg"), std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(dir.join("locked.jpg"), std::os::unix::fs::PermissionsExt::from_mode(0o000))
+        .unwrap();
     c.batch_execute(&format!(
         "SET pg_clip.image_root = '{}';
          SELECT clip.drop_collection('locked') FROM clip.collection WHERE name = 'locked';
@@ -386,9 +402,13 @@ fn an_unreadable_file_is_recorded_and_files_changed_on_disk_are_rechecked() {
     ))
     .unwrap();
     c.batch_execute("CALL clip.refresh('locked')").unwrap();
-    let ok: i64 = c.query_one("SELECT count(*) FROM clip.embedding WHERE collection = 'locked'", &[]).unwrap().get(0);
+    let ok: i64 =
+        c.query_one("SELECT count(*) FROM clip.embedding WHERE collection = 'locked'", &[]).unwrap().get(0);
     let err = c
-        .query_one("SELECT image_id, sqlstate, message FROM clip.embedding_error WHERE collection = 'locked'", &[])
+        .query_one(
+            "SELECT image_id, sqlstate, message FROM clip.embedding_error WHERE collection = 'locked'",
+            &[],
+        )
         .unwrap();
     assert_eq!(ok, 1);
     assert_eq!((err.get::<_, i64>(0), err.get::<_, String>(1).as_str()), (2, "58P01"));
@@ -399,7 +419,8 @@ fn an_unreadable_file_is_recorded_and_files_changed_on_disk_are_rechecked() {
     let none: i64 = c.query_one("SELECT clip.recheck_files('locked')", &[]).unwrap().get(0);
     assert_eq!(none, 0, "nothing changed on disk yet");
     std::fs::write(dir.join("good.jpg"), photo("chelsea.png")).unwrap();
-    std::fs::set_permissions(dir.join("locked.jpg"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(dir.join("locked.jpg"), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .unwrap();
     let queued: i64 = c.query_one("SELECT clip.recheck_files('locked')", &[]).unwrap().get(0);
     assert_eq!(queued, 2, "a rewritten file and a now-readable one");
     c.batch_execute("CALL clip.refresh('locked')").unwrap();
@@ -442,13 +463,29 @@ fn the_worker_embeds_and_scores_inserted_rows_without_a_refresh() {
     c.execute("INSERT INTO auto VALUES (999, 'not an image')", &[]).unwrap();
     // nobody calls refresh: the worker (naptime 1 s) must empty the queue
     wait_for_worker(&mut c, "auto");
-    let stored: i64 = c.query_one("SELECT count(*) FROM clip.embedding WHERE collection = 'auto'", &[]).unwrap().get(0);
-    let failed: i64 =
-        c.query_one("SELECT count(*) FROM clip.embedding_error WHERE collection = 'auto' AND image_id = 999", &[]).unwrap().get(0);
-    assert_eq!((stored, failed), (2 * PHOTOS.len() as i64, 1), "the worker embedded the good rows and recorded the bad one");
-    let scored: i64 =
-        c.query_one("SELECT count(*) FROM clip.feature_image_attribute WHERE collection = 'auto'", &[]).unwrap().get(0);
-    assert_eq!(scored, 2 * PHOTOS.len() as i64 * 3, "the worker scored every embedded image with the 3 attributes");
+    let stored: i64 =
+        c.query_one("SELECT count(*) FROM clip.embedding WHERE collection = 'auto'", &[]).unwrap().get(0);
+    let failed: i64 = c
+        .query_one(
+            "SELECT count(*) FROM clip.embedding_error WHERE collection = 'auto' AND image_id = 999",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (stored, failed),
+        (2 * PHOTOS.len() as i64, 1),
+        "the worker embedded the good rows and recorded the bad one"
+    );
+    let scored: i64 = c
+        .query_one("SELECT count(*) FROM clip.feature_image_attribute WHERE collection = 'auto'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        scored,
+        2 * PHOTOS.len() as i64 * 3,
+        "the worker scored every embedded image with the 3 attributes"
+    );
     c.execute("DELETE FROM auto WHERE id = 999", &[]).unwrap();
     c.batch_execute("CALL clip.refresh('auto')").unwrap();
     assert_collection_matches_source(&mut c, "auto");
@@ -496,7 +533,8 @@ fn the_worker_runs_a_collections_batches_as_its_owner() {
     .unwrap();
     c.execute("INSERT INTO owned VALUES (1, $1)", &[&photo(PHOTOS[0])]).unwrap();
     wait_for_worker(&mut c, "owned");
-    let stored: i64 = c.query_one("SELECT count(*) FROM clip.embedding WHERE collection = 'owned'", &[]).unwrap().get(0);
+    let stored: i64 =
+        c.query_one("SELECT count(*) FROM clip.embedding WHERE collection = 'owned'", &[]).unwrap().get(0);
     assert_eq!(stored, 1, "the worker embedded the row");
     let runs: Vec<(String, bool, bool)> = c
         .query("SELECT DISTINCT who::text, superuser, restricted FROM owned_log", &[])
@@ -504,7 +542,11 @@ fn the_worker_runs_a_collections_batches_as_its_owner() {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    assert_eq!(runs, [("clip_owner".to_string(), false, true)], "the policy ran only as the owner, restricted");
+    assert_eq!(
+        runs,
+        [("clip_owner".to_string(), false, true)],
+        "the policy ran only as the owner, restricted"
+    );
     c.batch_execute(
         "SELECT clip.drop_collection('owned');
          DROP TABLE owned, owned_log;
@@ -518,8 +560,10 @@ fn the_worker_runs_a_collections_batches_as_its_owner() {
 /// `collection`.
 fn wait_for_worker(c: &mut Client, collection: &str) {
     for _ in 0..240 {
-        let queued: i64 =
-            c.query_one("SELECT count(*) FROM clip.refresh_queue WHERE collection = $1", &[&collection]).unwrap().get(0);
+        let queued: i64 = c
+            .query_one("SELECT count(*) FROM clip.refresh_queue WHERE collection = $1", &[&collection])
+            .unwrap()
+            .get(0);
         if queued == 0 {
             return;
         }
@@ -562,11 +606,13 @@ fn an_application_identifies_frames_against_a_reference_set() {
         .collect();
     assert_eq!(frames.len(), 2 * PHOTOS.len());
 
-    let one = c.prepare("SELECT reference_id, label, score, margin FROM clip.identify($1::bytea, 'shop')").unwrap();
+    let one =
+        c.prepare("SELECT reference_id, label, score, margin FROM clip.identify($1::bytea, 'shop')").unwrap();
     let mut singles = Vec::new();
     for (_, source, img) in &frames {
         let r = c.query_one(&one, &[img]).unwrap();
-        let (id, label, score, margin): (i64, String, f32, Option<f32>) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        let (id, label, score, margin): (i64, String, f32, Option<f32>) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
         assert_eq!(id, *source, "frame of {source} identified as {id} ({label})");
         assert!(score > 0.0 && score <= 1.0 && margin.unwrap() > 0.0, "{label}: {score} {margin:?}");
         singles.push((id, label, score));
@@ -600,11 +646,13 @@ fn an_application_identifies_frames_against_a_reference_set() {
 
     // by vector, from an embedding the application computed earlier
     let v: Vector = c.query_one("SELECT clip.embed_image($1, 'tiny')", &[&frames[0].2]).unwrap().get(0);
-    let id: i64 = c.query_one("SELECT reference_id FROM clip.identify($1::vector, 'shop')", &[&v]).unwrap().get(0);
+    let id: i64 =
+        c.query_one("SELECT reference_id FROM clip.identify($1::vector, 'shop')", &[&v]).unwrap().get(0);
     assert_eq!(id, frames[0].1);
 
     // a threshold no frame reaches: no row, which the application reads as "not recognised"
-    let none = c.query("SELECT * FROM clip.identify($1::bytea, 'shop', 1, 0.99999)", &[&frames[0].2]).unwrap();
+    let none =
+        c.query("SELECT * FROM clip.identify($1::bytea, 'shop', 1, 0.99999)", &[&frames[0].2]).unwrap();
     assert!(none.is_empty());
 
     // four sessions at once get the same answers
@@ -616,7 +664,11 @@ fn an_application_identifies_frames_against_a_reference_set() {
                 let mut c = connect();
                 frames
                     .iter()
-                    .map(|f| c.query_one("SELECT reference_id FROM clip.identify($1::bytea, 'shop')", &[f]).unwrap().get(0))
+                    .map(|f| {
+                        c.query_one("SELECT reference_id FROM clip.identify($1::bytea, 'shop')", &[f])
+                            .unwrap()
+                            .get(0)
+                    })
                     .collect::<Vec<i64>>()
             })
         })

@@ -7,7 +7,8 @@ PG_BIN = $(shell $(PG_CONFIG) --bindir 2>/dev/null)
 EXTDIR = $(shell $(PG_CONFIG) --sharedir 2>/dev/null)/extension
 VERSION := $(shell grep -m1 '^version' Cargo.toml | cut -d'"' -f2)
 # the last released version: its install script (sql/pg_clip--$(RELEASED).sql) and every run-once
-# schema file up to it are frozen (sql/released.sha256); the upgrade from it is assembled
+# schema file up to it are frozen (sql/released.sha256); the upgrade from it to $(VERSION) is
+# assembled into .run/ by make install (sql/README.md)
 RELEASED := 0.1.0
 DB_USER ?= pgclip
 ORT_LIB := $(ROOT)/.deps/onnxruntime/libonnxruntime.so.1.32.0
@@ -27,9 +28,10 @@ setup:
 install: setup
 	@echo "==> cargo pgrx install --release"
 	@mkdir -p .run && cargo pgrx schema pg15 --release --pg-config $(PG_CONFIG) -o .run/pg_clip--$(VERSION).sql >/dev/null
-	@./scripts/upgrade-script.py .run/pg_clip--$(VERSION).sql $(RELEASED) $(VERSION)
+	@./scripts/upgrade-script.py .run/pg_clip--$(VERSION).sql $(RELEASED) $(VERSION) .run
 	@cargo pgrx install --release --pg-config $(PG_CONFIG) >/dev/null
-	@install -m 644 $(filter-out $(wildcard sql/pg_clip--*--*.sql),$(wildcard sql/pg_clip--*.sql)) $(EXTDIR)/
+	@install -m 644 $(filter-out $(wildcard sql/pg_clip--*--*.sql),$(wildcard sql/pg_clip--*.sql)) \
+	  .run/pg_clip--$(RELEASED)--$(VERSION).sql $(EXTDIR)/
 	@install -d $(VOCAB_DIR) && install -m 644 vocab/*.yaml $(VOCAB_DIR)/
 
 # Start the project's cluster, embed the sample photos and some prompts, print the matches.
@@ -65,10 +67,12 @@ test-pg:
 # own"), so no object planted in schema clip is taken over. SECURITY DEFINER functions carry
 # their path inline (PS003).
 test-lint: install
-	@echo "==> released scripts unchanged, the upgrade script committed as assembled"
+	@echo "==> cargo fmt --check, cargo clippy -D warnings (workspace lints in Cargo.toml)"
+	cargo fmt --all --check
+	cd fuzz && cargo fmt --check
+	cargo clippy --workspace --all-targets --release --features "pg15 pg_test" -- -D warnings
+	@echo "==> released scripts unchanged (sql/released.sha256)"
 	@sha256sum --quiet -c sql/released.sha256
-	@git diff --quiet -- sql/pg_clip--$(RELEASED)--$(VERSION).sql || \
-	  { echo "sql/pg_clip--$(RELEASED)--$(VERSION).sql differs from what make install assembled: commit it"; exit 1; }
 	@echo "==> pgspot over the extension script"
 	@.deps/lint/bin/pgspot --ignore PS001 --ignore PS016 --ignore PS017 --ignore PS005 --ignore PS009 --ignore PS012 \
 	  --ignore PS002 --ignore PS015 \

@@ -84,3 +84,9 @@ if [ "$("$LINT/bin/pgspot" --version 2>/dev/null)" != "pgspot 0.9.4" ]; then
     say "python venv with pgspot 0.9.4"
     rm -rf "$LINT" && python3 -m venv "$LINT" && "$LINT/bin/pip" install -q pgspot==0.9.4
 fi
+
+# 7. rustfmt and clippy come with the machine's toolchain (no other can be fetched): say so
+#    plainly if they are missing rather than fail inside make test-lint
+for tool in fmt clippy; do
+    cargo "$tool" --version >/dev/null 2>&1 || { echo "setup: cargo $tool is missing: install the toolchain's $tool component" >&2; exit 1; }
+done

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Assemble the upgrade script from the last released version to the current one.
 
-    scripts/upgrade-script.py <install script> <from version> <to version>
+    scripts/upgrade-script.py <install script> <from version> <to version> <folder>
 
 The install script is the one pgrx generates for <to version> (cargo pgrx schema). The upgrade
 script is the run-once schema files of the versions after <from version> (sql/schema/<v>.sql),
 followed by everything re-runnable of the install script: its blocks without the run-once
 marker. A re-runnable block must not create anything that cannot be created again (a CREATE
 that is not CREATE OR REPLACE at the start of a line): that is an error naming the line.
-Writes sql/pg_clip--<from>--<to>.sql (see sql/README.md).
+Writes <folder>/pg_clip--<from>--<to>.sql. Until <to version> is released the script is built,
+not committed; at the release it is copied into sql/ and frozen (sql/README.md).
 """
 import pathlib
 import re
@@ -26,7 +27,7 @@ def version(v):
     return tuple(int(p) for p in v.split("."))
 
 
-def main(install_script, old, new):
+def main(install_script, old, new, folder):
     blocks = BLOCK.findall(pathlib.Path(install_script).read_text())
     if not blocks:
         sys.exit(f"{install_script}: no pgrx blocks")
@@ -46,12 +47,12 @@ def main(install_script, old, new):
              f"\\echo Use \"ALTER EXTENSION pg_clip UPDATE TO '{new}'\" to load this file. \\quit"]
     parts += [p.read_text().strip("\n") for p in schema]
     parts += rerunnable
-    out = ROOT / f"sql/pg_clip--{old}--{new}.sql"
+    out = pathlib.Path(folder) / f"pg_clip--{old}--{new}.sql"
     out.write_text("\n\n".join(parts) + "\n")
-    print(f"wrote {out.relative_to(ROOT)} ({len(rerunnable)} re-runnable parts)")
+    print(f"wrote {out} ({len(rerunnable)} re-runnable parts)")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    if len(sys.argv) != 5:
         sys.exit(__doc__)
     main(*sys.argv[1:])

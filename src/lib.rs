@@ -19,8 +19,9 @@ extension_sql_file!("../sql/schema/0.1.0.sql", name = "schema_0_1_0", bootstrap)
 extension_sql_file!("../sql/schema/0.2.0.sql", name = "schema_0_2_0", requires = ["schema_0_1_0"]);
 extension_sql_file!("../sql/collections.sql", name = "collections", requires = ["schema_0_2_0"]);
 extension_sql_file!("../sql/vocabulary.sql", name = "vocabulary", requires = ["collections"]);
-extension_sql_file!("../sql/identify.sql", name = "identify", requires = ["collections"]);
-extension_sql_file!("../sql/learn.sql", name = "learn", requires = ["vocabulary"]);
+// (a chain: pgrx orders files that require the same one differently from build to build)
+extension_sql_file!("../sql/identify.sql", name = "identify", requires = ["vocabulary"]);
+extension_sql_file!("../sql/learn.sql", name = "learn", requires = ["identify"]);
 extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 
 #[pg_guard]

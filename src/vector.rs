@@ -35,7 +35,7 @@ fn vector_oid() -> pg_sys::Oid {
     .flatten()
     .unwrap_or_else(|| {
         errors::report(
-            pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             "type vector of extension vector not found".into(),
             None,
             Some("CREATE EXTENSION vector (pg_clip needs pgvector 0.8 or newer).".into()),
@@ -96,6 +96,7 @@ impl FromDatum for Vector {
 unsafe impl pgrx::callconv::BoxRet for Vector {
     unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
         match self.into_datum() {
+            // SAFETY: a datum of this function's return type (vector), made just above.
             Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
             None => fcinfo.return_null(),
         }

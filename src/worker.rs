@@ -111,7 +111,7 @@ fn queued_collections() -> Vec<(String, pg_sys::Oid)> {
                     r.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
                 ))
             })
-            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+            .collect::<Result<Vec<_>, spi::SpiError>>()
         })
         .unwrap_or_default()
     })

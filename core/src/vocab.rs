@@ -369,7 +369,7 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
             if g.trim().is_empty() {
                 ck.at(g.span(), format!("{}: group must not be empty", raw.code.as_str()));
             }
-            groups.entry(g.to_string()).or_insert_with(|| (g.span().clone(), 0)).1 += 1;
+            groups.entry(g.to_string()).or_insert_with(|| (*g.span(), 0)).1 += 1;
         }
         let t = check_fraction(&mut ck, &raw.threshold, "threshold").unwrap_or(threshold);
         if code_ok {

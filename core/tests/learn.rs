@@ -134,7 +134,7 @@ fn photo_embeddings_match_scikit_learn() {
 
 #[test]
 fn fits_and_clusterings_stop_when_interrupted() {
-    let x = ndarray::Array2::from_shape_fn((40, 4), |(i, j)| ((i * 7 + j * 3) % 11) as f32);
+    let x = Array2::from_shape_fn((40, 4), |(i, j)| ((i * 7 + j * 3) % 11) as f32);
     let y: Vec<usize> = (0..40).map(|i| i % 2).collect();
     let stop = pg_clip_core::Interrupt(|| true);
     let opts = logreg::Options { interrupt: stop, ..Default::default() };

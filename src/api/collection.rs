@@ -72,7 +72,7 @@ fn file_sha256(path: &str) -> Option<Vec<u8>> {
 pub(crate) fn readable_image_root() -> String {
     let root = gucs::image_root().unwrap_or_else(|| {
         errors::report(
-            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "pg_clip.image_root is not set".into(),
             None,
             Some(
@@ -87,7 +87,7 @@ pub(crate) fn readable_image_root() -> String {
             .unwrap_or(false);
     if !allowed {
         errors::report(
-            pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             "reading image files requires the pg_read_server_files role".into(),
             None,
             Some(

@@ -19,7 +19,7 @@ fn label_from_filename(
 ) -> TableIterator<'static, (name!(label, String), name!(variant, Option<String>))> {
     if path.len() > pg_sys::MAXPGPATH as usize {
         crate::errors::report(
-            pgrx::PgSqlErrorCode::ERRCODE_NAME_TOO_LONG,
+            PgSqlErrorCode::ERRCODE_NAME_TOO_LONG,
             format!("file name has {} bytes; at most {} are read", path.len(), pg_sys::MAXPGPATH),
             None,
             None,

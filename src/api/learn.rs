@@ -14,12 +14,7 @@ use crate::errors;
 use crate::vector::Vector;
 
 fn bad(message: String, hint: Option<&str>) -> ! {
-    errors::report(
-        pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        message,
-        None,
-        hint.map(String::from),
-    )
+    errors::report(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, None, hint.map(String::from))
 }
 
 /// n x dim matrix from a flat array of n * dim values.
@@ -30,7 +25,7 @@ fn matrix(values: Array<f32>, dim: i32) -> Array2<f32> {
     }
     let d = usize::try_from(dim)
         .ok()
-        .filter(|&d| d > 0 && d <= 16_000 && v.len() % d == 0)
+        .filter(|&d| d > 0 && d <= 16_000 && v.len().is_multiple_of(d))
         .unwrap_or_else(|| bad(format!("{} values do not make rows of {dim}", v.len()), None));
     if v.iter().any(|x| !x.is_finite()) {
         bad("embeddings hold NULL, NaN or infinite values".into(), None);
@@ -204,7 +199,7 @@ fn _kmeans(
         seed: option_int(&o, "seed", 0, 0, 1 << 53),
         interrupt: errors::INTERRUPT,
     };
-    let (ids, dim, values) = Spi::connect(|client| -> Result<(Vec<i64>, usize, Vec<f32>), pgrx::spi::SpiError> {
+    let (ids, dim, values) = Spi::connect(|client| -> Result<(Vec<i64>, usize, Vec<f32>), spi::SpiError> {
         let rows = client.select(
             "SELECT image_id, embedding FROM clip.embedding WHERE collection = $1 AND model = $2 ORDER BY image_id",
             None,
@@ -228,7 +223,7 @@ fn _kmeans(
     .unwrap_or_else(|e| bad(format!("reading the embeddings failed: {e}"), None));
     if ids.is_empty() {
         errors::report(
-            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("collection \"{collection}\" has no embeddings to cluster"),
             None,
             Some(format!("CALL clip.refresh('{collection}') first.")),

@@ -27,7 +27,7 @@ fn register_model(
 > {
     if name.trim().is_empty() {
         crate::errors::report(
-            pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             "model name must not be empty".into(),
             None,
             None,

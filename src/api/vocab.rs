@@ -35,7 +35,7 @@ fn parse_vocabulary(
     let v = vocab::parse(yaml).unwrap_or_else(|problems| {
         let n = problems.len();
         errors::report(
-            pgrx::PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+            PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
             format!("vocabulary has {n} problem{}", if n == 1 { "" } else { "s" }),
             Some(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
             Some("Nothing was changed. Fix the lines listed and load the file again.".into()),
@@ -103,7 +103,7 @@ fn parse_vocabulary(
 fn _rule_sql(expanded: &str) -> String {
     let rule = Rule::parse_expanded(expanded).unwrap_or_else(|e| {
         errors::report(
-            pgrx::PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
             format!("stored rule \"{}\" is not a rule: {e}", expanded.chars().take(60).collect::<String>()),
             None,
             Some("Load the vocabulary again.".into()),
@@ -124,14 +124,14 @@ fn read_vocabulary_file(path: &str) -> String {
     let bytes = match shipped {
         Some(p) => std::fs::read(&p).unwrap_or_else(|e| {
             errors::report(
-                pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
+                PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
                 format!("could not read vocabulary file \"{}\": {e}", p.display()),
                 None,
                 None,
             )
         }),
         None if bare && crate::gucs::image_root().is_none() => errors::report(
-            pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
+            PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
             format!("vocabulary file \"{path}\" is not among the installed ones in {}", dir.display()),
             None,
             Some("Your own files are read by path under pg_clip.image_root, which is not set.".into()),
@@ -148,7 +148,7 @@ fn read_vocabulary_file(path: &str) -> String {
     };
     String::from_utf8(bytes).unwrap_or_else(|e| {
         errors::report(
-            pgrx::PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
+            PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
             format!("vocabulary file \"{path}\" is not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
             None,
             None,

@@ -45,6 +45,9 @@ pub struct Model {
 /// The objective per sample (divided by C x n, which leaves the minimiser unchanged and keeps
 /// L-BFGS's tolerances meaningful whatever the data size), with its gradient. The last
 /// evaluation is cached: L-BFGS asks for the cost and the gradient at the same point.
+/// A point, the cost there and its gradient.
+type Evaluation = (Vec<f64>, f64, Vec<f64>);
+
 struct Problem<'a> {
     x: &'a Array2<f64>,
     y: &'a [usize],
@@ -52,7 +55,7 @@ struct Problem<'a> {
     rows: usize,
     l2: f64,
     interrupt: Interrupt,
-    cache: RefCell<Option<(Vec<f64>, f64, Vec<f64>)>>,
+    cache: RefCell<Option<Evaluation>>,
 }
 
 impl Problem<'_> {
@@ -63,7 +66,7 @@ impl Problem<'_> {
             }
         }
         let (d, k) = (self.x.ncols(), self.rows);
-        let coef = ndarray::ArrayView2::from_shape((k, d), &p[..k * d]).expect("k x d weights");
+        let coef = ArrayView2::from_shape((k, d), &p[..k * d]).expect("k x d weights");
         let b = &p[k * d..];
         // scores z = X W^T + b, then dloss/dz into `r`
         let mut z = self.x.dot(&coef.t());

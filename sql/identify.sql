@@ -84,6 +84,8 @@ DECLARE
     exact_limit int := coalesce(nullif(current_setting('pg_clip.identify_exact_limit', true), '')::int, 200);
     ef int := greatest(coalesce(nullif(current_setting('pg_clip.identify_ef_search', true), '')::int, 100), n);
     saved text[];
+    embedded bigint;
+    waiting bigint;
     exact boolean;
     candidates text;
 BEGIN
@@ -102,8 +104,20 @@ BEGIN
             HINT = format('Embed the query with the set''s model: clip.embed_image(image, %L).', c.model);
     END IF;
     -- counting stops at the limit, so a large set costs no full count
-    SELECT count(*) < exact_limit INTO exact FROM (
-        SELECT 1 FROM clip.embedding e WHERE e.collection = c.name AND e.model = c.model LIMIT exact_limit) x;
+    SELECT count(*) INTO embedded FROM (
+        SELECT 1 FROM clip.embedding e WHERE e.collection = c.name AND e.model = c.model LIMIT greatest(exact_limit, 1)) x;
+    exact := embedded < exact_limit;
+    -- references not embedded yet would make a wrong answer look like a right one: say so
+    IF embedded = 0 THEN
+        EXECUTE format('SELECT count(*) FROM %s', c.source) INTO waiting;
+        RAISE EXCEPTION 'reference set "%" has no embedded references yet (% rows waiting)', c.name, waiting
+            USING ERRCODE = '55000', HINT = format('CALL clip.refresh(%L) embeds them.', c.name);
+    END IF;
+    SELECT count(*) INTO waiting FROM clip.refresh_queue q WHERE q.collection = c.name;
+    IF waiting > 0 THEN
+        RAISE WARNING 'reference set "%" has queued changes that are not embedded yet (%): they are not matched',
+            c.name, waiting USING HINT = format('CALL clip.refresh(%L) embeds them (or the auto-refresh worker will).', c.name);
+    END IF;
     candidates := CASE WHEN exact
         -- the raw column matches no index expression: a scan of the set and a sort
         THEN format('SELECT e.image_id, e.embedding <=> $1 AS d FROM clip.embedding e

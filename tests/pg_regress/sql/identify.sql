@@ -33,10 +33,18 @@ SELECT try($$SELECT * FROM clip.identify('\x00'::bytea, 'nope')$$) AS unknown_se
 
 SELECT clip.add_reference_set('cards', 'cards', 'id', 'path');
 SELECT try($$SELECT * FROM clip.verify_reference_set('cards')$$) AS not_embedded_yet;
+SELECT try($$SELECT * FROM clip.identify(clip.read_image_file('references/coffee_mug.png'), 'cards')$$) AS identify_not_embedded_yet;
 SET client_min_messages = warning;
 CALL clip.refresh('cards');
 RESET client_min_messages;
 SELECT * FROM clip.reference_labels('cards');
+-- a reference added since the last refresh is not matched yet, and identify says so
+INSERT INTO cards VALUES (100, 'references/coffee_mug.png');
+SELECT label FROM clip.identify(clip.read_image_file('references/coffee_mug.png'), 'cards');
+DELETE FROM cards WHERE id = 100;
+SET client_min_messages = warning;
+CALL clip.refresh('cards');
+RESET client_min_messages;
 
 -- each reference identifies itself at rank 1, with a positive margin over the other labels
 SELECT c.id, i.rank, i.reference_id = c.id AS itself, i.label, i.variant, round(i.score::numeric, 4) AS score,

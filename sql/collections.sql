@@ -60,12 +60,19 @@ CREATE OR REPLACE TRIGGER embedding_version_upd AFTER UPDATE ON clip.embedding R
 CREATE OR REPLACE TRIGGER embedding_version_del AFTER DELETE ON clip.embedding REFERENCING OLD TABLE AS pg_clip_changed
     FOR EACH STATEMENT EXECUTE FUNCTION clip._embeddings_changed();
 
+-- running: a live backend is in the refresh. One that was terminated or crashed left its row
+-- unfinished; its pid is gone (or belongs to a backend started after the refresh was: the
+-- start time is visible to roles that may see that backend's statistics).
 CREATE OR REPLACE VIEW clip.refresh_progress WITH (security_invoker = true) AS
-SELECT collection, pid, finished_at IS NULL AND started_at IS NOT NULL AS running, total, done,
+SELECT collection, pid,
+       finished_at IS NULL AND started_at IS NOT NULL
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(s.pid) a
+                       WHERE a.backend_start IS NULL OR a.backend_start <= s.started_at) AS running,
+       total, done,
        embedded, failed, removed, unchanged, started_at, updated_at, finished_at,
        round((done / greatest(extract(epoch FROM coalesce(finished_at, updated_at) - started_at), 0.001))::numeric, 2)
            AS images_per_s
-FROM clip.refresh_state;
+FROM clip.refresh_state s;
 
 -- The source table's triggers: one statement-level trigger per event, with transition tables.
 -- They run with the rights of the role that wrote the rows (no SECURITY DEFINER), so nothing of a

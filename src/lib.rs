@@ -28,8 +28,11 @@ extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     // SAFETY: a plain read of a postmaster global during library load.
-    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } && gucs::auto_refresh() {
-        worker::register();
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        models::init_shared_memory();
+        if gucs::auto_refresh() {
+            worker::register();
+        }
     }
 }
 

@@ -8,13 +8,14 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use pg_clip_core::model::ModelFolder;
 use pg_clip_core::runtime::{self, ClipModel, Device, SessionOptions};
 use pg_clip_core::{ClipError, ErrorKind};
 use pgrx::prelude::*;
-use pgrx::PgSqlErrorCode as Code;
+use pgrx::{pg_shmem_init, PgAtomic, PgSqlErrorCode as Code};
 
 use crate::errors::{self, OrRaise};
 use crate::gucs;
@@ -65,13 +66,34 @@ fn options() -> SessionOptions {
     SessionOptions { device: gucs::device(), intra_op_threads: gucs::intra_op_threads() }
 }
 
-/// Load a folder's sessions with the current settings, telling the user when `auto` fell back.
+/// Whether the server log was told that `auto` fell back to the CPU: once per server when
+/// pg_clip is preloaded (a flag in shared memory), else once per backend.
+static CPU_FALLBACK_LOGGED: PgAtomic<AtomicBool> =
+    // SAFETY: the one shared-memory object of that name.
+    unsafe { PgAtomic::new(c"pg_clip cpu fallback logged") };
+static SHARED_FLAG: AtomicBool = AtomicBool::new(false);
+static BACKEND_FLAG: AtomicBool = AtomicBool::new(false);
+
+/// From _PG_init while shared_preload_libraries is processed: the flag goes to shared memory
+/// (backends fork from the postmaster with SHARED_FLAG set).
+pub fn init_shared_memory() {
+    pg_shmem_init!(CPU_FALLBACK_LOGGED);
+    SHARED_FLAG.store(true, Ordering::Relaxed);
+}
+
+/// Load a folder's sessions with the current settings. When `auto` falls back to the CPU, the
+/// server log says so once (LOG): a client is not told on every connection, since running on
+/// the CPU is what `auto` means without a GPU.
 pub fn load(folder: ModelFolder) -> ClipModel {
     let env = environment();
     let opts = options();
     let model = ClipModel::load(&env, folder, &opts).or_raise();
     if opts.device == Device::Auto && model.device_used == Device::Cpu {
-        notice!("pg_clip.device is auto and CUDA is not available: running on CPU");
+        let flag =
+            if SHARED_FLAG.load(Ordering::Relaxed) { CPU_FALLBACK_LOGGED.get() } else { &BACKEND_FLAG };
+        if !flag.swap(true, Ordering::Relaxed) {
+            log!("pg_clip.device is auto and CUDA is not available: running on CPU");
+        }
     }
     model
 }

@@ -3,6 +3,7 @@
 //! `postgres` driver and the `pgvector` crate's `Vector` type.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -13,18 +14,21 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
-fn connect() -> Client {
+fn conn_string() -> String {
     let var = |k: &str| {
         std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run through `make test-client`"))
     };
-    let conn = format!(
+    format!(
         "host={} port={} user={} dbname={}",
         var("PGHOST"),
         var("PGPORT"),
         var("PGUSER"),
         var("PGDATABASE")
-    );
-    let mut c = Client::connect(&conn, NoTls).expect("connect to the test cluster");
+    )
+}
+
+fn connect() -> Client {
+    let mut c = Client::connect(&conn_string(), NoTls).expect("connect to the test cluster");
     c.batch_execute(
         "CREATE EXTENSION IF NOT EXISTS pg_clip CASCADE;
          SET pg_clip.device = 'cpu';
@@ -35,6 +39,30 @@ fn connect() -> Client {
         c.execute("SELECT clip.register_model('tiny', 'tiny-clip')", &[]).unwrap();
     }
     c
+}
+
+#[test]
+fn auto_device_falls_back_to_cpu_in_the_server_log_once() {
+    connect();
+    // the server's log since it last started (make test-client restarts it after an install)
+    let log = root().join(".run/postgres.log");
+    let fallbacks = || {
+        let text = std::fs::read_to_string(&log).unwrap();
+        let since = text.rfind("database system is ready to accept connections").expect("a started server");
+        text[since..].matches("pg_clip.device is auto and CUDA is not available: running on CPU").count()
+    };
+    // two new sessions load the model with device auto (this ONNX Runtime has no CUDA)
+    for _ in 0..2 {
+        let notices = Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen = Arc::clone(&notices);
+        let mut config: postgres::Config = conn_string().parse().unwrap();
+        config.notice_callback(move |n| seen.lock().unwrap().push(n.message().to_string()));
+        let mut c = config.connect(NoTls).unwrap();
+        c.batch_execute("SET pg_clip.device = 'auto'; SELECT clip.embed_text('a photo', 'tiny')").unwrap();
+        let told = notices.lock().unwrap().clone();
+        assert!(told.iter().all(|m| !m.contains("CUDA")), "a client was told about the device: {told:?}");
+    }
+    assert_eq!(fallbacks(), 1, "the fallback is logged once per server");
 }
 
 fn golden() -> serde_json::Value {
@@ -316,6 +344,19 @@ fn a_terminated_refresh_resumes_to_the_clean_result() {
     wait_for_progress(&mut c, "terminated");
     c.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
     assert!(run.join().unwrap().is_err(), "the backend was terminated");
+    // its progress row is unfinished, and no longer running once the backend has exited
+    let running = |c: &mut Client| -> bool {
+        c.query_one("SELECT running FROM clip.refresh_progress WHERE collection = 'terminated'", &[])
+            .unwrap()
+            .get(0)
+    };
+    for _ in 0..50 {
+        if !running(&mut c) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!running(&mut c), "refresh_progress says running for a terminated backend");
     c.batch_execute("CALL clip.refresh('terminated')").unwrap();
     assert_collection_matches_source(&mut c, "terminated");
 }

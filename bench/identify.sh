@@ -42,7 +42,7 @@ CREATE TABLE :s (id bigint PRIMARY KEY, label text NOT NULL, img bytea);
 INSERT INTO :s SELECT g, 'card ' || g, NULL FROM generate_series(1, :n) g;
 SELECT clip.add_reference_set(:'s', :'s', 'id', 'img', 'label', 'vit-b-32');
 -- load the vectors first and build the index once, as pgvector advises for bulk loads
-SELECT format('DROP INDEX clip.%I', clip._index_name(:'s', 'vit-b-32')) \gexec
+SELECT format('DROP INDEX clip.%I', clip._derived_name(:'s', 'index', 'vit-b-32')) \gexec
 SELECT setseed(0.42);
 INSERT INTO clip.embedding (collection, model, image_id, stamp, content_sha256, embedding)
 SELECT :'s', m.name, g, m.stamp, '\x00', l2_normalize(r.v)

@@ -26,7 +26,7 @@ CREATE TABLE lrn (id bigint PRIMARY KEY, img bytea);
 INSERT INTO lrn SELECT id, NULL FROM staging;
 SELECT clip.add_collection('lrn', 'lrn', 'id', 'img', 'vit-b-32');
 -- learning reads the vectors, not the index; building it for 45,000 rows takes minutes
-SELECT format('DROP INDEX clip.%I', clip._index_name('lrn', 'vit-b-32')) \gexec
+SELECT format('DROP INDEX clip.%I', clip._derived_name('lrn', 'index', 'vit-b-32')) \gexec
 INSERT INTO clip.embedding (collection, model, image_id, stamp, content_sha256, embedding)
 SELECT 'lrn', m.name, s.id, m.stamp, '\x00', s.v FROM staging s CROSS JOIN clip.model m WHERE m.name = 'vit-b-32';
 -- the labels: the first 1,000 rows of classes 0 and 1

@@ -23,7 +23,7 @@ CREATE TABLE shots (id bigint PRIMARY KEY, img bytea);
 INSERT INTO shots SELECT g, pg_read_binary_file(:'small') FROM generate_series(1, :rows) g;
 SELECT clip.add_collection('shots', 'shots', 'id', 'img', 'vit-b-32');
 -- scoring does not use the HNSW index, and inserting 45,000 vectors into it takes minutes
-SELECT format('DROP INDEX clip.%I', clip._index_name('shots', 'vit-b-32')) \gexec
+SELECT format('DROP INDEX clip.%I', clip._derived_name('shots', 'index', 'vit-b-32')) \gexec
 INSERT INTO clip.embedding (collection, model, image_id, stamp, content_sha256, embedding)
 SELECT 'shots', m.name, s.id, m.stamp, sha256(s.img), l2_normalize(r.v)
 FROM shots s CROSS JOIN clip.model m

@@ -1,6 +1,30 @@
 -- pg_clip collections: a user's image table kept embedded, incrementally, in committed batches.
 -- The bookkeeping is set-based SQL; the model work is clip.try_embed_images (Rust).
 
+-- ERROR 22023 unless `name` is a valid name for a `kind` (collection, vocabulary, classifier,
+-- clustering): clip._is_name, with a hint.
+CREATE OR REPLACE FUNCTION clip._check_name(kind text, name text) RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF name IS NULL OR NOT clip._is_name(name) THEN
+        RAISE EXCEPTION 'invalid % name "%"', kind, name USING ERRCODE = '22023',
+            HINT = format('A %s name is lower-case letters, digits and _, starting with a letter, at most 40 characters.', kind);
+    END IF;
+END $$;
+
+-- The names of what pg_clip makes at run time for collection `c`: its views (`embeddings`,
+-- `attributes`), the HNSW index of model `arg` (`index`, with a pattern matching all of them:
+-- `index_pattern`), the source table's trigger for event suffix `arg` (`trigger`).
+CREATE OR REPLACE FUNCTION clip._derived_name(c text, kind text, arg text DEFAULT NULL) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE kind
+        WHEN 'embeddings' THEN c || '_embeddings'
+        WHEN 'attributes' THEN c || '_attributes'
+        WHEN 'index' THEN 'pg_clip_' || c || '_' || left(md5(arg), 8) || '_hnsw'
+        WHEN 'index_pattern' THEN '^pg_clip_' || c || '_[0-9a-f]{8}_hnsw$'
+        WHEN 'trigger' THEN 'pg_clip_' || c || '_' || arg
+    END
+$$;
+
 -- A collection's row, or ERROR 42704 naming it.
 CREATE OR REPLACE FUNCTION clip._collection(name text) RETURNS clip.collection LANGUAGE plpgsql STABLE AS $$
 DECLARE c clip.collection;
@@ -130,12 +154,6 @@ CREATE OR REPLACE FUNCTION clip._may_write_source(c clip.collection) RETURNS boo
     SELECT coalesce(pg_catalog.has_table_privilege(c.source, 'INSERT, UPDATE, DELETE, TRUNCATE'), false)
 $$;
 
--- The name of a collection's HNSW index under a model: one per (collection, model), so that the
--- index of the model a collection is switching to is built beside the current one.
-CREATE OR REPLACE FUNCTION clip._index_name(collection text, model text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
-    SELECT 'pg_clip_' || collection || '_' || left(md5(model), 8) || '_hnsw'
-$$;
-
 -- A collection's run-time objects, brought in line with its models: the view of its embeddings
 -- under the current model, with their fixed dimension, and an HNSW (cosine) index on exactly that
 -- expression and predicate for the current model and for the one it is switching to, so that
@@ -153,7 +171,7 @@ SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     c clip.collection;
     m record;
-    view_name text := name || '_embeddings';
+    view_name text := clip._derived_name(name, 'embeddings');
     view_says text;
     stale text;
     saved text := current_setting('lock_timeout');
@@ -165,9 +183,9 @@ BEGIN
         RAISE EXCEPTION 'collection "%" does not exist', name USING ERRCODE = '42704';
     END IF;
     FOR m IN SELECT md.name, md.embed_dim FROM clip.model md WHERE md.name IN (c.model, c.next_model) LOOP
-        IF to_regclass(format('clip.%I', clip._index_name(c.name, m.name))) IS NULL THEN
+        IF to_regclass(format('clip.%I', clip._derived_name(c.name, 'index', m.name))) IS NULL THEN
             EXECUTE format('CREATE INDEX %I ON clip.embedding USING hnsw ((embedding::%I.vector(%s)) %I.vector_cosine_ops)
-                            WHERE collection = %L AND model = %L', clip._index_name(c.name, m.name), vec, m.embed_dim, vec,
+                            WHERE collection = %L AND model = %L', clip._derived_name(c.name, 'index', m.name), vec, m.embed_dim, vec,
                            c.name, m.name);
         END IF;
     END LOOP;
@@ -184,8 +202,9 @@ BEGIN
     END IF;
     FOR stale IN
         SELECT i.relname FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
-        WHERE x.indrelid = 'clip.embedding'::regclass AND i.relname ~ ('^pg_clip_' || c.name || '_[0-9a-f]{8}_hnsw$')
-          AND i.relname NOT IN (clip._index_name(c.name, c.model), clip._index_name(c.name, coalesce(c.next_model, c.model)))
+        WHERE x.indrelid = 'clip.embedding'::regclass AND i.relname ~ clip._derived_name(c.name, 'index_pattern')
+          AND i.relname NOT IN (clip._derived_name(c.name, 'index', c.model),
+                                 clip._derived_name(c.name, 'index', coalesce(c.next_model, c.model)))
     LOOP
         BEGIN
             PERFORM set_config('lock_timeout', '50ms', true);
@@ -212,7 +231,7 @@ BEGIN
     FOR c IN SELECT * FROM clip.collection co WHERE (rebuild_indexes.collection IS NULL OR co.name = rebuild_indexes.collection)
                                                 AND clip._may_read(co) ORDER BY co.name LOOP
         PERFORM clip._index_collection(c.name);
-        RETURN QUERY SELECT clip._index_name(c.name, c.model);
+        RETURN QUERY SELECT clip._derived_name(c.name, 'index', c.model);
     END LOOP;
 END $$;
 
@@ -225,20 +244,18 @@ CREATE OR REPLACE FUNCTION clip._drop_collection_objects(name text, attributes_o
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE idx text;
 BEGIN
-    IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
-        RAISE EXCEPTION 'invalid collection name "%"', name USING ERRCODE = '22023';
-    END IF;
+    PERFORM clip._check_name('collection', name);
     -- (looked up first: DROP ... IF EXISTS would say NOTICE for each one missing)
-    IF NOT embeddings_only AND to_regclass(format('clip.%I', name || '_attributes')) IS NOT NULL THEN
-        EXECUTE format('DROP VIEW clip.%I', name || '_attributes');
+    IF NOT embeddings_only AND to_regclass(format('clip.%I', clip._derived_name(name, 'attributes'))) IS NOT NULL THEN
+        EXECUTE format('DROP VIEW clip.%I', clip._derived_name(name, 'attributes'));
     END IF;
-    IF NOT attributes_only AND to_regclass(format('clip.%I', name || '_embeddings')) IS NOT NULL THEN
-        EXECUTE format('DROP VIEW clip.%I', name || '_embeddings');
+    IF NOT attributes_only AND to_regclass(format('clip.%I', clip._derived_name(name, 'embeddings'))) IS NOT NULL THEN
+        EXECUTE format('DROP VIEW clip.%I', clip._derived_name(name, 'embeddings'));
     END IF;
     IF NOT attributes_only AND NOT embeddings_only THEN
         FOR idx IN
             SELECT i.relname FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
-            WHERE x.indrelid = 'clip.embedding'::regclass AND i.relname ~ ('^pg_clip_' || name || '_[0-9a-f]{8}_hnsw$')
+            WHERE x.indrelid = 'clip.embedding'::regclass AND i.relname ~ clip._derived_name(name, 'index_pattern')
         LOOP
             EXECUTE format('DROP INDEX clip.%I', idx);
         END LOOP;
@@ -279,15 +296,12 @@ CREATE OR REPLACE FUNCTION clip.add_collection(
     name text, source regclass, id_column text, image_column text, model text DEFAULT NULL
 ) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    m text := coalesce(model, nullif(current_setting('pg_clip.model', true), ''));
+    m text := coalesce(model, nullif(clip._setting('pg_clip.model'), ''));
     idtype regtype;
     imtype regtype;
     ev record;
 BEGIN
-    IF name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
-        RAISE EXCEPTION 'invalid collection name "%"', name USING ERRCODE = '22023',
-            HINT = 'A collection name is lower-case letters, digits and _, starting with a letter, at most 40 characters.';
-    END IF;
+    PERFORM clip._check_name('collection', name);
     IF m IS NULL OR NOT EXISTS (SELECT 1 FROM clip.model WHERE clip.model.name = m) THEN
         RAISE EXCEPTION 'model "%" is not registered', coalesce(m, '(none)') USING ERRCODE = '42704',
             HINT = 'Pass a registered model, or SET pg_clip.model (see SELECT name FROM clip.model).';
@@ -318,7 +332,7 @@ BEGIN
         RAISE EXCEPTION 'image column "%" of % is %, not bytea or text', image_column, source, imtype
             USING ERRCODE = '42804', HINT = 'The image column holds the image bytes (bytea) or a path under pg_clip.image_root (text).';
     END IF;
-    IF imtype <> 'bytea'::regtype AND coalesce(current_setting('pg_clip.image_root', true), '') = '' THEN
+    IF imtype <> 'bytea'::regtype AND coalesce(clip._setting('pg_clip.image_root'), '') = '' THEN
         RAISE EXCEPTION 'image column "%" holds paths but pg_clip.image_root is not set', image_column
             USING ERRCODE = '55000', HINT = 'A superuser sets pg_clip.image_root to the folder the paths are relative to.';
     END IF;
@@ -343,15 +357,15 @@ BEGIN
                                         ('trunc', 'TRUNCATE', '')) AS v (suffix, event, refs)
         LOOP
             CONTINUE WHEN make = EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
-                                         WHERE t.tgrelid = rel AND t.tgname = 'pg_clip_' || c.name || '_' || ev.suffix);
+                                         WHERE t.tgrelid = rel AND t.tgname = clip._derived_name(c.name, 'trigger', ev.suffix));
             IF make THEN
                 EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s %s
                                 FOR EACH STATEMENT EXECUTE FUNCTION clip._queue_changes(%L, %L, %L)',
-                               'pg_clip_' || c.name || '_' || ev.suffix, ev.event, rel,
+                               clip._derived_name(c.name, 'trigger', ev.suffix), ev.event, rel,
                                CASE WHEN ev.refs <> '' THEN 'REFERENCING ' || ev.refs ELSE '' END,
                                c.name, c.id_column, c.image_column);
             ELSE
-                EXECUTE format('DROP TRIGGER %I ON %s', 'pg_clip_' || c.name || '_' || ev.suffix, rel);
+                EXECUTE format('DROP TRIGGER %I ON %s', clip._derived_name(c.name, 'trigger', ev.suffix), rel);
             END IF;
         END LOOP;
     END LOOP;
@@ -382,7 +396,7 @@ DECLARE c clip.collection;
 BEGIN
     c := clip._collection(search.collection);
     RETURN QUERY EXECUTE format('SELECT image_id, (1 - (embedding <=> $1))::real FROM clip.%I
-                                 ORDER BY embedding <=> $1 LIMIT $2', c.name || '_embeddings')
+                                 ORDER BY embedding <=> $1 LIMIT $2', clip._derived_name(c.name, 'embeddings'))
         USING clip.embed_text(query, c.model), k;
 END $$;
 
@@ -400,7 +414,7 @@ BEGIN
             HINT = format('Run CALL clip.refresh(%L) first, or see clip.embedding_error.', c.name);
     END IF;
     RETURN QUERY EXECUTE format('SELECT image_id, (1 - (embedding <=> $1))::real FROM clip.%I
-                                 WHERE image_id <> $3 ORDER BY embedding <=> $1 LIMIT $2', c.name || '_embeddings')
+                                 WHERE image_id <> $3 ORDER BY embedding <=> $1 LIMIT $2', clip._derived_name(c.name, 'embeddings'))
         USING q, $3, $2;
 END $$;
 
@@ -613,7 +627,7 @@ DECLARE
     c clip.collection;
     target text;
     cur_stamp text;
-    bs int := greatest(coalesce(nullif(current_setting('pg_clip.batch_size', true), '')::int, 32), 1);
+    bs int := clip._setting('pg_clip.batch_size')::int;
     ids bigint[];
     n_total bigint;
     n_done bigint := 0;
@@ -749,6 +763,6 @@ BEGIN
         JOIN clip.embedding ea ON ea.collection = $3 AND ea.model = $4 AND ea.image_id = a.image_id
         JOIN clip.embedding eb ON eb.collection = $3 AND eb.model = $4 AND eb.image_id = n.image_id
         WHERE 1 - n.d >= $1 AND ea.content_sha256 <> eb.content_sha256
-        GROUP BY 2 ORDER BY 3 DESC, 2 $q$, c.name || '_embeddings')
+        GROUP BY 2 ORDER BY 3 DESC, 2 $q$, clip._derived_name(c.name, 'embeddings'))
         USING threshold, neighbours, c.name, c.model;
 END $$;

@@ -79,7 +79,7 @@ BEGIN
         WHERE (p.proname LIKE '\_%' OR p.proname IN ('try_embed_images', 'try_embed_files', 'file_sha256', 'register_model'))
           AND p.proname NOT IN ('_collection', '_may_read', '_readable_collections', '_may_write_source',
                                 '_reference_set', '_reference_labels_sql', '_probabilities', '_current_classifier',
-                                '_class_code', '_check_name', '_vocabulary', '_group_classes', '_blend')
+                                '_class_code', '_label_code', '_check_name', '_is_name', '_derived_name', '_sigmoid', '_softmax_term', '_setting', '_vocabulary', '_group_classes', '_blend')
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;
@@ -124,6 +124,9 @@ BEGIN
           -- prevents: the planner folds them into each query instead of calling them per row:
           -- 0.23 ms less per identify for a reader. Their bodies name everything in full.)
           AND p.proname NOT IN ('_may_read', '_readable_collections', '_may_write_source')
+          -- (nor the formulas the scoring and prediction queries inline, per row, for the same
+          -- reason: clip._sigmoid, clip._softmax_term; their bodies name everything in full)
+          AND p.proname NOT IN ('_sigmoid', '_softmax_term')
     LOOP
         EXECUTE format('ALTER ROUTINE %s SET search_path = pg_catalog, clip, %I, pg_temp', f, vec);
     END LOOP;

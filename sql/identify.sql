@@ -81,8 +81,8 @@ DECLARE
     c clip.collection;
     dim int;
     n int := greatest(k, 10);
-    exact_limit int := coalesce(nullif(current_setting('pg_clip.identify_exact_limit', true), '')::int, 200);
-    ef int := greatest(coalesce(nullif(current_setting('pg_clip.identify_ef_search', true), '')::int, 100), n);
+    exact_limit int := clip._setting('pg_clip.identify_exact_limit')::int;
+    ef int := greatest(clip._setting('pg_clip.identify_ef_search')::int, n);
     saved text[];
     embedded bigint;
     waiting bigint;
@@ -123,7 +123,7 @@ BEGIN
         THEN format('SELECT e.image_id, e.embedding <=> $1 AS d FROM clip.embedding e
                      WHERE e.collection = %L AND e.model = %L ORDER BY 2 LIMIT $2', c.name, c.model)
         ELSE format('SELECT v.image_id, v.embedding <=> $1 AS d FROM clip.%I v ORDER BY 2 LIMIT $2',
-                    c.name || '_embeddings') END;
+                    clip._derived_name(c.name, 'embeddings')) END;
     IF NOT exact THEN
         -- For this call only. The planner must take the index: pgvector 0.8.0's HNSW cost
         -- estimate rises as ef_search falls (at 10,000 references and ef_search 40 it chose a
@@ -206,7 +206,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     r clip.reference_set := clip._reference_set(name);
     c clip.collection := clip._collection(name);
-    bs int := greatest(coalesce(nullif(current_setting('pg_clip.batch_size', true), '')::int, 32) / 4, 1);
+    bs int := greatest(clip._setting('pg_clip.batch_size')::int / 4, 1);
     ids bigint[];
     last_id bigint := -9223372036854775808;
     copy_ids bigint[];

@@ -11,16 +11,6 @@ END $$;
 CREATE OR REPLACE TRIGGER clustering_deleted AFTER DELETE ON clip.clustering REFERENCING OLD TABLE AS pg_clip_gone
     FOR EACH STATEMENT EXECUTE FUNCTION clip._clustering_deleted();
 
--- ERROR 22023 unless `name` is a valid name for a `kind` (classifier, clustering): it becomes
--- part of column names.
-CREATE OR REPLACE FUNCTION clip._check_name(kind text, name text) RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,39}$' THEN
-        RAISE EXCEPTION 'bad % name "%"', kind, name USING ERRCODE = '22023',
-            HINT = 'Names are [a-z][a-z0-9_]*, at most 40 characters.';
-    END IF;
-END $$;
-
 -- The current (highest) version of a classifier, or ERROR 42704 naming it. (Not clip._classifier:
 -- that is the name of the array type of clip.classifier, and a call with a literal would be a cast.)
 CREATE OR REPLACE FUNCTION clip._current_classifier(name text) RETURNS clip.classifier LANGUAGE plpgsql STABLE AS $$
@@ -34,10 +24,17 @@ BEGIN
     RETURN k;
 END $$;
 
--- The attribute code of a classifier's class: <classifier>_<label in lower case, other
--- characters as _>, a column name of the collection's attribute view.
+-- A label as a code: lower case, each run of other characters one _, none at either end ('x'
+-- when nothing is left), so that 'Cat!' and 'cat' are both cat. How a label matches an
+-- attribute's code, and the end of a classifier's column names.
+CREATE OR REPLACE FUNCTION clip._label_code(label text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(nullif(trim(BOTH '_' FROM regexp_replace(lower(label), '[^a-z0-9]+', '_', 'g')), ''), 'x')
+$$;
+
+-- The attribute code of a classifier's class, <classifier>_<label code>: a column name of the
+-- collection's attribute view.
 CREATE OR REPLACE FUNCTION clip._class_code(classifier text, label text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
-    SELECT left(classifier || '_' || coalesce(nullif(trim(BOTH '_' FROM regexp_replace(lower(label), '[^a-z0-9]+', '_', 'g')), ''), 'x'), 63)
+    SELECT left(classifier || '_' || clip._label_code(label), 63)
 $$;
 
 -- Record (or change) one label. With pg_clip.refit_every > 0, the classifier is refitted once
@@ -47,7 +44,7 @@ CREATE OR REPLACE FUNCTION clip.label(collection text, image_id bigint, classifi
 LANGUAGE plpgsql AS $$
 DECLARE
     c clip.collection := clip._collection(collection);
-    every int := coalesce(nullif(current_setting('pg_clip.refit_every', true), '')::int, 10);
+    every int := clip._setting('pg_clip.refit_every')::int;
     last clip.classifier;
     fresh bigint;
     refit record;
@@ -197,21 +194,20 @@ BEGIN
     SELECT array_agg(w.weight ORDER BY w.class), array_agg(w.intercept ORDER BY w.class), array_agg(w.class ORDER BY w.class)
     INTO ws, bs, cls
     FROM clip.classifier_weight w WHERE w.name = k.name AND w.version = k.version;
-    -- scores clamped to +-700: exp() beyond that is an ERROR in PostgreSQL, not infinity
     RETURN QUERY
     WITH z AS (
-        SELECT e.image_id, w.class, least(greatest(w.intercept - (e.embedding <#> w.weight), -700), 700) AS z
+        SELECT e.image_id, w.class, w.intercept - (e.embedding <#> w.weight) AS z
         FROM clip.embedding e
         CROSS JOIN unnest(ws, bs, cls) w (weight, intercept, class)
         WHERE e.collection = k.collection AND e.model = k.model AND (ids IS NULL OR e.image_id = ANY (ids))
     ),
     multi AS (SELECT z.*, max(z.z) OVER (PARTITION BY z.image_id) AS peak FROM z)
-    SELECT z.image_id, 1, k.labels[2], 1 / (1 + exp(-z.z)), z.z FROM z WHERE cardinality(k.labels) = 2
+    SELECT z.image_id, 1, k.labels[2], clip._sigmoid(z.z), z.z FROM z WHERE cardinality(k.labels) = 2
     UNION ALL
-    SELECT z.image_id, 0, k.labels[1], 1 - 1 / (1 + exp(-z.z)), -z.z FROM z WHERE cardinality(k.labels) = 2
+    SELECT z.image_id, 0, k.labels[1], clip._sigmoid(-z.z), -z.z FROM z WHERE cardinality(k.labels) = 2
     UNION ALL
     SELECT x.image_id, x.class, k.labels[x.class + 1],
-           exp(greatest(x.z - x.peak, -700)) / sum(exp(greatest(x.z - x.peak, -700))) OVER (PARTITION BY x.image_id), x.z
+           clip._softmax_term(x.z, x.peak) / sum(clip._softmax_term(x.z, x.peak)) OVER (PARTITION BY x.image_id), x.z
     FROM multi x WHERE cardinality(k.labels) > 2;
 END $$;
 
@@ -409,7 +405,7 @@ BEGIN
     SELECT (u.o - 1)::int, u.l, a.code, t.embedding
     FROM unnest(labels) WITH ORDINALITY u (l, o)
     LEFT JOIN clip.vocabulary_attribute a ON a.vocabulary = v AND a.grp = attribute_group
-         AND (a.code = regexp_replace(lower(u.l), '[^a-z0-9]+', '_', 'g') OR lower(a.label) = lower(u.l))
+         AND (a.code = clip._label_code(u.l) OR lower(a.label) = lower(u.l))
     LEFT JOIN clip.text_embedding t ON t.model = m.name AND t.stamp = m.stamp AND t.prompts = a.prompts;
     SELECT string_agg(x.label, ', ') INTO unmatched FROM pg_temp.pg_clip_classes x WHERE x.code IS NULL;
     IF unmatched IS NOT NULL THEN
@@ -450,13 +446,13 @@ BEGIN
     ),
     top AS (SELECT s.*, max(s.cos) OVER (PARTITION BY s.cluster) AS peak FROM sim s),
     soft AS (
-        SELECT t.*, exp(greatest(scale * (t.cos - t.peak), -700))
-                    / sum(exp(greatest(scale * (t.cos - t.peak), -700))) OVER (PARTITION BY t.cluster) AS conf
+        SELECT t.*, clip._softmax_term(scale * t.cos, scale * t.peak)
+                    / sum(clip._softmax_term(scale * t.cos, scale * t.peak)) OVER (PARTITION BY t.cluster) AS conf
         FROM top t
     ),
     best AS (SELECT DISTINCT ON (s.cluster) s.* FROM soft s ORDER BY s.cluster, s.cos DESC, s.code),
     agree AS (
-        SELECT a.cluster, count(*) AS n, avg((regexp_replace(lower(l.label), '[^a-z0-9]+', '_', 'g') = b.code)::int) AS share
+        SELECT a.cluster, count(*) AS n, avg((clip._label_code(l.label) = b.code)::int) AS share
         FROM clip.cluster_assignment a
         JOIN clip.label l ON l.collection = c.name AND l.classifier = attribute_group AND l.image_id = a.image_id
         JOIN best b ON b.cluster = a.cluster
@@ -500,8 +496,8 @@ BEGIN
         GROUP BY f.image_id HAVING count(*) = (SELECT count(*) FROM pg_temp.pg_clip_classes)
     ),
     prior AS (
-        -- softmax weights relative to the nearest member, floored where real (float4) would underflow
-        SELECT p.cluster, array_agg(exp(greatest(scale * (p.cos - p.peak), -80))::real ORDER BY p.class) AS probs
+        -- softmax weights relative to the nearest member
+        SELECT p.cluster, array_agg(clip._softmax_term(scale * p.cos, scale * p.peak)::real ORDER BY p.class) AS probs
         FROM (SELECT z.cluster, g.class, 1 - (z.centroid <=> g.embedding) AS cos,
                      max(1 - (z.centroid <=> g.embedding)) OVER (PARTITION BY z.cluster) AS peak
               FROM clip.cluster_centroid z CROSS JOIN pg_temp.pg_clip_classes g WHERE z.clustering = decide.clustering) p

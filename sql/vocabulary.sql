@@ -2,6 +2,20 @@
 -- The YAML is checked by clip.parse_vocabulary (Rust); storage, diffing and scoring are SQL over
 -- the stored embeddings: no image is embedded again to score a new or changed attribute.
 
+-- The logistic function, and a softmax term exp(z - peak) for z at most the peak of its group,
+-- with one guard: exp() of less than about -745 is an ERROR in PostgreSQL (not 0), and a real
+-- (float4) below 1e-38 too, so the exponent stays within +-80, where the result is 0 or 1 to
+-- float8 precision next to the group's peak term of 1. The planner inlines them into the
+-- queries that call them (they have no SET search_path, see grants.sql), so their bodies name
+-- every function and operator in full.
+CREATE OR REPLACE FUNCTION clip._sigmoid(z float8) RETURNS float8 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 1::pg_catalog.float8 OPERATOR(pg_catalog./)
+           (1::pg_catalog.float8 OPERATOR(pg_catalog.+) pg_catalog.exp(least(greatest(OPERATOR(pg_catalog.-) z, -80), 80)))
+$$;
+CREATE OR REPLACE FUNCTION clip._softmax_term(z float8, peak float8) RETURNS float8 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT pg_catalog.exp(greatest(z OPERATOR(pg_catalog.-) peak, -80))
+$$;
+
 -- Create or update vocabulary `name` from YAML text. A file with problems raises one ERROR that
 -- lists every problem with its line and column, and changes nothing. Returns one row per
 -- attribute that was added, removed or changed (with the fields that changed); loading the
@@ -13,10 +27,7 @@ RETURNS TABLE (attribute text, change text, fields text[]) LANGUAGE plpgsql AS $
 DECLARE
     vname text := load_vocabulary.name;
 BEGIN
-    IF vname IS NULL OR vname !~ '^[a-z][a-z0-9_]{0,39}$' THEN
-        RAISE EXCEPTION 'bad vocabulary name "%"', vname USING ERRCODE = '22023',
-            HINT = 'Names are [a-z][a-z0-9_]*, at most 40 characters.';
-    END IF;
+    PERFORM clip._check_name('vocabulary', vname);
     IF to_regclass('pg_temp.pg_clip_vocab_new') IS NULL THEN
         CREATE TEMP TABLE pg_temp.pg_clip_vocab_new (LIKE clip.vocabulary_attribute);
     END IF;
@@ -123,16 +134,16 @@ BEGIN
         SELECT u.code, 1, row_number() OVER (ORDER BY k.classifier, u.o)
         FROM clip.classification k CROSS JOIN LATERAL unnest(k.codes) WITH ORDINALITY u (code, o)
         WHERE k.collection = _attribute_view.collection) x;
-    IF to_regclass(format('clip.%I', collection || '_attributes')) IS NOT NULL THEN
-        EXECUTE format('DROP VIEW clip.%I', collection || '_attributes');
+    IF to_regclass(format('clip.%I', clip._derived_name(collection, 'attributes'))) IS NOT NULL THEN
+        EXECUTE format('DROP VIEW clip.%I', clip._derived_name(collection, 'attributes'));
     END IF;
     EXECUTE format('CREATE VIEW clip.%I WITH (security_invoker = true) AS SELECT image_id%s FROM clip.feature_image_attribute
-                    WHERE collection = %L GROUP BY image_id', collection || '_attributes',
+                    WHERE collection = %L GROUP BY image_id', clip._derived_name(collection, 'attributes'),
                    coalesce(', ' || cols, ''), collection);
-    EXECUTE format('COMMENT ON VIEW clip.%I IS %L', collection || '_attributes',
+    EXECUTE format('COMMENT ON VIEW clip.%I IS %L', clip._derived_name(collection, 'attributes'),
                    format('confidences of vocabulary %s and classifiers for collection %s, one column per attribute',
                           coalesce(vocabulary, '(none)'), collection));
-    EXECUTE format('GRANT SELECT ON clip.%I TO PUBLIC', collection || '_attributes');
+    EXECUTE format('GRANT SELECT ON clip.%I TO PUBLIC', clip._derived_name(collection, 'attributes'));
 END $$;
 
 -- The text embeddings of a vocabulary's base attributes under model `m`: prompt lists without
@@ -272,9 +283,9 @@ BEGIN
                     RETURNING 1)
                 SELECT count(*) FROM done $q$,
                 CASE WHEN grouped
-                     -- exp(logit - max) / sum over the image's group (the max subtracted for range)
-                     THEN 'exp(q.logit - q.peak) / sum(exp(q.logit - q.peak)) OVER (PARTITION BY q.image_id, q.grp)'
-                     ELSE '1 / (1 + exp(-(q.logit - q.center) / q.scale))' END,
+                     -- softmax over the image's group, from its peak
+                     THEN 'clip._softmax_term(q.logit, q.peak) / sum(clip._softmax_term(q.logit, q.peak)) OVER (PARTITION BY q.image_id, q.grp)'
+                     ELSE 'clip._sigmoid((q.logit - q.center) / q.scale)' END,
                 CASE WHEN grouped
                      THEN '(SELECT p.*, max(p.logit) OVER (PARTITION BY p.image_id, p.grp) AS peak FROM pairs p)'
                      ELSE 'pairs' END)
@@ -285,7 +296,7 @@ BEGIN
 
     -- new calibration: confidences from the stored logits, no model needed
     UPDATE clip.feature_image_attribute f
-    SET confidence = 1 / (1 + exp(-(f.logit - a.center) / a.scale)), scored_at = now()
+    SET confidence = clip._sigmoid((f.logit - a.center) / a.scale), scored_at = now()
     FROM clip.vocabulary_attribute a
     WHERE a.vocabulary = v AND a.code = ANY (recal)
       AND f.collection = c.name AND f.attribute_code = a.code AND f.source = 'zero_shot';
@@ -342,7 +353,7 @@ BEGIN
         ANALYZE clip.image_score_state;
         ANALYZE clip.feature_image_attribute;
     END IF;
-    IF attributes_changed > 0 OR to_regclass(format('clip.%I', c.name || '_attributes')) IS NULL THEN
+    IF attributes_changed > 0 OR to_regclass(format('clip.%I', clip._derived_name(c.name, 'attributes'))) IS NULL THEN
         PERFORM clip._attribute_view(c.name, v);
     END IF;
 END $$;

@@ -284,3 +284,28 @@ pub fn image_limits() -> ImageLimits {
 pub fn identify_variants() -> String {
     IDENTIFY_VARIANTS.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
 }
+
+/// clip._setting(name): a pg_clip setting as text, its default included. The SQL functions read
+/// settings through it, so that each default is written once, above: calling it loads this
+/// library, which defines the settings (`current_setting` alone sees nothing in a session that
+/// has not loaded pg_clip yet). Only pg_clip's own settings.
+#[pg_extern(create_or_replace, stable, parallel_safe, strict, name = "_setting")]
+fn setting(name: &str) -> Option<String> {
+    if !name.starts_with("pg_clip.") {
+        crate::errors::report(
+            pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("\"{name}\" is not a pg_clip setting"),
+            None,
+            None,
+        );
+    }
+    let c = CString::new(name).ok()?;
+    // SAFETY: a NUL-terminated name; missing_ok, so an unknown name is NULL, not an ERROR. The
+    // result is palloc'd in the current memory context (or NULL), read before it is freed.
+    let value = unsafe { pg_sys::GetConfigOptionByName(c.as_ptr(), std::ptr::null_mut(), true) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: a NUL-terminated string from PostgreSQL (above).
+    Some(unsafe { std::ffi::CStr::from_ptr(value) }.to_string_lossy().into_owned())
+}

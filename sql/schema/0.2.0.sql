@@ -5,3 +5,29 @@
 -- the queue's sequence goes with its rows, so that entries queued after a restore do not take
 -- the numbers of restored ones
 SELECT pg_catalog.pg_extension_config_dump('clip.refresh_queue_seq_seq', '');
+
+-- The rule for the names pg_clip makes object and column names from (collections,
+-- vocabularies, classifiers, clusterings): lower-case letters, digits and _, starting with a
+-- letter, at most 40 characters, so that the longest derived name (pg_clip_<name>_<8>_hnsw)
+-- stays within PostgreSQL's 63. Its one home: the tables' name checks call it, and
+-- clip._check_name turns it into an ERROR with a hint. (Not a domain: a name of that type
+-- passed to clip._collection(text) would be taken for a cast to the array type _collection.)
+CREATE FUNCTION clip._is_name(name text) RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT name ~ '^[a-z][a-z0-9_]{0,39}$'
+$$;
+ALTER TABLE clip.collection DROP CONSTRAINT collection_name_check, ADD CONSTRAINT collection_name_check CHECK (clip._is_name(name));
+ALTER TABLE clip.vocabulary DROP CONSTRAINT vocabulary_name_check, ADD CONSTRAINT vocabulary_name_check CHECK (clip._is_name(name));
+ALTER TABLE clip.label DROP CONSTRAINT label_classifier_check, ADD CONSTRAINT label_classifier_check CHECK (clip._is_name(classifier));
+ALTER TABLE clip.classifier DROP CONSTRAINT classifier_name_check, ADD CONSTRAINT classifier_name_check CHECK (clip._is_name(name));
+ALTER TABLE clip.clustering DROP CONSTRAINT clustering_name_check, ADD CONSTRAINT clustering_name_check CHECK (clip._is_name(name));
+
+-- 0.1.0 routines that 0.2.0 removed or renamed (none of them exist on a fresh install)
+DO $$
+DECLARE f text;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['clip._index_name(text, text)'] LOOP
+        IF pg_catalog.to_regprocedure(f) IS NOT NULL THEN
+            EXECUTE format('DROP FUNCTION %s', f);
+        END IF;
+    END LOOP;
+END $$;

@@ -114,7 +114,7 @@ SELECT clip.set_model('photos', 'tiny_b');
 SELECT model, next_model FROM clip.collection WHERE name = 'photos';
 SELECT count(*) AS served_by_old_set FROM clip.photos_embeddings;
 -- set_model built the new model's index (while it had no rows) beside the current one
-SELECT relname = clip._index_name('photos', 'tiny') AS current_model, relname = clip._index_name('photos', 'tiny_b') AS next_model
+SELECT relname = clip._derived_name('photos', 'index', 'tiny') AS current_model, relname = clip._derived_name('photos', 'index', 'tiny_b') AS next_model
 FROM pg_class WHERE relname ~ '^pg_clip_photos_' ORDER BY relname;
 -- the switch never waits on the shared clip.embedding: while another session reads it (here
 -- through dblink, in an open transaction), the old model's index stays for a later refresh
@@ -129,14 +129,14 @@ SET lock_timeout = '10s';
 SET client_min_messages = warning;
 CALL clip.refresh('photos');
 RESET client_min_messages;
-SELECT relname = clip._index_name('photos', 'tiny') AS old_model FROM pg_class WHERE relname ~ '^pg_clip_photos_' ORDER BY relname;
+SELECT relname = clip._derived_name('photos', 'index', 'tiny') AS old_model FROM pg_class WHERE relname ~ '^pg_clip_photos_' ORDER BY relname;
 RESET lock_timeout;
 SELECT dblink_exec('reader', 'COMMIT'), dblink_disconnect('reader');
 DROP EXTENSION dblink;
 SET client_min_messages = warning;
 CALL clip.refresh('photos');
 RESET client_min_messages;
-SELECT relname = clip._index_name('photos', 'tiny_b') AS new_model FROM pg_class WHERE relname ~ '^pg_clip_photos_' ORDER BY relname;
+SELECT relname = clip._derived_name('photos', 'index', 'tiny_b') AS new_model FROM pg_class WHERE relname ~ '^pg_clip_photos_' ORDER BY relname;
 SELECT model, next_model FROM clip.collection WHERE name = 'photos';
 SELECT model, count(*) FROM clip.embedding WHERE collection = 'photos' GROUP BY model;
 SELECT count(*) AS served_by_new_set FROM clip.photos_embeddings;

@@ -97,7 +97,7 @@ END $$;
 -- 100,000 embeddings (generated, no index: k-means reads them as they are)
 CREATE TABLE big (id int PRIMARY KEY, img bytea NOT NULL);
 SELECT clip.add_collection('big', 'big', 'id', 'img');
-SELECT format('DROP INDEX clip.%I', clip._index_name('big', 'tiny')) \gexec
+SELECT format('DROP INDEX clip.%I', clip._derived_name('big', 'index', 'tiny')) \gexec
 INSERT INTO clip.embedding (collection, model, image_id, stamp, content_sha256, embedding)
 SELECT 'big', 'tiny', i, (SELECT stamp FROM clip.model WHERE name = 'tiny'), '\x00',
        (SELECT array_agg(sin(i * 0.37 + j * 1.3)::real) FROM generate_series(1, 64) j)::vector

@@ -16,9 +16,9 @@ CREATE SCHEMA mallory AUTHORIZATION mallory;
 GRANT SELECT ON images TO PUBLIC;
 
 -- every function runs with a pinned search_path (excepted: CALL clip.refresh, as a procedure
--- with one could not commit, and the fully qualified SQL functions the row-security policies
--- inline); the SECURITY DEFINER ones with pg_catalog and pg_temp alone; and which internal
--- helpers PUBLIC may call
+-- with one could not commit, and the fully qualified SQL functions that the row-security
+-- policies and the scoring queries inline); the SECURITY DEFINER ones with pg_catalog and
+-- pg_temp alone; and which internal helpers PUBLIC may call
 CREATE TEMP VIEW clip_functions AS
 SELECT p.oid::regprocedure AS f, p.proname, p.prosecdef, p.proconfig, p.proacl
 FROM pg_proc p
@@ -101,6 +101,10 @@ CREATE FUNCTION mallory.fake_distance(a vector, b vector) RETURNS float8 LANGUAG
     'SELECT mallory.escalate()::float8';
 CREATE OPERATOR mallory.<=> (LEFTARG = vector, RIGHTARG = vector, FUNCTION = mallory.fake_distance);
 CREATE TYPE mallory.vector AS (x int);
+-- and the functions and operators the inlined formulas use
+CREATE FUNCTION mallory.exp(float8) RETURNS float8 LANGUAGE sql AS 'SELECT mallory.escalate()::float8';
+CREATE FUNCTION mallory.fake_minus(float8, float8) RETURNS float8 LANGUAGE sql AS 'SELECT mallory.escalate()::float8';
+CREATE OPERATOR mallory.- (LEFTARG = float8, RIGHTARG = float8, FUNCTION = mallory.fake_minus);
 CREATE TABLE mallory.photos (id int PRIMARY KEY, img bytea NOT NULL);
 RESET ROLE;
 
@@ -117,6 +121,7 @@ RESET client_min_messages;
 RESET ROLE;
 SELECT count(*) AS superuser_similar FROM clip.similar('private', 1, 3);
 SELECT count(*) AS superuser_duplicates FROM clip.duplicates('private');
+SELECT clip._sigmoid(0) AS sigmoid, clip._softmax_term(1, 1) AS softmax_term;
 RESET search_path;
 SELECT rolsuper AS mallory_is_superuser, (SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid) AS memberships
 FROM pg_roles r WHERE rolname = 'mallory';

@@ -1,5 +1,5 @@
 -- pg_clip collections: a user's image table kept embedded, incrementally, in committed batches.
--- The bookkeeping is set-based SQL; the model work is clip.try_embed_images (Rust).
+-- The bookkeeping is set-based SQL; the model work is clip._try_embed_images (Rust).
 
 -- ERROR 22023 unless `name` is a valid name for a `kind` (collection, vocabulary, classifier,
 -- clustering): clip._is_name, with a hint.
@@ -444,7 +444,7 @@ BEGIN
         ),
         changed AS (
             SELECT DISTINCT k.image_id FROM known k JOIN %2$s s ON s.%1$I = k.image_id
-            WHERE k.content_sha256 IS DISTINCT FROM clip.file_sha256(s.%3$I)
+            WHERE k.content_sha256 IS DISTINCT FROM clip._file_sha256(s.%3$I)
         ),
         queued AS (INSERT INTO clip.refresh_queue (collection, image_id) SELECT $1, image_id FROM changed RETURNING 1)
         SELECT count(*) FROM queued $q$, c.id_column, c.source, c.image_column) INTO n USING c.name;
@@ -507,7 +507,7 @@ BEGIN
         SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM bad)
         $q$, c.id_column, c.image_column, c.source,
         CASE c.image_kind WHEN 'bytea' THEN '' ELSE '::text' END,
-        CASE c.image_kind WHEN 'bytea' THEN 'try_embed_images' ELSE 'try_embed_files' END)
+        CASE c.image_kind WHEN 'bytea' THEN '_try_embed_images' ELSE '_try_embed_files' END)
         INTO embedded, failed USING c.name, target, cur_stamp, ids;
 END $$;
 
@@ -641,7 +641,7 @@ DECLARE
     t0 timestamptz := clock_timestamp();
     last_notice timestamptz := clock_timestamp();
 BEGIN
-    IF clip.in_transaction_block() THEN
+    IF clip._in_transaction_block() THEN
         RAISE EXCEPTION 'clip.refresh commits after each batch and cannot run inside a transaction block'
             USING ERRCODE = '25001',
             HINT = 'CALL it on its own: not between BEGIN and COMMIT, nor in a multi-statement query string.';

@@ -76,10 +76,12 @@ BEGIN
         SELECT p.oid FROM pg_catalog.pg_proc p
         JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
         JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_clip'
-        WHERE (p.proname LIKE '\_%' OR p.proname IN ('try_embed_images', 'try_embed_files', 'file_sha256', 'register_model'))
+        WHERE (p.proname LIKE '\_%' OR p.proname = 'register_model')
           AND p.proname NOT IN ('_collection', '_may_read', '_readable_collections', '_may_write_source',
                                 '_reference_set', '_reference_labels_sql', '_probabilities', '_current_classifier',
-                                '_class_code', '_label_code', '_check_name', '_is_name', '_derived_name', '_sigmoid', '_softmax_term', '_setting', '_vocabulary', '_group_classes', '_blend')
+                                '_class_code', '_label_code', '_check_name', '_is_name', '_derived_name',
+                                '_sigmoid', '_softmax_term', '_setting', '_in_transaction_block',
+                                '_read_vocabulary_file', '_vocabulary', '_group_classes', '_blend')
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;

@@ -80,7 +80,7 @@ END $$;
 CREATE OR REPLACE FUNCTION clip.load_vocabulary_file(name text, path text)
 RETURNS TABLE (attribute text, change text, fields text[]) LANGUAGE plpgsql AS $$
 BEGIN
-    RETURN QUERY SELECT * FROM clip.load_vocabulary(name, clip.read_vocabulary_file(path));
+    RETURN QUERY SELECT * FROM clip.load_vocabulary(name, clip._read_vocabulary_file(path));
 END $$;
 
 -- Score collection `collection` with vocabulary `vocabulary` from its next refresh on. Attaching

@@ -21,11 +21,14 @@ ALTER TABLE clip.label DROP CONSTRAINT label_classifier_check, ADD CONSTRAINT la
 ALTER TABLE clip.classifier DROP CONSTRAINT classifier_name_check, ADD CONSTRAINT classifier_name_check CHECK (clip._is_name(name));
 ALTER TABLE clip.clustering DROP CONSTRAINT clustering_name_check, ADD CONSTRAINT clustering_name_check CHECK (clip._is_name(name));
 
--- 0.1.0 routines that 0.2.0 removed or renamed (none of them exist on a fresh install)
+-- 0.1.0 routines that 0.2.0 removed or renamed (the internal ones now start with _); none of
+-- them exist on a fresh install
 DO $$
 DECLARE f text;
 BEGIN
-    FOREACH f IN ARRAY ARRAY['clip._index_name(text, text)'] LOOP
+    FOREACH f IN ARRAY ARRAY['clip._index_name(text, text)', 'clip.try_embed_images(bytea[], text)',
+                             'clip.try_embed_files(text[], text)', 'clip.file_sha256(text)',
+                             'clip.in_transaction_block()', 'clip.read_vocabulary_file(text)'] LOOP
         IF pg_catalog.to_regprocedure(f) IS NOT NULL THEN
             EXECUTE format('DROP FUNCTION %s', f);
         END IF;

@@ -17,7 +17,8 @@ type Row = (i32, Option<Vec<u8>>, Option<Vector>, Option<String>, Option<String>
 
 /// One row per array element (1-based `ord`): its SHA-256 and either an embedding or the
 /// SQLSTATE and message it would have raised. NULL elements give a row with everything NULL.
-#[pg_extern(create_or_replace, volatile, parallel_unsafe)]
+// (SQL name _try_embed_images: internal. The Rust name keeps the symbol the 0.1.0 script names.)
+#[pg_extern(create_or_replace, volatile, parallel_unsafe, name = "_try_embed_images")]
 fn try_embed_images(
     images: Array<&[u8]>,
     model: &str,
@@ -37,7 +38,8 @@ fn try_embed_images(
 
 /// As clip.try_embed_images, for image files named by paths under pg_clip.image_root.
 /// Reading server files is for superusers and members of pg_read_server_files.
-#[pg_extern(create_or_replace, volatile, parallel_unsafe)]
+// (SQL name _try_embed_files: internal. The Rust name keeps the symbol the 0.1.0 script names.)
+#[pg_extern(create_or_replace, volatile, parallel_unsafe, name = "_try_embed_files")]
 fn try_embed_files(
     paths: Array<&str>,
     model: &str,
@@ -61,7 +63,8 @@ fn try_embed_files(
 
 /// SHA-256 of the file at `path` under pg_clip.image_root, NULL if it cannot be read (outside
 /// the root, missing, no permission). clip.recheck_files compares it with the stored hashes.
-#[pg_extern(create_or_replace, volatile, parallel_unsafe, strict)]
+// (SQL name _file_sha256: internal. The Rust name keeps the symbol the 0.1.0 script names.)
+#[pg_extern(create_or_replace, volatile, parallel_unsafe, strict, name = "_file_sha256")]
 fn file_sha256(path: &str) -> Option<Vec<u8>> {
     let root = readable_image_root();
     files::read_under(Path::new(&root), path).ok().map(|b| Sha256::digest(b).to_vec())
@@ -130,7 +133,8 @@ fn embed_rows(all: &[Option<Result<&[u8], ClipError>>], model: &str) -> Vec<Row>
 
 /// True inside BEGIN ... COMMIT or a multi-statement query string, where a procedure cannot
 /// COMMIT: clip.refresh checks it first, to fail with a useful message.
-#[pg_extern(create_or_replace, volatile)]
+// (SQL name _in_transaction_block: internal. The Rust name keeps the symbol the 0.1.0 script names.)
+#[pg_extern(create_or_replace, volatile, name = "_in_transaction_block")]
 fn in_transaction_block() -> bool {
     // SAFETY: reads the transaction state of this backend, in its main thread.
     unsafe { pg_sys::IsTransactionBlock() }

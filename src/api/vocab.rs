@@ -116,7 +116,8 @@ fn _rule_sql(expanded: &str) -> String {
 /// installed `vocab/` folder (`<sharedir>/extension/pg_clip/vocab`, the examples, readable by
 /// everyone); anything else is a path under pg_clip.image_root, with the same checks and role
 /// (pg_read_server_files) as image files.
-#[pg_extern(create_or_replace, volatile, parallel_unsafe)]
+// (SQL name _read_vocabulary_file: internal. The Rust name keeps the symbol the 0.1.0 script names.)
+#[pg_extern(create_or_replace, volatile, parallel_unsafe, name = "_read_vocabulary_file")]
 fn read_vocabulary_file(path: &str) -> String {
     let bare = !path.contains('/') && !path.is_empty();
     let dir = vocab_dir();

@@ -30,7 +30,7 @@ SELECT f AS security_definer, proconfig FROM clip_functions WHERE prosecdef ORDE
 SELECT string_agg(proname, ', ' ORDER BY proname) AS internal_public FROM clip_functions
 WHERE proname LIKE '\_%' AND has_function_privilege('public', f, 'EXECUTE');
 SELECT string_agg(proname, ', ' ORDER BY proname) AS internal_revoked FROM clip_functions
-WHERE (proname LIKE '\_%' OR proname IN ('try_embed_images', 'try_embed_files', 'file_sha256'))
+WHERE proname LIKE '\_%'
   AND NOT has_function_privilege('public', f, 'EXECUTE');
 DROP VIEW clip_functions;
 

@@ -39,13 +39,13 @@ SQL
 timed() { q -c "SET client_min_messages = warning" -c "\\timing on" -c "$1" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1; }
 # the median of three runs (this machine's timings move by 10-30% from run to run)
 median3() { printf '%s\n' "$(timed "$1")" "$(timed "$1")" "$(timed "$1")" | sort -g | sed -n 2p; }
-t=$(median3 "SELECT * FROM clip.fit_classifier('clf', 'lrn')")
+t=$(median3 "SELECT * FROM clip.fit_classifier('lrn', 'clf')")
 acc=$(q -At -c "SELECT round((metrics -> 'mean' ->> 'accuracy')::numeric, 4) FROM clip.classifier WHERE name = 'clf' ORDER BY version DESC LIMIT 1")
 echo "learn pg_clip what=fit rows=1000 ms=$t accuracy=$acc" | tee -a "$OUT"
 t=$(median3 "SELECT count(*) FROM clip._probabilities(clip._current_classifier('clf'))")
 echo "learn pg_clip what=predict rows=45000 ms=$t" | tee -a "$OUT"
 for k in 2 8 64; do
-    t=$(median3 "SELECT count(*) FROM clip.kmeans('lrn', $k, 'km$k')")
+    t=$(median3 "SELECT count(*) FROM clip.kmeans('lrn', 'km$k', $k)")
     r=$(q -At -F ' ' -c "SELECT round(inertia::numeric, 2), iterations FROM clip.clustering WHERE name = 'km$k'")
     echo "learn pg_clip what=kmeans$k rows=45000 ms=$t inertia=${r% *} iterations=${r#* }" | tee -a "$OUT"
 done

@@ -19,7 +19,7 @@ BEGIN
     SELECT * INTO k FROM clip.classifier WHERE clip.classifier.name = _current_classifier.name ORDER BY version DESC LIMIT 1;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'classifier "%" does not exist', name USING ERRCODE = '42704',
-            HINT = 'Label images with clip.label(collection, image_id, classifier, label), then SELECT * FROM clip.fit_classifier(classifier, collection).';
+            HINT = 'Label images with clip.label(collection, image_id, classifier, label), then SELECT * FROM clip.fit_classifier(collection, classifier).';
     END IF;
     RETURN k;
 END $$;
@@ -67,7 +67,8 @@ BEGIN
         RETURN 'labelled';
     END IF;
     BEGIN
-        SELECT * INTO refit FROM clip.fit_classifier(label.classifier, c.name, coalesce(last.options, '{}'));
+        SELECT * INTO refit FROM clip.fit_classifier(name => label.classifier, collection => c.name,
+                                                      options => coalesce(last.options, '{}'));
     EXCEPTION WHEN OTHERS THEN
         RAISE NOTICE 'clip.label: classifier "%" not refitted: %', label.classifier, SQLERRM;
         RETURN 'labelled';
@@ -107,12 +108,14 @@ END $$;
 -- multinomial, after stratified k-fold cross-validation. Options: C (1.0), class_weight
 -- ("balanced" or null), max_iter (100), folds (5). Too few labels is an ERROR whose hint says
 -- how many more of which class. Each fit is stored as a new version; the old ones are kept.
+-- Released as fit_classifier(name, collection), while every other function takes the collection
+-- first: a call in that order (the first argument a collection, the second none) is read so.
 CREATE OR REPLACE FUNCTION clip.fit_classifier(name text, collection text, options jsonb DEFAULT '{}')
 RETURNS TABLE (classifier text, version int, labels text[], label_counts int[], metrics jsonb)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    c clip.collection := clip._collection(collection);
+    c clip.collection;
     m clip.model;
     folds int;
     lab text[];
@@ -122,6 +125,11 @@ DECLARE
     v int;
     short record;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM clip.collection x WHERE x.name = fit_classifier.collection)
+       AND EXISTS (SELECT 1 FROM clip.collection x WHERE x.name = fit_classifier.name) THEN
+        SELECT fit_classifier.collection, fit_classifier.name INTO name, collection;
+    END IF;
+    c := clip._collection(collection);
     PERFORM clip._check_name('classifier', name);
     IF EXISTS (SELECT 1 FROM clip.classifier k WHERE k.name = fit_classifier.name AND k.collection <> c.name) THEN
         RAISE EXCEPTION 'classifier "%" belongs to another collection', name USING ERRCODE = '42710';
@@ -186,7 +194,7 @@ BEGIN
     IF k.model_stamp IS DISTINCT FROM (SELECT m.stamp FROM clip.model m WHERE m.name = k.model)
        OR k.model IS DISTINCT FROM (SELECT c.model FROM clip.collection c WHERE c.name = k.collection) THEN
         RAISE EXCEPTION 'classifier "%" was fitted on embeddings of another model than collection "%" has now', k.name, k.collection
-            USING ERRCODE = '55000', HINT = format('Refit it: SELECT * FROM clip.fit_classifier(%L, %L).', k.name, k.collection);
+            USING ERRCODE = '55000', HINT = format('Refit it: SELECT * FROM clip.fit_classifier(%L, %L).', k.collection, k.name);
     END IF;
     -- The weights as an array: its elements are stored inline. Joined from clip.classifier_weight,
     -- each 512-dim weight (TOASTed, like the embeddings) was fetched again for every image, half
@@ -346,9 +354,9 @@ END $$;
 -- k-means over the collection's current embeddings (unit vectors, so the clusters follow cosine
 -- similarity): k-means++ seeding, best of n_init runs, seeded and so reproducible. Options:
 -- n_init (4), max_iter (300), tol (1e-4), seed (0). Stores the clustering, its centroids and
--- every image's cluster and distance (clustering `name` is replaced), and returns the size of
+-- every image's cluster and distance (`clustering` is replaced), and returns the size of
 -- each cluster with the inertia (sum of squared distances to the centroids).
-CREATE OR REPLACE FUNCTION clip.kmeans(collection text, k int, name text, options jsonb DEFAULT '{}')
+CREATE OR REPLACE FUNCTION clip.kmeans(collection text, clustering text, k int, options jsonb DEFAULT '{}')
 RETURNS TABLE (cluster int, size bigint, inertia real) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -356,22 +364,28 @@ DECLARE
     dim int;
     r record;
 BEGIN
-    PERFORM clip._check_name('clustering', name);
+    PERFORM clip._check_name('clustering', kmeans.clustering);
     SELECT m.embed_dim INTO dim FROM clip.model m WHERE m.name = c.model;
     SELECT * INTO r FROM clip._kmeans(c.name, c.model, k, options::text);
-    DELETE FROM clip.clustering x WHERE x.name = kmeans.name;
+    DELETE FROM clip.clustering x WHERE x.name = kmeans.clustering;
     INSERT INTO clip.clustering (name, collection, model, k, options, inertia, iterations)
-    VALUES (kmeans.name, c.name, c.model, k, options, r.inertia, r.iterations);
+    VALUES (kmeans.clustering, c.name, c.model, k, options, r.inertia, r.iterations);
     -- (unnest, not ids[i]: subscripting a large array once per row copies it once per row)
     INSERT INTO clip.cluster_assignment (clustering, collection, image_id, cluster, distance)
-    SELECT kmeans.name, c.name, u.id, u.cl, u.d FROM unnest(r.ids, r.clusters, r.distances) u (id, cl, d);
+    SELECT kmeans.clustering, c.name, u.id, u.cl, u.d FROM unnest(r.ids, r.clusters, r.distances) u (id, cl, d);
     INSERT INTO clip.cluster_centroid (clustering, cluster, centroid, size)
-    SELECT kmeans.name, g, r.centroids[g * dim + 1 : (g + 1) * dim]::vector, coalesce(n.size, 0)
+    SELECT kmeans.clustering, g, r.centroids[g * dim + 1 : (g + 1) * dim]::vector, coalesce(n.size, 0)
     FROM generate_series(0, k - 1) g
     LEFT JOIN (SELECT u.cl, count(*) AS size FROM unnest(r.clusters) u (cl) GROUP BY u.cl) n ON n.cl = g;
     RETURN QUERY SELECT x.cluster, x.size, r.inertia::real FROM clip.cluster_centroid x
-    WHERE x.clustering = kmeans.name ORDER BY x.cluster;
+    WHERE x.clustering = kmeans.clustering ORDER BY x.cluster;
 END $$;
+
+-- The same in 0.1.0's order, kmeans(collection, k, name), kept for its callers.
+CREATE OR REPLACE FUNCTION clip.kmeans(collection text, k int, name text, options jsonb DEFAULT '{}')
+RETURNS TABLE (cluster int, size bigint, inertia real) LANGUAGE sql AS $$
+    SELECT * FROM clip.kmeans(collection, name, k, options)
+$$;
 
 -- The attributes of softmax group `attribute_group` in the vocabulary attached to collection
 -- `c`, with their text embeddings under the collection's model, one row per class of `labels`
@@ -432,7 +446,7 @@ DECLARE
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM clip.clustering x WHERE x.name = cluster_prior.clustering AND x.collection = c.name) THEN
         RAISE EXCEPTION 'collection "%" has no clustering "%"', c.name, clustering USING ERRCODE = '42704',
-            HINT = 'Make one with SELECT * FROM clip.kmeans(collection, k, name).';
+            HINT = 'Make one with SELECT * FROM clip.kmeans(collection, clustering, k).';
     END IF;
     SELECT array_agg(a.code ORDER BY a.position) INTO members FROM clip.vocabulary_attribute a
     JOIN clip.collection_vocabulary cv ON cv.vocabulary = a.vocabulary

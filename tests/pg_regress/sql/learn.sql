@@ -34,9 +34,10 @@ SELECT try($$SELECT clip.label('things', 1, 'Kind', 'a')$$) AS bad_name;
 SELECT try($$SELECT clip.label('nope', 1, 'kind', 'a')$$) AS unknown_collection;
 SELECT try($$SELECT * FROM clip.predict_proba('nope', 1)$$) AS unknown_classifier;
 
--- binary: 3 folds work with 3 labels of b; then more labels, 5 folds, balanced weights
+-- binary: 3 folds work with 3 labels of b; then more labels, 5 folds, balanced weights. (The
+-- collection comes first, as everywhere; 0.1.0's order, above, is still read right.)
 SELECT classifier, version, labels, label_counts, (metrics ->> 'folds')::int AS folds
-FROM clip.fit_classifier('kind', 'things', '{"folds": 3}');
+FROM clip.fit_classifier('things', 'kind', '{"folds": 3}');
 SELECT count(*) FROM (SELECT clip.label('things', id, 'kind', 'b') FROM things WHERE id % 3 = 1 AND id <= 60) x;
 SELECT classifier, version, labels, label_counts,
        (metrics -> 'mean' ->> 'accuracy')::float8 >= 0.9 AS accurate,
@@ -44,7 +45,7 @@ SELECT classifier, version, labels, label_counts,
        (metrics -> 'mean' ->> 'log_loss')::float8 < 0.5 AS log_loss_low,
        metrics -> 'mean' ?& ARRAY['accuracy', 'precision', 'recall', 'f1', 'roc_auc', 'log_loss'] AS all_metrics,
        metrics -> 'std' ? 'accuracy' AS has_spread
-FROM clip.fit_classifier('kind', 'things', '{"C": 0.5, "class_weight": "balanced"}');
+FROM clip.fit_classifier('things', 'kind', '{"C": 0.5, "class_weight": "balanced"}');
 -- every fit is kept
 SELECT name, version, labels, label_counts, options FROM clip.classifier ORDER BY version;
 
@@ -97,7 +98,7 @@ SELECT clip.import_labels('things', 'kind3', 'SELECT id, label FROM truth WHERE 
 SELECT try($$SELECT clip.import_labels('things', 'kind3', 'SELECT id FROM truth')$$) AS one_column;
 SELECT classifier, version, labels, label_counts, (metrics -> 'mean' ->> 'accuracy')::float8 >= 0.9 AS accurate,
        metrics -> 'mean' -> 'roc_auc' AS roc_auc
-FROM clip.fit_classifier('kind3', 'things');
+FROM clip.fit_classifier(collection => 'things', name => 'kind3');
 SELECT count(*) AS weights FROM clip.classifier_weight WHERE name = 'kind3';
 SELECT count(*) AS images, avg((clip.predict('kind3', t.id) = t.label)::int) >= 0.9 AS accurate,
        bool_and(abs((SELECT sum(p.probability) FROM clip.predict_proba('kind3', t.id) p) - 1) < 1e-5) AS sum_to_one
@@ -115,7 +116,7 @@ RESET pg_clip.refit_every;
 
 -- k-means: sizes add up, each image's cluster is its nearest centroid, the clusters find the
 -- three generating centres, and the same seed gives the same clustering
-SELECT cluster, size > 0 AS non_empty, inertia > 0 AS has_inertia FROM clip.kmeans('things', 3, 'blobs');
+SELECT cluster, size > 0 AS non_empty, inertia > 0 AS has_inertia FROM clip.kmeans('things', 'blobs', 3);
 SELECT sum(size) AS clustered FROM clip.cluster_centroid WHERE clustering = 'blobs';
 SELECT count(*) AS nearer_elsewhere
 FROM clip.cluster_assignment a JOIN clip.embedding e ON e.collection = 'things' AND e.image_id = a.image_id
@@ -133,6 +134,7 @@ WITH purity AS (
 )
 SELECT min(p) >= 0.9 AS clusters_follow_centres FROM purity;
 CREATE TEMP TABLE first_run AS SELECT image_id, cluster FROM clip.cluster_assignment WHERE clustering = 'blobs';
+-- (0.1.0's order: collection, k, name)
 SELECT count(*) FROM clip.kmeans('things', 3, 'blobs', '{"n_init": 4, "seed": 0}');
 SELECT count(*) AS moved FROM first_run f JOIN clip.cluster_assignment a ON a.clustering = 'blobs' AND a.image_id = f.image_id
 WHERE a.cluster <> f.cluster;

@@ -173,15 +173,9 @@ DECLARE
     c clip.collection := clip._collection(collection);
     v text;
     m clip.model;
-    r record;
-    gone text[];
-    rescore text[];
-    recal text[];
-    rederive text[];
-    stale bigint[];
-    grouped boolean;
+    plan record;
+    images record;
     n bigint;
-    emb_version bigint;
 BEGIN
     pairs := 0;
     attributes_changed := 0;
@@ -191,10 +185,55 @@ BEGIN
     END IF;
     SELECT * INTO m FROM clip.model WHERE name = c.model;
     PERFORM pg_advisory_xact_lock(hashtext('pg_clip.score'), hashtext(c.name));
-
     PERFORM clip._text_embeddings(v, m);
 
-    -- an attribute that changed kind (base <-> derived) starts over
+    plan := clip._score_changed_attributes(c, v, m);
+    images := clip._score_changed_images(c, m);
+    DELETE FROM clip.feature_image_attribute f
+    WHERE f.collection = c.name AND f.source IN ('zero_shot', 'derived') AND f.attribute_code = ANY (plan.gone);
+    DELETE FROM clip.attribute_score_state s WHERE s.collection = c.name AND s.code = ANY (plan.gone);
+    pairs := clip._score_zero_shot(c, v, m, plan.rescore, images.stale);
+
+    -- new calibration: confidences from the stored logits, no model needed
+    UPDATE clip.feature_image_attribute f
+    SET confidence = clip._sigmoid((f.logit - a.center) / a.scale), scored_at = now()
+    FROM clip.vocabulary_attribute a
+    WHERE a.vocabulary = v AND a.code = ANY (plan.recal)
+      AND f.collection = c.name AND f.attribute_code = a.code AND f.source = 'zero_shot';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    pairs := pairs + n;
+
+    -- derived attributes: everywhere when the rule or what it reads changed, else on stale images
+    SELECT array_agg(a.code) INTO plan.rederive
+    FROM clip.vocabulary_attribute a LEFT JOIN clip.attribute_score_state s ON s.collection = c.name AND s.code = a.code
+    WHERE a.vocabulary = v AND a.kind = 'derived'
+      AND (s.code IS NULL OR s.kind <> 'derived' OR s.rule_expanded IS DISTINCT FROM a.rule_expanded
+           OR a.rule_codes && (coalesce(plan.rescore, '{}') || coalesce(plan.recal, '{}') || coalesce(plan.gone, '{}')));
+    pairs := pairs + clip._score_derived(c, v, m, plan.rederive, images.stale);
+
+    attributes_changed := coalesce(cardinality(plan.gone), 0) + coalesce(cardinality(plan.rescore), 0)
+                          + coalesce(cardinality(plan.recal), 0) + coalesce(cardinality(plan.rederive), 0);
+    PERFORM clip._score_remember(c, v, m, images.stale, images.emb_version);
+    IF pairs > 100000 THEN
+        -- after a bulk scoring, fresh statistics for the next incremental one (autovacuum would
+        -- get there too, later): the anti-joins above are planned from them
+        ANALYZE clip.image_score_state;
+        ANALYZE clip.feature_image_attribute;
+    END IF;
+    IF attributes_changed > 0 OR to_regclass(format('clip.%I', clip._derived_name(c.name, 'attributes'))) IS NULL THEN
+        PERFORM clip._attribute_view(c.name, v);
+    END IF;
+END $$;
+
+-- Scoring, step 1: what changed in vocabulary `v` since collection `c` was last scored: the
+-- attributes gone, those to score again for every image (new, other prompts or group or model,
+-- and the rest of their softmax groups), those with a new calibration only. An attribute that
+-- changed kind (base <-> derived) starts over. (rederive is filled in by clip._score.)
+CREATE OR REPLACE FUNCTION clip._score_changed_attributes(c clip.collection, v text, m clip.model, OUT gone text[],
+                                                          OUT rescore text[], OUT recal text[], OUT rederive text[])
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
     WITH turned AS (
         DELETE FROM clip.attribute_score_state s USING clip.vocabulary_attribute a
         WHERE s.collection = c.name AND a.vocabulary = v AND a.code = s.code AND a.kind <> s.kind
@@ -223,10 +262,16 @@ BEGIN
     FROM clip.vocabulary_attribute a JOIN clip.attribute_score_state s ON s.collection = c.name AND s.code = a.code
     WHERE a.vocabulary = v AND a.kind = 'base' AND a.grp IS NULL AND a.code <> ALL (coalesce(rescore, '{}'))
       AND (s.center, s.scale) IS DISTINCT FROM (a.center, a.scale);
+END $$;
 
-    -- images deleted (or embedded under another model) lose their rows; new or re-embedded ones are
-    -- stale. Only when an embedding of the collection changed since the last scoring: the version
-    -- is read before the images are, so a batch committed meanwhile is seen again next time.
+-- Scoring, step 2: images deleted (or embedded under another model) lose their rows; new or
+-- re-embedded ones are `stale`. Only when an embedding of the collection changed since the last
+-- scoring: the version is read before the images are, so a batch committed meanwhile is seen
+-- again next time.
+CREATE OR REPLACE FUNCTION clip._score_changed_images(c clip.collection, m clip.model, OUT stale bigint[],
+                                                      OUT emb_version bigint) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
     SELECT ev.version INTO emb_version FROM clip.embedding_version ev WHERE ev.collection = c.name;
     IF emb_version IS NULL OR emb_version IS DISTINCT FROM
        (SELECT cv.scored_embedding_version FROM clip.collection_vocabulary cv WHERE cv.collection = c.name) THEN
@@ -242,73 +287,77 @@ BEGIN
         WHERE e.collection = c.name AND e.model = m.name
           AND NOT EXISTS (SELECT 1 FROM clip.image_score_state x WHERE x.collection = c.name AND x.image_id = e.image_id);
     END IF;
+END $$;
 
-    DELETE FROM clip.feature_image_attribute f
-    WHERE f.collection = c.name AND f.source IN ('zero_shot', 'derived') AND f.attribute_code = ANY (gone);
-    DELETE FROM clip.attribute_score_state s WHERE s.collection = c.name AND s.code = ANY (gone);
-
-    -- zero-shot rows: every image for the rescored attributes, every attribute for stale images
-    IF rescore IS NOT NULL OR stale IS NOT NULL THEN
-        DELETE FROM clip.feature_image_attribute f
-        WHERE f.collection = c.name AND f.source = 'zero_shot' AND f.attribute_code = ANY (rescore);
-        DELETE FROM clip.feature_image_attribute f
-        WHERE f.collection = c.name AND f.source = 'zero_shot' AND f.image_id IN (SELECT unnest(stale));
-        -- sigmoid attributes, then softmax groups: only the groups need the per-image window
-        -- (and its sort), so they are written by a statement of their own
-        -- (ARRAY[t.embedding])[1]: the text embedding detoasted once per attribute. A stored
-        -- 512-dim vector is TOASTed, and the CTE's rows keep the TOAST pointer, so each image's
-        -- cosine fetched it again: 0.34 s instead of 0.12 s per attribute over 45,000 images.
-        FOREACH grouped IN ARRAY ARRAY[false, true] LOOP
-            EXECUTE format($q$
-                WITH attrs AS (
-                    SELECT a.code, a.grp, a.center, a.scale, coalesce(a.code = ANY ($6), false) AS everywhere,
-                           (ARRAY[t.embedding])[1] AS embedding
-                    FROM clip.vocabulary_attribute a
-                    JOIN clip.text_embedding t ON t.model = $3 AND t.stamp = $4 AND t.prompts = a.prompts
-                    WHERE a.vocabulary = $2 AND a.kind = 'base' AND (a.grp IS NOT NULL) = $8
-                ),
-                pairs AS (
-                    SELECT e.image_id, a.code, a.grp, a.center, a.scale, $5 * (1 - (e.embedding <=> a.embedding)) AS logit
-                    FROM clip.embedding e JOIN attrs a ON a.everywhere
-                    WHERE e.collection = $1 AND e.model = $3
-                    UNION ALL
-                    SELECT e.image_id, a.code, a.grp, a.center, a.scale, $5 * (1 - (e.embedding <=> a.embedding))
-                    FROM clip.embedding e JOIN attrs a ON NOT a.everywhere
-                    WHERE e.collection = $1 AND e.model = $3 AND e.image_id IN (SELECT unnest($7))
-                ),
-                done AS (
-                    INSERT INTO clip.feature_image_attribute
-                        (collection, image_id, attribute_code, confidence, logit, source, vocabulary, model)
-                    SELECT $1, q.image_id, q.code, %s, q.logit, 'zero_shot', $2, $3 FROM %s q
-                    RETURNING 1)
-                SELECT count(*) FROM done $q$,
-                CASE WHEN grouped
-                     -- softmax over the image's group, from its peak
-                     THEN 'clip._softmax_term(q.logit, q.peak) / sum(clip._softmax_term(q.logit, q.peak)) OVER (PARTITION BY q.image_id, q.grp)'
-                     ELSE 'clip._sigmoid((q.logit - q.center) / q.scale)' END,
-                CASE WHEN grouped
-                     THEN '(SELECT p.*, max(p.logit) OVER (PARTITION BY p.image_id, p.grp) AS peak FROM pairs p)'
-                     ELSE 'pairs' END)
-                INTO n USING c.name, v, m.name, m.stamp, m.logit_scale, rescore, stale, grouped;
-            pairs := pairs + n;
-        END LOOP;
+-- Scoring, step 3: zero-shot rows, for every image of the `rescore` attributes and every
+-- attribute of the `stale` images. Returns how many rows it wrote.
+CREATE OR REPLACE FUNCTION clip._score_zero_shot(c clip.collection, v text, m clip.model, rescore text[], stale bigint[])
+RETURNS bigint LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    grouped boolean;
+    n bigint;
+    pairs bigint := 0;
+BEGIN
+    IF rescore IS NULL AND stale IS NULL THEN
+        RETURN 0;
     END IF;
+    DELETE FROM clip.feature_image_attribute f
+    WHERE f.collection = c.name AND f.source = 'zero_shot' AND f.attribute_code = ANY (rescore);
+    DELETE FROM clip.feature_image_attribute f
+    WHERE f.collection = c.name AND f.source = 'zero_shot' AND f.image_id IN (SELECT unnest(stale));
+    -- sigmoid attributes, then softmax groups: only the groups need the per-image window
+    -- (and its sort), so they are written by a statement of their own
+    -- (ARRAY[t.embedding])[1]: the text embedding detoasted once per attribute. A stored
+    -- 512-dim vector is TOASTed, and the CTE's rows keep the TOAST pointer, so each image's
+    -- cosine fetched it again: 0.34 s instead of 0.12 s per attribute over 45,000 images.
+    FOREACH grouped IN ARRAY ARRAY[false, true] LOOP
+        EXECUTE format($q$
+            WITH attrs AS (
+                SELECT a.code, a.grp, a.center, a.scale, coalesce(a.code = ANY ($6), false) AS everywhere,
+                       (ARRAY[t.embedding])[1] AS embedding
+                FROM clip.vocabulary_attribute a
+                JOIN clip.text_embedding t ON t.model = $3 AND t.stamp = $4 AND t.prompts = a.prompts
+                WHERE a.vocabulary = $2 AND a.kind = 'base' AND (a.grp IS NOT NULL) = $8
+            ),
+            pairs AS (
+                SELECT e.image_id, a.code, a.grp, a.center, a.scale, $5 * (1 - (e.embedding <=> a.embedding)) AS logit
+                FROM clip.embedding e JOIN attrs a ON a.everywhere
+                WHERE e.collection = $1 AND e.model = $3
+                UNION ALL
+                SELECT e.image_id, a.code, a.grp, a.center, a.scale, $5 * (1 - (e.embedding <=> a.embedding))
+                FROM clip.embedding e JOIN attrs a ON NOT a.everywhere
+                WHERE e.collection = $1 AND e.model = $3 AND e.image_id IN (SELECT unnest($7))
+            ),
+            done AS (
+                INSERT INTO clip.feature_image_attribute
+                    (collection, image_id, attribute_code, confidence, logit, source, vocabulary, model)
+                SELECT $1, q.image_id, q.code, %s, q.logit, 'zero_shot', $2, $3 FROM %s q
+                RETURNING 1)
+            SELECT count(*) FROM done $q$,
+            CASE WHEN grouped
+                 -- softmax over the image's group, from its peak
+                 THEN 'clip._softmax_term(q.logit, q.peak) / sum(clip._softmax_term(q.logit, q.peak)) OVER (PARTITION BY q.image_id, q.grp)'
+                 ELSE 'clip._sigmoid((q.logit - q.center) / q.scale)' END,
+            CASE WHEN grouped
+                 THEN '(SELECT p.*, max(p.logit) OVER (PARTITION BY p.image_id, p.grp) AS peak FROM pairs p)'
+                 ELSE 'pairs' END)
+            INTO n USING c.name, v, m.name, m.stamp, m.logit_scale, rescore, stale, grouped;
+        pairs := pairs + n;
+    END LOOP;
+    RETURN pairs;
+END $$;
 
-    -- new calibration: confidences from the stored logits, no model needed
-    UPDATE clip.feature_image_attribute f
-    SET confidence = clip._sigmoid((f.logit - a.center) / a.scale), scored_at = now()
-    FROM clip.vocabulary_attribute a
-    WHERE a.vocabulary = v AND a.code = ANY (recal)
-      AND f.collection = c.name AND f.attribute_code = a.code AND f.source = 'zero_shot';
-    GET DIAGNOSTICS n = ROW_COUNT;
-    pairs := pairs + n;
-
-    -- derived attributes: everywhere when the rule or what it reads changed, else on stale images
-    SELECT array_agg(a.code) INTO rederive
-    FROM clip.vocabulary_attribute a LEFT JOIN clip.attribute_score_state s ON s.collection = c.name AND s.code = a.code
-    WHERE a.vocabulary = v AND a.kind = 'derived'
-      AND (s.code IS NULL OR s.kind <> 'derived' OR s.rule_expanded IS DISTINCT FROM a.rule_expanded
-           OR a.rule_codes && (coalesce(rescore, '{}') || coalesce(recal, '{}') || coalesce(gone, '{}')));
+-- Scoring, step 4: derived attributes, everywhere for `rederive`, on the `stale` images for the
+-- others. Returns how many rows it wrote.
+CREATE OR REPLACE FUNCTION clip._score_derived(c clip.collection, v text, m clip.model, rederive text[], stale bigint[])
+RETURNS bigint LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    r record;
+    n bigint;
+    pairs bigint := 0;
+BEGIN
     FOR r IN SELECT a.code, clip._rule_sql(a.rule_expanded) AS rule_sql, a.rule_codes, coalesce(a.code = ANY (rederive), false) AS everywhere
              FROM clip.vocabulary_attribute a WHERE a.vocabulary = v AND a.kind = 'derived' ORDER BY a.position LOOP
         CONTINUE WHEN NOT r.everywhere AND stale IS NULL;
@@ -333,9 +382,14 @@ BEGIN
             INTO n USING c.name, r.code, v, m.name, r.rule_codes, stale;
         pairs := pairs + n;
     END LOOP;
+    RETURN pairs;
+END $$;
 
-    attributes_changed := coalesce(cardinality(gone), 0) + coalesce(cardinality(rescore), 0)
-                          + coalesce(cardinality(recal), 0) + coalesce(cardinality(rederive), 0);
+-- Scoring, step 5: what the rows now come from, so that the next scoring does only what changes.
+CREATE OR REPLACE FUNCTION clip._score_remember(c clip.collection, v text, m clip.model, stale bigint[], emb_version bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
     INSERT INTO clip.attribute_score_state AS s (collection, code, kind, model, stamp, prompts, center, scale, grp, rule_expanded)
     SELECT c.name, a.code, a.kind, m.name, m.stamp, a.prompts, a.center, a.scale, a.grp, a.rule_expanded
     FROM clip.vocabulary_attribute a WHERE a.vocabulary = v
@@ -347,15 +401,6 @@ BEGIN
     WHERE e.collection = c.name AND e.model = m.name AND e.image_id IN (SELECT unnest(stale));
     UPDATE clip.collection_vocabulary cv SET scored_embedding_version = emb_version
     WHERE cv.collection = c.name AND cv.scored_embedding_version IS DISTINCT FROM emb_version;
-    IF pairs > 100000 THEN
-        -- after a bulk scoring, fresh statistics for the next incremental one (autovacuum would
-        -- get there too, later): the anti-joins above are planned from them
-        ANALYZE clip.image_score_state;
-        ANALYZE clip.feature_image_attribute;
-    END IF;
-    IF attributes_changed > 0 OR to_regclass(format('clip.%I', clip._derived_name(c.name, 'attributes'))) IS NULL THEN
-        PERFORM clip._attribute_view(c.name, v);
-    END IF;
 END $$;
 
 -- Calibration from a collection's own images, without labels. For each sigmoid attribute of the

@@ -22,6 +22,7 @@ extension_sql_file!("../sql/vocabulary.sql", name = "vocabulary", requires = ["c
 // (a chain: pgrx orders files that require the same one differently from build to build)
 extension_sql_file!("../sql/identify.sql", name = "identify", requires = ["vocabulary"]);
 extension_sql_file!("../sql/learn.sql", name = "learn", requires = ["identify"]);
+extension_sql_file!("../sql/lifecycle.sql", name = "lifecycle", requires = ["learn"]);
 extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 
 #[pg_guard]

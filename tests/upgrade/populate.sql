@@ -30,3 +30,7 @@ FROM unnest(ARRAY['LOB-EN001_astronaut_ur.png', 'MRD-EN045_chelsea_the_cat_ur.we
                   'coffee_mug.png', 'rocket_launch_sr.jpg']) WITH ORDINALITY AS u (f, i);
 SELECT clip.add_reference_set('cards', 'cards', 'id', 'img', 'name', 'tiny');
 CALL clip.refresh('cards');
+-- a manager made under the release (roles are the cluster's: made once, kept)
+SELECT format('CREATE ROLE clip_test_manager') WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'clip_test_manager') \gexec
+SELECT clip.grant_manager('clip_test_manager');
+GRANT SELECT, INSERT, DELETE ON photos TO clip_test_manager;

@@ -38,6 +38,12 @@ diff -u "$OUT/fresh.schema" "$OUT/upgraded.schema" || fail "the upgraded catalog
     --inputdir=tests/pg_regress --outputdir="$OUT/regress" --bindir="$PG_BIN" contents ||
     { cat "$OUT/regress/regression.diffs"; fail "the contents golden differs after the upgrade"; }
 
+# the SQL reference lists every routine a user may call, with its signature as installed
+missing=$(q -d pg_clip_fresh -Atc "SELECT format('clip.%s(%s)', p.proname, replace(pg_get_function_identity_arguments(p.oid), 'IN ', ''))
+                                   FROM pg_proc p WHERE p.pronamespace = 'clip'::regnamespace AND p.proname !~ '^_' ORDER BY 1" |
+          while read -r sig; do grep -qF "\`$sig\`" docs/reference.md || echo "$sig"; done)
+[ -z "$missing" ] || fail "docs/reference.md does not list: $missing"
+
 echo "--- a database used under $RELEASED: upgraded, then dumped and restored"
 ./scripts/cluster.sh recreate-db pg_clip_upgrade
 q -d pg_clip_upgrade -c "SET client_min_messages = warning" -c "CREATE EXTENSION pg_clip VERSION '$RELEASED' CASCADE"
@@ -46,6 +52,11 @@ q -d pg_clip_upgrade -f tests/upgrade/answers.sql > "$OUT/released.out"
 q -d pg_clip_upgrade -c "ALTER EXTENSION pg_clip UPDATE"
 q -d pg_clip_upgrade -f tests/upgrade/answers.sql > "$OUT/upgraded.out"
 diff -u "$OUT/released.out" "$OUT/upgraded.out" || fail "answers changed with the upgrade (above)"
+# the release's manager may still refresh: it was given EXECUTE on the new version's functions
+q -d pg_clip_upgrade -c "SET ROLE clip_test_manager" -c "SET client_min_messages = warning" \
+    -c "INSERT INTO photos SELECT 200, 'copy', img FROM photos WHERE id = 1" -c "CALL clip.refresh('photos')" \
+    -c "DELETE FROM photos WHERE id = 200" -c "CALL clip.refresh('photos')" ||
+    fail "a manager made under $RELEASED cannot refresh after the upgrade"
 
 "$PG_BIN/pg_dump" -Fc -d pg_clip_upgrade -f "$OUT/pg_clip.dump"
 ./scripts/cluster.sh recreate-db pg_clip_restored

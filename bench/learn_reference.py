@@ -52,6 +52,16 @@ def run(d):
     from sklearn.model_selection import StratifiedKFold, cross_validate
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_info
+
+    # scikit-learn's normal kernels: an optimised BLAS (OpenBLAS or MKL) and OpenMP, with every
+    # core, or the comparison is against a crippled reference
+    pools = threadpool_info()
+    kernels = ",".join(f"{p['internal_api']}:{p['num_threads']}" for p in pools)
+    print(f"learn sklearn what=threadpool kernels={kernels}")
+    blas = [p for p in pools if p["internal_api"] in ("openblas", "mkl")]
+    if not blas or any(p["num_threads"] < os.cpu_count() for p in pools):
+        sys.exit(f"learn_reference: scikit-learn is not running its normal kernels: {pools}")
 
     t = time.perf_counter()
     out = subprocess.run(["psql", "-X", "-At", "-c",

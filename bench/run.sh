@@ -250,6 +250,9 @@ if learn:
             if "accuracy" in a:
                 extra = f" (CV accuracy {a['accuracy']} vs {b['accuracy']})"
             print(f"| {title}{extra} | {float(a['ms']):.0f} | {float(b['ms']):.0f} | {float(b['ms']) / float(a['ms']):.2f} |")
+    tp = learn.get(("sklearn", "threadpool"))
+    if tp:
+        print(f"scikit-learn's kernels (threadpoolctl, library:threads): {tp['kernels']}")
     ld = learn.get(("sklearn", "load"))
     if ld:
         print(f"| reading the 45,000 embeddings out of PostgreSQL into numpy (scikit-learn's side only) | | {float(ld['ms']):.0f} | |")

@@ -2,7 +2,7 @@
 -- for each photo, the prompt it is most similar to; then keep the photos as a collection and
 -- score them with an example vocabulary, one column per attribute.
 -- The tiny model has RANDOM weights: the pipeline is real, the similarities are meaningless.
--- See README "Using a real model" for real CLIP weights.
+-- See docs/models.md for real CLIP weights.
 \set QUIET on
 \pset footer off
 SET client_min_messages = warning;

@@ -1,4 +1,4 @@
--- Runs last, after every function exists: who may do what (the README's privilege table).
+-- Runs last, after every function exists: who may do what (docs/security.md's privilege table).
 --
 -- Everyone may embed with the registered models and read the collections whose source tables
 -- they may read. Writing pg_clip's tables (collections, refreshes, vocabularies, labels, fits,

@@ -480,7 +480,7 @@ END $$;
 -- `attribute_group` (whose members match the classifier's classes by code or label) and, given
 -- a clustering, the prior of the image's cluster (softmax of logit_scale x cosine between its
 -- centroid and each member): w = the classifier's certainty (top probability minus the second),
--- p = w x classifier + (1 - w) x mean(zero-shot, cluster prior). See clip._blend and the README.
+-- p = w x classifier + (1 - w) x mean(zero-shot, cluster prior). See clip._blend and docs/learning.md.
 CREATE OR REPLACE FUNCTION clip.decide(collection text, classifier text, attribute_group text, clustering text DEFAULT NULL)
 RETURNS TABLE (image_id bigint, decision text, confidence real, classifier_label text, classifier_probability real,
                zero_shot real, cluster_prior real, classifier_weight real)

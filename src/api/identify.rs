@@ -10,7 +10,7 @@ use pgrx::prelude::*;
 use crate::errors::OrRaise;
 use crate::gucs;
 
-/// The label and variant a reference set takes from an image's file name (see the README):
+/// The label and variant a reference set takes from an image's file name (see docs/identification.md):
 /// the stem without a leading set code, a trailing suffix from pg_clip.identify_variants split
 /// off, underscores to spaces, title case. STABLE: it reads that setting.
 #[pg_extern(create_or_replace, stable, parallel_safe, strict)]

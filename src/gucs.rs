@@ -293,7 +293,7 @@ pub fn identify_variants() -> String {
 fn setting(name: &str) -> Option<String> {
     if !name.starts_with("pg_clip.") {
         crate::errors::report(
-            pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("\"{name}\" is not a pg_clip setting"),
             None,
             None,

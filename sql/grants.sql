@@ -44,7 +44,9 @@ BEGIN
     CREATE POLICY queue_writes ON clip.refresh_queue FOR INSERT
         WITH CHECK (collection IN (SELECT c.name FROM clip.collection c WHERE clip._may_write_source(c)));
 END $$;
-GRANT INSERT ON clip.refresh_queue TO PUBLIC;
+-- (the queue's rows a role may see are those of the collections it may read: clip.identify
+-- counts a reference set's queued changes)
+GRANT SELECT, INSERT ON clip.refresh_queue TO PUBLIC;
 
 -- What a manager holds (clip.grant_manager gives it, clip.revoke_manager takes it back): the
 -- rows of clip's tables, and every function and procedure but model registration and these.

@@ -169,6 +169,8 @@ RESET ROLE;
 SET ROLE mallory;
 SELECT count(*) AS search_rows FROM clip.search('private', 'a cat', 3);
 SELECT (SELECT count(*) FROM clip.private_embeddings) AS embeddings_view, (SELECT count(*) FROM clip.label) AS labels;
+-- and identifies against the reference set made from it (a reader, not a manager)
+SELECT count(*) AS identify_rows FROM clip.identify(array_fill(0.1::real, ARRAY[64])::vector, 'private_refs', 2);
 -- reading is not writing
 SELECT try($$SELECT clip.label('private', 1, 'kind', 'other')$$) AS label_after_grant;
 RESET ROLE;

@@ -113,10 +113,11 @@ BEGIN
         RAISE EXCEPTION 'reference set "%" has no embedded references yet (% rows waiting)', c.name, waiting
             USING ERRCODE = '55000', HINT = format('CALL clip.refresh(%L) embeds them.', c.name);
     END IF;
-    SELECT count(*) INTO waiting FROM clip.refresh_queue q WHERE q.collection = c.name;
+    -- (counted up to 1,000: a bulk load's queue is not counted through on every call)
+    SELECT count(*) INTO waiting FROM (SELECT 1 FROM clip.refresh_queue q WHERE q.collection = c.name LIMIT 1000) x;
     IF waiting > 0 THEN
         RAISE WARNING 'reference set "%" has queued changes that are not embedded yet (%): they are not matched',
-            c.name, waiting USING HINT = format('CALL clip.refresh(%L) embeds them (or the auto-refresh worker will).', c.name);
+            c.name, CASE WHEN waiting < 1000 THEN waiting::text ELSE 'at least 1000' END USING HINT = format('CALL clip.refresh(%L) embeds them (or the auto-refresh worker will).', c.name);
     END IF;
     candidates := CASE WHEN exact
         -- the raw column matches no index expression: a scan of the set and a sort

@@ -175,6 +175,7 @@ DECLARE
     m clip.model;
     plan record;
     images record;
+    rederive text[];
     n bigint;
 BEGIN
     pairs := 0;
@@ -204,15 +205,15 @@ BEGIN
     pairs := pairs + n;
 
     -- derived attributes: everywhere when the rule or what it reads changed, else on stale images
-    SELECT array_agg(a.code) INTO plan.rederive
+    SELECT array_agg(a.code) INTO rederive
     FROM clip.vocabulary_attribute a LEFT JOIN clip.attribute_score_state s ON s.collection = c.name AND s.code = a.code
     WHERE a.vocabulary = v AND a.kind = 'derived'
       AND (s.code IS NULL OR s.kind <> 'derived' OR s.rule_expanded IS DISTINCT FROM a.rule_expanded
            OR a.rule_codes && (coalesce(plan.rescore, '{}') || coalesce(plan.recal, '{}') || coalesce(plan.gone, '{}')));
-    pairs := pairs + clip._score_derived(c, v, m, plan.rederive, images.stale);
+    pairs := pairs + clip._score_derived(c, v, m, rederive, images.stale);
 
     attributes_changed := coalesce(cardinality(plan.gone), 0) + coalesce(cardinality(plan.rescore), 0)
-                          + coalesce(cardinality(plan.recal), 0) + coalesce(cardinality(plan.rederive), 0);
+                          + coalesce(cardinality(plan.recal), 0) + coalesce(cardinality(rederive), 0);
     PERFORM clip._score_remember(c, v, m, images.stale, images.emb_version);
     IF pairs > 100000 THEN
         -- after a bulk scoring, fresh statistics for the next incremental one (autovacuum would
@@ -228,9 +229,9 @@ END $$;
 -- Scoring, step 1: what changed in vocabulary `v` since collection `c` was last scored: the
 -- attributes gone, those to score again for every image (new, other prompts or group or model,
 -- and the rest of their softmax groups), those with a new calibration only. An attribute that
--- changed kind (base <-> derived) starts over. (rederive is filled in by clip._score.)
+-- changed kind (base <-> derived) starts over.
 CREATE OR REPLACE FUNCTION clip._score_changed_attributes(c clip.collection, v text, m clip.model, OUT gone text[],
-                                                          OUT rescore text[], OUT recal text[], OUT rederive text[])
+                                                          OUT rescore text[], OUT recal text[])
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN

@@ -62,7 +62,7 @@ BEGIN
     EXECUTE format('%s EXECUTE ON ALL FUNCTIONS IN SCHEMA clip %s %s', verb, dir, role);
     EXECUTE format('%s EXECUTE ON ALL PROCEDURES IN SCHEMA clip %s %s', verb, dir, role);
     IF give THEN
-        EXECUTE format('REVOKE EXECUTE ON FUNCTION clip.register_model(text, text), clip.grant_manager(regrole),
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION clip.register_model(text, text, jsonb), clip.grant_manager(regrole),
                         clip.revoke_manager(regrole), clip._manager_privileges(regrole, boolean) FROM %s', role);
     END IF;
 END $$;
@@ -82,7 +82,7 @@ BEGIN
           AND p.proname NOT IN ('_collection', '_may_read', '_readable_collections', '_may_write_source',
                                 '_reference_set', '_reference_labels_sql', '_probabilities', '_current_classifier',
                                 '_class_code', '_label_code', '_check_name', '_is_name', '_derived_name',
-                                '_sigmoid', '_softmax_term', '_setting', '_in_transaction_block',
+                                '_sigmoid', '_softmax_term', '_calibration', '_setting', '_in_transaction_block',
                                 '_read_vocabulary_file', '_vocabulary', '_group_classes', '_blend')
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
@@ -129,8 +129,9 @@ BEGIN
           -- 0.23 ms less per identify for a reader. Their bodies name everything in full.)
           AND p.proname NOT IN ('_may_read', '_readable_collections', '_may_write_source')
           -- (nor the formulas the scoring and prediction queries inline, per row, for the same
-          -- reason: clip._sigmoid, clip._softmax_term; their bodies name everything in full)
-          AND p.proname NOT IN ('_sigmoid', '_softmax_term')
+          -- reason: clip._sigmoid, clip._softmax_term, clip._calibration; their bodies name
+          -- everything in full)
+          AND p.proname NOT IN ('_sigmoid', '_softmax_term', '_calibration')
     LOOP
         EXECUTE format('ALTER ROUTINE %s SET search_path = pg_catalog, clip, %I, pg_temp', f, vec);
     END LOOP;

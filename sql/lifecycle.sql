@@ -137,13 +137,14 @@ BEGIN
             -- leaves the rows queued for the next try and does not stop the other collections.
             -- The second failure in a row records the batch's rows in clip.embedding_error and
             -- dequeues them, so that the worker does not retry them forever (clip.retry_failed
-            -- puts them back in line).
+            -- puts them back in line); unless the model refused the batch (38000): no row is to
+            -- blame, and they wait for a model that works.
             GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
             RAISE WARNING 'pg_clip: refreshing queued rows of collection "%" failed: %', c.name, msg;
             INSERT INTO clip.refresh_state AS s (collection, failed_batches, last_batch_error) VALUES (c.name, 1, msg)
             ON CONFLICT (collection) DO UPDATE SET failed_batches = s.failed_batches + 1, last_batch_error = msg
             RETURNING s.failed_batches INTO fails;
-            IF fails >= 2 THEN
+            IF fails >= 2 AND st <> '38000' THEN
                 INSERT INTO clip.embedding_error (collection, image_id, sqlstate, message)
                 SELECT c.name, u, st, 'its batch failed twice as a whole: ' || msg FROM unnest(ids) u
                 ON CONFLICT (collection, image_id) DO UPDATE

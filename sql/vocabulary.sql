@@ -16,6 +16,18 @@ CREATE OR REPLACE FUNCTION clip._softmax_term(z float8, peak float8) RETURNS flo
     SELECT pg_catalog.exp(greatest(z OPERATOR(pg_catalog.-) peak, -80))
 $$;
 
+-- The calibration a sigmoid attribute is scored with: its own (from the file), else its model's.
+-- A SigLIP model with a known bias scores with the sigmoid it was trained with,
+-- sigmoid(logit_scale x cosine + logit_bias), that is center = -logit_bias and scale = 1; other
+-- models with center 25.5, scale 1.5 (a photo's typical CLIP logit with its best description).
+-- Inlined like clip._sigmoid.
+CREATE OR REPLACE FUNCTION clip._calibration(center float8, scale float8, logit_bias real,
+                                             OUT center float8, OUT scale float8)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce($1, OPERATOR(pg_catalog.-) $3::pg_catalog.float8, 25.5),
+           coalesce($2, CASE WHEN $3 IS NULL THEN 1.5 ELSE 1 END)
+$$;
+
 -- Create or update vocabulary `name` from YAML text. A file with problems raises one ERROR that
 -- lists every problem with its line and column, and changes nothing. Returns one row per
 -- attribute that was added, removed or changed (with the fields that changed); loading the
@@ -197,8 +209,8 @@ BEGIN
 
     -- new calibration: confidences from the stored logits, no model needed
     UPDATE clip.feature_image_attribute f
-    SET confidence = clip._sigmoid((f.logit - a.center) / a.scale), scored_at = now()
-    FROM clip.vocabulary_attribute a
+    SET confidence = clip._sigmoid((f.logit - k.center) / k.scale), scored_at = now()
+    FROM clip.vocabulary_attribute a CROSS JOIN LATERAL clip._calibration(a.center, a.scale, m.logit_bias) k
     WHERE a.vocabulary = v AND a.code = ANY (plan.recal)
       AND f.collection = c.name AND f.attribute_code = a.code AND f.source = 'zero_shot';
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -259,10 +271,13 @@ BEGIN
           UNION
           SELECT s.grp FROM clip.attribute_score_state s
           WHERE s.collection = c.name AND (s.code = ANY (gone) OR s.code = ANY (rescore))));
+    -- (the state holds the calibration used, the model's default included: a model registered
+    -- again with another logit_bias recalibrates the attributes that use its default)
     SELECT array_agg(a.code) INTO recal
     FROM clip.vocabulary_attribute a JOIN clip.attribute_score_state s ON s.collection = c.name AND s.code = a.code
+    CROSS JOIN LATERAL clip._calibration(a.center, a.scale, m.logit_bias) k
     WHERE a.vocabulary = v AND a.kind = 'base' AND a.grp IS NULL AND a.code <> ALL (coalesce(rescore, '{}'))
-      AND (s.center, s.scale) IS DISTINCT FROM (a.center, a.scale);
+      AND (s.center, s.scale) IS DISTINCT FROM (k.center, k.scale);
 END $$;
 
 -- Scoring, step 2: images deleted (or embedded under another model) lose their rows; new or
@@ -315,9 +330,10 @@ BEGIN
     FOREACH grouped IN ARRAY ARRAY[false, true] LOOP
         EXECUTE format($q$
             WITH attrs AS (
-                SELECT a.code, a.grp, a.center, a.scale, coalesce(a.code = ANY ($6), false) AS everywhere,
+                SELECT a.code, a.grp, k.center, k.scale, coalesce(a.code = ANY ($6), false) AS everywhere,
                        (ARRAY[t.embedding])[1] AS embedding
                 FROM clip.vocabulary_attribute a
+                CROSS JOIN LATERAL clip._calibration(a.center, a.scale, $9) k
                 JOIN clip.text_embedding t ON t.model = $3 AND t.stamp = $4 AND t.prompts = a.prompts
                 WHERE a.vocabulary = $2 AND a.kind = 'base' AND (a.grp IS NOT NULL) = $8
             ),
@@ -343,7 +359,7 @@ BEGIN
             CASE WHEN grouped
                  THEN '(SELECT p.*, max(p.logit) OVER (PARTITION BY p.image_id, p.grp) AS peak FROM pairs p)'
                  ELSE 'pairs' END)
-            INTO n USING c.name, v, m.name, m.stamp, m.logit_scale, rescore, stale, grouped;
+            INTO n USING c.name, v, m.name, m.stamp, m.logit_scale, rescore, stale, grouped, m.logit_bias;
         pairs := pairs + n;
     END LOOP;
     RETURN pairs;
@@ -392,8 +408,11 @@ RETURNS void LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
     INSERT INTO clip.attribute_score_state AS s (collection, code, kind, model, stamp, prompts, center, scale, grp, rule_expanded)
-    SELECT c.name, a.code, a.kind, m.name, m.stamp, a.prompts, a.center, a.scale, a.grp, a.rule_expanded
-    FROM clip.vocabulary_attribute a WHERE a.vocabulary = v
+    SELECT c.name, a.code, a.kind, m.name, m.stamp, a.prompts,
+           CASE WHEN a.kind = 'base' AND a.grp IS NULL THEN k.center END,
+           CASE WHEN a.kind = 'base' AND a.grp IS NULL THEN k.scale END, a.grp, a.rule_expanded
+    FROM clip.vocabulary_attribute a CROSS JOIN LATERAL clip._calibration(a.center, a.scale, m.logit_bias) k
+    WHERE a.vocabulary = v
     ON CONFLICT (collection, code) DO UPDATE SET kind = EXCLUDED.kind, model = EXCLUDED.model, stamp = EXCLUDED.stamp,
         prompts = EXCLUDED.prompts, center = EXCLUDED.center, scale = EXCLUDED.scale, grp = EXCLUDED.grp,
         rule_expanded = EXCLUDED.rule_expanded;
@@ -428,8 +447,9 @@ BEGIN
         ORDER BY random() LIMIT sample_size
     ),
     l AS (
-        SELECT a.code, a.position, a.center, a.scale, m.logit_scale * (1 - (s.embedding <=> t.embedding)) AS logit
+        SELECT a.code, a.position, k.center, k.scale, m.logit_scale * (1 - (s.embedding <=> t.embedding)) AS logit
         FROM clip.vocabulary_attribute a
+        CROSS JOIN LATERAL clip._calibration(a.center, a.scale, m.logit_bias) k
         JOIN clip.text_embedding t ON t.model = m.name AND t.stamp = m.stamp AND t.prompts = a.prompts
         CROSS JOIN sample s
         WHERE a.vocabulary = calibrate.vocabulary AND a.kind = 'base' AND a.grp IS NULL

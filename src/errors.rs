@@ -39,6 +39,11 @@ pub fn report(code: Code, message: String, detail: Option<String>, hint: Option<
     unreachable!("ERROR does not return")
 }
 
+/// A WARNING with a hint, to the client and the log; returns.
+pub fn warn(message: String, hint: String) {
+    ErrorReport::new(Code::ERRCODE_WARNING, message, "pg_clip").set_hint(hint).report(PgLogLevel::WARNING);
+}
+
 /// True when a cancel (pg_cancel_backend, statement_timeout) or a termination waits for this
 /// backend. Only reads the flags the signal handlers set, so the core's loops and threads may
 /// poll it; the ERROR itself is raised on the backend's thread by [`raise_core`]. (Not

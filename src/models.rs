@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
-use pg_clip_core::model::ModelFolder;
+use pg_clip_core::model::{ModelFolder, ModelOptions};
 use pg_clip_core::runtime::{self, ClipModel, Device, SessionOptions};
 use pg_clip_core::{ClipError, ErrorKind};
 use pgrx::prelude::*;
@@ -113,13 +113,26 @@ pub fn model_name(arg: Option<&str>) -> String {
     })
 }
 
-fn registered(name: &str) -> (String, String) {
-    let row = Spi::get_two_with_args::<String, String>(
-        "SELECT folder, stamp FROM clip.model WHERE name = $1",
+fn registered(name: &str) -> (String, String, ModelOptions) {
+    let row = Spi::get_three_with_args::<String, String, pgrx::JsonB>(
+        "SELECT folder, stamp, options FROM clip.model WHERE name = $1",
         &[name.into()],
     );
     match row {
-        Ok((Some(folder), Some(stamp))) => (folder, stamp),
+        Ok((Some(folder), Some(stamp), Some(options))) => {
+            // written by clip.register_model from checked options; a hand-edited row is refused
+            let options = ModelOptions::from_json(&options.0.to_string()).unwrap_or_else(|m| {
+                errors::report(
+                    Code::ERRCODE_DATA_CORRUPTED,
+                    format!("clip.model row of \"{name}\" has invalid options: {m}"),
+                    None,
+                    Some(format!(
+                        "Register it again: SELECT clip.register_model('{name}', '{folder}', ...)."
+                    )),
+                )
+            });
+            (folder, stamp, options)
+        }
         _ => errors::report(
             Code::ERRCODE_UNDEFINED_OBJECT,
             format!("model \"{name}\" is not registered"),
@@ -131,7 +144,7 @@ fn registered(name: &str) -> (String, String) {
 
 /// Run `f` with the loaded model `name`, loading or reloading it as needed.
 pub fn with_model<T>(name: &str, f: impl FnOnce(&mut ClipModel) -> T) -> T {
-    let (folder, stamp) = registered(name);
+    let (folder, stamp, model_options) = registered(name);
     let opts = options();
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
@@ -143,7 +156,7 @@ pub fn with_model<T>(name: &str, f: impl FnOnce(&mut ClipModel) -> T) -> T {
         });
         if !fresh {
             cache.remove(name);
-            let mf = ModelFolder::open(&PathBuf::from(&folder)).or_raise();
+            let mf = ModelFolder::open(&PathBuf::from(&folder), &model_options).or_raise();
             let fingerprint = mf.fingerprint();
             let now = mf.stamp().or_raise();
             if now != stamp {
@@ -162,6 +175,13 @@ pub fn with_model<T>(name: &str, f: impl FnOnce(&mut ClipModel) -> T) -> T {
         }
         f(&mut cache.get_mut(name).expect("just inserted").model)
     })
+}
+
+/// A failure of the model itself while embedding images: no image is to blame, so it is an
+/// ERROR of the whole call (a refresh leaves the rows queued) rather than one per image.
+pub fn refused(name: &str, e: ClipError) -> ClipError {
+    e.context(format!("model \"{name}\""))
+        .hint("No image was recorded as failed: the model refused the batch. Check its graphs' input shapes (SELECT * FROM clip.model) and the server log.")
 }
 
 /// Keep a model just loaded by clip.register_model, so the next call need not load it again.

@@ -17,7 +17,7 @@ fn main() {
     let (threads, batch, images): (usize, usize, usize) =
         (a[3].parse().unwrap(), a[4].parse().unwrap(), a[5].parse().unwrap());
     let env = runtime::environment(&a[2]).unwrap_or_else(|e| panic!("{e}"));
-    let folder = ModelFolder::open(Path::new(&a[1])).unwrap_or_else(|e| panic!("{e}"));
+    let folder = ModelFolder::open(Path::new(&a[1]), &Default::default()).unwrap_or_else(|e| panic!("{e}"));
     let opts = SessionOptions { device: Device::Cpu, intra_op_threads: threads };
     let mut model = ClipModel::load(&env, folder, &opts).unwrap_or_else(|e| panic!("{e}"));
     let len = model.folder.preprocess.tensor_len();

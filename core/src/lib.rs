@@ -6,6 +6,7 @@ pub mod files;
 pub mod interrupt;
 pub mod learn;
 pub mod model;
+pub mod onnx_files;
 pub mod preprocess;
 pub mod reference;
 pub mod runtime;

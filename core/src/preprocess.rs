@@ -14,7 +14,7 @@ use std::sync::{Condvar, Mutex};
 use fast_image_resize::images::Image as FirImage;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ClipError, Result};
 
@@ -33,6 +33,29 @@ pub enum ResizeMode {
     Squash,
 }
 
+/// Whose pipeline the pixels follow. open_clip (torchvision on PIL) is what the models were
+/// evaluated with; the other two reproduce vectors made by other software, so that they can be
+/// mixed with pg_clip's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flavour {
+    /// EXIF orientation applied; PIL's resize of the image's own mode (palette images NEAREST,
+    /// alpha premultiplied), then crop (offset rounded half to even), then RGB.
+    OpenClip,
+    /// transformers' CLIPImageProcessor on `Image.open(...)`: no EXIF orientation, RGB first
+    /// (do_convert_rgb), resize, crop offset floored.
+    Transformers,
+    /// immich's loader: no EXIF orientation, RGB first, the long side as
+    /// `int((long / short) * size)`, crop offset `int(side / 2 - size / 2)`.
+    Immich,
+}
+
+impl Flavour {
+    fn exif(self) -> bool {
+        self == Flavour::OpenClip
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreprocessConfig {
     pub size: u32,
@@ -40,6 +63,8 @@ pub struct PreprocessConfig {
     pub std: [f32; 3],
     pub interpolation: Interpolation,
     pub resize_mode: ResizeMode,
+    /// Not in preprocess_cfg.json: a registration option.
+    pub flavour: Flavour,
 }
 
 /// `visual/preprocess_cfg.json` as open_clip writes it; `size` is an int or `[h, w]`.
@@ -98,6 +123,7 @@ impl PreprocessConfig {
             std,
             interpolation,
             resize_mode,
+            flavour: Flavour::OpenClip,
         })
     }
 
@@ -180,7 +206,7 @@ impl Drop for Grant<'_> {
 pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Decoded> {
     let (decoder, format, w, h) = open(bytes, limits)?;
     check_bytes(w, h, decoder.total_bytes(), 0, limits)?;
-    finish(decoder, format, bytes)
+    finish(decoder, format, bytes, true)
 }
 
 /// The decoder of `bytes` with the image's size, after the checks that need only the header.
@@ -226,12 +252,19 @@ fn check_bytes(w: u32, h: u32, decoded: u64, more: u64, limits: &ImageLimits) ->
     Ok(total)
 }
 
-fn finish(mut decoder: Box<dyn ImageDecoder + '_>, format: ImageFormat, bytes: &[u8]) -> Result<Decoded> {
+fn finish(
+    mut decoder: Box<dyn ImageDecoder + '_>,
+    format: ImageFormat,
+    bytes: &[u8],
+    exif: bool,
+) -> Result<Decoded> {
     let name = format_name(format);
     // A bad EXIF block is not worth losing the image for: PIL's exif_transpose ignores it too.
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| ClipError::decode(name, e))?;
-    image.apply_orientation(orientation);
+    if exif {
+        image.apply_orientation(orientation);
+    }
     Ok(Decoded { image, pil_nearest: pil_resizes_nearest(format, bytes) })
 }
 
@@ -310,9 +343,14 @@ pub fn resize_target(w: u32, h: u32, cfg: &PreprocessConfig, max_bytes: u64) -> 
     match cfg.resize_mode {
         ResizeMode::Squash => Ok((size, size)),
         ResizeMode::Shortest => {
-            // torchvision: new_long = int(size * long / short), computed in double precision
+            // torchvision and transformers: new_long = int(size * long / short), in double
+            // precision; immich: int((long / short) * size), which rounds differently
             let (short, long) = if w <= h { (w, h) } else { (h, w) };
-            let new_long = (f64::from(size) * f64::from(long) / f64::from(short.max(1))).floor();
+            let (size_f, long_f, short_f) = (f64::from(size), f64::from(long), f64::from(short.max(1)));
+            let new_long = match cfg.flavour {
+                Flavour::Immich => (long_f / short_f * size_f).floor(),
+                _ => (size_f * long_f / short_f).floor(),
+            };
             let bytes = new_long * f64::from(size) * 4.0;
             if new_long > f64::from(u32::MAX) || bytes > max_bytes as f64 {
                 return Err(ClipError::extreme_aspect(w, h, size, new_long, max_bytes));
@@ -336,7 +374,11 @@ pub fn resize_crop(decoded: &Decoded, cfg: &PreprocessConfig, limits: &ImageLimi
     let (w, h) = (img.width(), img.height());
     let size = cfg.size;
     let (new_w, new_h) = resize_target(w, h, cfg, limits.max_bytes)?;
-    let alg = if decoded.pil_nearest {
+    // transformers and immich convert to RGB before resizing: no NEAREST for palette images,
+    // no premultiplied alpha
+    let own_mode = cfg.flavour == Flavour::OpenClip;
+    let nearest = decoded.pil_nearest && own_mode;
+    let alg = if nearest {
         ResizeAlg::Nearest
     } else {
         match cfg.interpolation {
@@ -346,7 +388,7 @@ pub fn resize_crop(decoded: &Decoded, cfg: &PreprocessConfig, limits: &ImageLimi
         }
     };
     // With alpha, resize premultiplied RGBA (as PIL does via mode RGBa), then drop alpha.
-    let (src, pixel_type, channels) = if img.color().has_alpha() && !decoded.pil_nearest {
+    let (src, pixel_type, channels) = if img.color().has_alpha() && !nearest && own_mode {
         (img.to_rgba8().into_raw(), PixelType::U8x4, 4usize)
     } else {
         (img.to_rgb8().into_raw(), PixelType::U8x3, 3usize)
@@ -367,9 +409,13 @@ pub fn resize_crop(decoded: &Decoded, cfg: &PreprocessConfig, limits: &ImageLimi
             .map_err(|e| ClipError::decode("resized", e))?;
         dst.into_vec()
     };
-    // torchvision center_crop: int(round((h - size) / 2.0)), Python rounds half to even
-    let top = round_half_even(f64::from(new_h - size) / 2.0) as usize;
-    let left = round_half_even(f64::from(new_w - size) / 2.0) as usize;
+    // torchvision center_crop: int(round((h - size) / 2.0)), Python rounds half to even;
+    // transformers: (h - size) // 2; immich: int(h / 2 - size / 2), the same floor
+    let offset = |side: u32| match cfg.flavour {
+        Flavour::OpenClip => round_half_even(f64::from(side - size) / 2.0) as usize,
+        Flavour::Transformers | Flavour::Immich => ((side - size) / 2) as usize,
+    };
+    let (top, left) = (offset(new_h), offset(new_w));
     let (size_u, row_len) = (size as usize, new_w as usize * channels);
     let mut out = Vec::with_capacity(size_u * size_u * 3);
     for y in top..top + size_u {
@@ -427,7 +473,7 @@ pub fn preprocess_into(
     let more = resize_bytes(w, h, a.0, a.1).max(resize_bytes(h, w, b.0, b.1));
     let footprint = check_bytes(w, h, decoder.total_bytes(), more, limits)?;
     let _grant = budget.map(|b| b.take(footprint));
-    let decoded = finish(decoder, format, bytes)?;
+    let decoded = finish(decoder, format, bytes, cfg.flavour.exif())?;
     let crop = resize_crop(&decoded, cfg, limits)?;
     normalize_into(&crop, cfg, out);
     Ok(())
@@ -469,6 +515,7 @@ mod tests {
             std: [0.5, 0.25, 2.0],
             interpolation: Interpolation::Bicubic,
             resize_mode: ResizeMode::Shortest,
+            flavour: Flavour::OpenClip,
         };
         let crop = RgbImage::from_raw(1, 1, vec![255, 0, 51]).unwrap();
         let mut out = [0f32; 3];
@@ -529,6 +576,7 @@ mod tests {
             std: [0.5; 3],
             interpolation: Interpolation::Bicubic,
             resize_mode: ResizeMode::Shortest,
+            flavour: Flavour::OpenClip,
         }
     }
 

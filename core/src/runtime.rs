@@ -11,9 +11,9 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 use rayon::prelude::*;
 
 use crate::error::{ClipError, ErrorKind, Result};
-use crate::model::ModelFolder;
+use crate::model::{Family, ModelFolder};
 use crate::preprocess;
-use crate::tokenize::ClipTokenizer;
+use crate::tokenize::{ClipTokenizer, TokenBatch};
 use crate::Interrupt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,14 +105,26 @@ pub fn decode_pool() -> &'static rayon::ThreadPool {
     })
 }
 
+/// The text graph's inputs: the ids alone (open_clip, immich), or ids and attention mask
+/// (M-CLIP's `input_ids`, `attention_mask`); int32 or int64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TextInputs {
+    i64: bool,
+    mask: bool,
+}
+
 /// A loaded model: both sessions and the tokenizer.
 pub struct ClipModel {
     pub folder: ModelFolder,
     pub device_used: Device,
+    /// The graphs' fixed batch sizes (dimension 0), None where it is symbolic. Since 2025
+    /// immich exports with a batch of 1; those run one item per call.
+    pub image_batch: Option<usize>,
+    pub text_batch: Option<usize>,
     visual: Session,
     textual: Session,
     tokenizer: ClipTokenizer,
-    text_input_i64: bool,
+    text_inputs: TextInputs,
 }
 
 impl ClipModel {
@@ -135,54 +147,112 @@ impl ClipModel {
             &folder.path.join("textual/tokenizer.json"),
             folder.context_length,
             folder.pad_token.as_deref(),
+            folder.text_clean,
+            folder.options.language.as_deref(),
         )
         .map_err(|e| ClipError::model(&shown, format!("textual/tokenizer.json: {e}")))?;
-        check_visual(&visual, &folder)
+        let image_batch = check_visual(&visual, &folder)
             .map_err(|m| ClipError::model(&shown, format!("visual/model.onnx: {m}")))?;
-        let text_input_i64 = check_textual(&textual, &folder)
+        let (text_inputs, text_batch) = check_textual(&textual, &folder)
             .map_err(|m| ClipError::model(&shown, format!("textual/model.onnx: {m}")))?;
-        Ok(ClipModel { folder, device_used, visual, textual, tokenizer, text_input_i64 })
+        Ok(ClipModel {
+            folder,
+            device_used,
+            image_batch,
+            text_batch,
+            visual,
+            textual,
+            tokenizer,
+            text_inputs,
+        })
+    }
+
+    /// What kind of model this is, from its graphs, tokenizer and config.
+    pub fn family(&self) -> Family {
+        if self.text_inputs.mask {
+            Family::Mclip
+        } else if self.tokenizer.has_token("eng_Latn") {
+            Family::Nllb
+        } else if self.folder.sigmoid_trained {
+            Family::Siglip
+        } else {
+            Family::Clip
+        }
     }
 
     pub fn tokenizer(&self) -> &ClipTokenizer {
         &self.tokenizer
     }
 
-    /// Run the visual model on ready tensors (`n` images, NCHW, row-major), L2-normalised rows.
+    /// Run the visual model on ready tensors (`n` images, NCHW, row-major), L2-normalised rows;
+    /// in calls of the graph's fixed batch size where it has one. An error here is the model's
+    /// (shape, ONNX Runtime), never one image's.
     pub fn run_visual(&mut self, tensor: &[f32], n: usize) -> Result<Vec<Vec<f32>>> {
         let s = self.folder.preprocess.size as usize;
-        let input = TensorRef::from_array_view(([n, 3, s, s], tensor))
-            .map_err(|e| ClipError::inference("visual", e))?;
-        let outputs = self.visual.run(ort::inputs![input]).map_err(|e| ClipError::inference("visual", e))?;
-        rows(&outputs[0], n, self.folder.embed_dim, "visual")
+        let per = 3 * s * s;
+        let mut out = Vec::with_capacity(n);
+        for (part, rows_in) in fixed_chunks(n, self.image_batch) {
+            let data = padded(&tensor[part.start * per..part.end * per], rows_in * per);
+            let input = TensorRef::from_array_view(([rows_in, 3, s, s], &*data))
+                .map_err(|e| ClipError::inference("visual", e))?;
+            let outputs =
+                self.visual.run(ort::inputs![input]).map_err(|e| ClipError::inference("visual", e))?;
+            let mut r = rows(&outputs[0], rows_in, self.folder.embed_dim, "visual")?;
+            r.truncate(part.len());
+            out.extend(r);
+        }
+        Ok(out)
     }
 
-    /// Run the text model on padded ids (`n` rows of context_length).
-    pub fn run_textual(&mut self, ids: &[i64], n: usize) -> Result<Vec<Vec<f32>>> {
-        let ctx = self.tokenizer.context_length();
-        let outputs = if self.text_input_i64 {
-            let input =
-                TensorRef::from_array_view(([n, ctx], ids)).map_err(|e| ClipError::inference("text", e))?;
-            self.textual.run(ort::inputs![input])
-        } else {
-            let ids32: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
-            let input = TensorRef::from_array_view(([n, ctx], ids32.as_slice()))
-                .map_err(|e| ClipError::inference("text", e))?;
-            self.textual.run(ort::inputs![input])
+    /// Run the text model on a padded batch (`n` rows of context_length), in calls of the
+    /// graph's fixed batch size where it has one.
+    pub fn run_textual(&mut self, batch: &TokenBatch, n: usize) -> Result<Vec<Vec<f32>>> {
+        let (ctx, dim) = (self.tokenizer.context_length(), self.folder.embed_dim);
+        let mut out = Vec::with_capacity(n);
+        for (part, rows_in) in fixed_chunks(n, self.text_batch) {
+            let ids = padded(&batch.ids[part.start * ctx..part.end * ctx], rows_in * ctx);
+            let mask = padded(&batch.attention_mask[part.start * ctx..part.end * ctx], rows_in * ctx);
+            let outputs = if self.text_inputs.i64 {
+                self.run_text_inputs([rows_in, ctx], &ids, &mask)
+            } else {
+                let ids32: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+                let mask32: Vec<i32> = mask.iter().map(|&i| i as i32).collect();
+                self.run_text_inputs([rows_in, ctx], &ids32, &mask32)
+            }?;
+            let mut r = rows(&outputs[0], rows_in, dim, "text")?;
+            r.truncate(part.len());
+            out.extend(r);
         }
-        .map_err(|e| ClipError::inference("text", e))?;
-        rows(&outputs[0], n, self.folder.embed_dim, "text")
+        Ok(out)
+    }
+
+    fn run_text_inputs<T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static>(
+        &mut self,
+        shape: [usize; 2],
+        ids: &[T],
+        mask: &[T],
+    ) -> Result<ort::session::SessionOutputs<'_>> {
+        let ids = TensorRef::from_array_view((shape, ids)).map_err(|e| ClipError::inference("text", e))?;
+        if self.text_inputs.mask {
+            let mask =
+                TensorRef::from_array_view((shape, mask)).map_err(|e| ClipError::inference("text", e))?;
+            self.textual.run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+        } else {
+            self.textual.run(ort::inputs![ids])
+        }
+        .map_err(|e| ClipError::inference("text", e))
     }
 
     /// Embed image files' bytes: decoded in parallel, one model call per `batch_size` images.
-    /// Each element succeeds or fails on its own, so bulk callers can skip bad images.
+    /// Each image succeeds or fails on its own, so bulk callers can skip bad images; a failure
+    /// of the model itself is the outer error, for no image is to blame for it.
     pub fn embed_images(
         &mut self,
         images: &[&[u8]],
         batch_size: usize,
         limits: &preprocess::ImageLimits,
         interrupt: Interrupt,
-    ) -> Vec<Result<Vec<f32>>> {
+    ) -> Result<Vec<Result<Vec<f32>>>> {
         let cfg = self.folder.preprocess.clone();
         let len = cfg.tensor_len();
         // the batch tensor stays within the image byte limit too (at least one image)
@@ -191,7 +261,7 @@ impl ClipModel {
         let tensor_len = batch.min(images.len().max(1)) * len;
         let mut tensor = Vec::new();
         if tensor.try_reserve_exact(tensor_len).is_err() {
-            return images.iter().map(|_| Err(ClipError::out_of_memory("the batch tensor"))).collect();
+            return Ok(images.iter().map(|_| Err(ClipError::out_of_memory("the batch tensor"))).collect());
         }
         tensor.resize(tensor_len, 0f32);
         // the decoding threads share one byte budget: together they hold at most max_bytes
@@ -222,32 +292,42 @@ impl ClipModel {
                     good += 1;
                 }
             }
-            let mut embedded = if good > 0 {
-                match self.run_visual(&tensor[..good * len], good) {
-                    Ok(e) => e.into_iter().map(Ok).collect::<Vec<_>>(),
-                    Err(e) => vec![Err(e); good],
-                }
-            } else {
-                Vec::new()
-            }
-            .into_iter();
+            let mut embedded =
+                if good > 0 { self.run_visual(&tensor[..good * len], good)? } else { Vec::new() }.into_iter();
             for r in decoded {
-                results.push(match r {
-                    Ok(()) => embedded.next().expect("one embedding per decoded image"),
-                    Err(e) => Err(e),
-                });
+                results.push(r.map(|()| embedded.next().expect("one embedding per decoded image")));
             }
         }
-        results
+        Ok(results)
     }
 
     pub fn embed_texts(&mut self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(batch_size.max(1)) {
-            let ids = self.tokenizer.encode_batch(chunk)?;
-            out.extend(self.run_textual(&ids, chunk.len())?);
+            let batch = self.tokenizer.encode_batch(chunk)?;
+            out.extend(self.run_textual(&batch, chunk.len())?);
         }
         Ok(out)
+    }
+}
+
+/// `n` rows in calls of `fixed` rows (each call's range, and the rows the graph gets: the last
+/// call is padded up to `fixed`), or in one call when the batch is symbolic.
+fn fixed_chunks(n: usize, fixed: Option<usize>) -> Vec<(std::ops::Range<usize>, usize)> {
+    match fixed {
+        None => vec![(0..n, n)],
+        Some(b) => (0..n).step_by(b).map(|start| (start..(start + b).min(n), b)).collect(),
+    }
+}
+
+/// `data` as `len` values, zero-padded at the end (borrowed when it is already that long).
+fn padded<T: Copy + Default>(data: &[T], len: usize) -> std::borrow::Cow<'_, [T]> {
+    if data.len() == len {
+        std::borrow::Cow::Borrowed(data)
+    } else {
+        let mut v = data.to_vec();
+        v.resize(len, T::default());
+        std::borrow::Cow::Owned(v)
     }
 }
 
@@ -292,66 +372,105 @@ fn build_session(
     })
 }
 
-/// Shape check: one float input [N, 3, size, size], an output [N, embed_dim].
-fn check_visual(s: &Session, folder: &ModelFolder) -> std::result::Result<(), String> {
+/// Shape check: one float input [N, 3, size, size], an output [N, embed_dim]; N's fixed size
+/// where it has one.
+fn check_visual(s: &Session, folder: &ModelFolder) -> std::result::Result<Option<usize>, String> {
     let size = folder.preprocess.size as i64;
-    let input = single_input(s)?;
-    match input.dtype() {
+    let input = match s.inputs() {
+        [one] => one,
+        many => return Err(format!("has {} inputs, expected 1", many.len())),
+    };
+    let batch = match input.dtype() {
         ValueType::Tensor { ty: TensorElementType::Float32, shape, .. }
             if shape.len() == 4
                 && dim_ok(shape[1], 3)
                 && dim_ok(shape[2], size)
-                && dim_ok(shape[3], size) => {}
+                && dim_ok(shape[3], size) =>
+        {
+            batch_dim(shape[0], input.name())?
+        }
         other => {
             return Err(format!(
                 "input \"{}\" is {other}, expected float32 [N, 3, {size}, {size}]",
                 input.name()
             ))
         }
-    }
-    check_output(s, folder.embed_dim)
-}
-
-/// One integer input [N, context_length] and an output [N, embed_dim]; true when it is int64.
-fn check_textual(s: &Session, folder: &ModelFolder) -> std::result::Result<bool, String> {
-    let ctx = folder.context_length as i64;
-    let input = single_input(s)?;
-    let i64_input = match input.dtype() {
-        ValueType::Tensor { ty, shape, .. } if shape.len() == 2 && dim_ok(shape[1], ctx) => match ty {
-            TensorElementType::Int32 => false,
-            TensorElementType::Int64 => true,
-            _ => {
-                return Err(format!(
-                    "input \"{}\" is {}, expected int32 or int64 ids",
-                    input.name(),
-                    input.dtype()
-                ))
-            }
-        },
-        other => return Err(format!("input \"{}\" is {other}, expected int32 [N, {ctx}]", input.name())),
     };
-    check_output(s, folder.embed_dim)?;
-    Ok(i64_input)
+    check_output(s, folder.embed_dim, batch)?;
+    Ok(batch)
 }
 
-fn single_input(s: &Session) -> std::result::Result<&ort::value::Outlet, String> {
-    match s.inputs() {
-        [one] => Ok(one),
-        many => Err(format!("has {} inputs, expected 1", many.len())),
+/// Integer ids [N, context_length] (alone, or `input_ids` with `attention_mask`) and an
+/// output [N, embed_dim].
+fn check_textual(
+    s: &Session,
+    folder: &ModelFolder,
+) -> std::result::Result<(TextInputs, Option<usize>), String> {
+    let ctx = folder.context_length as i64;
+    let inputs = s.inputs();
+    let names: Vec<&str> = inputs.iter().map(|i| i.name()).collect();
+    let mask = match names.as_slice() {
+        [_] => false,
+        [a, b]
+            if (*a, *b) == ("input_ids", "attention_mask") || (*a, *b) == ("attention_mask", "input_ids") =>
+        {
+            true
+        }
+        _ => {
+            return Err(format!(
+                "has inputs {names:?}, expected one (the ids) or input_ids and attention_mask"
+            ))
+        }
+    };
+    let mut seen = None;
+    for input in inputs {
+        let found = match input.dtype() {
+            ValueType::Tensor { ty, shape, .. } if shape.len() == 2 && dim_ok(shape[1], ctx) => match ty {
+                TensorElementType::Int32 => (false, batch_dim(shape[0], input.name())?),
+                TensorElementType::Int64 => (true, batch_dim(shape[0], input.name())?),
+                _ => {
+                    return Err(format!(
+                        "input \"{}\" is {}, expected int32 or int64 ids",
+                        input.name(),
+                        input.dtype()
+                    ))
+                }
+            },
+            other => return Err(format!("input \"{}\" is {other}, expected int32 [N, {ctx}]", input.name())),
+        };
+        if seen.is_some_and(|s| s != found) {
+            return Err(format!("inputs {names:?} differ in type or batch size"));
+        }
+        seen = Some(found);
+    }
+    let (i64, batch) = seen.expect("one input at least");
+    check_output(s, folder.embed_dim, batch)?;
+    Ok((TextInputs { i64, mask }, batch))
+}
+
+/// Dimension 0: symbolic (None) or a fixed positive size.
+fn batch_dim(d: i64, name: &str) -> std::result::Result<Option<usize>, String> {
+    match d {
+        -1 => Ok(None),
+        n if n > 0 => Ok(Some(n as usize)),
+        n => Err(format!("input \"{name}\" has batch dimension {n}")),
     }
 }
 
-fn check_output(s: &Session, dim: usize) -> std::result::Result<(), String> {
+fn check_output(s: &Session, dim: usize, batch: Option<usize>) -> std::result::Result<(), String> {
     let out = s.outputs().first().ok_or("has no outputs")?;
     match out.dtype() {
         ValueType::Tensor { ty: TensorElementType::Float32, shape, .. }
-            if shape.len() == 2 && dim_ok(shape[1], dim as i64) =>
+            if shape.len() == 2
+                && dim_ok(shape[1], dim as i64)
+                && (shape[0] == -1 || Some(shape[0] as usize) == batch) =>
         {
             Ok(())
         }
         other => Err(format!(
-            "output \"{}\" is {other}, expected float32 [N, {dim}] (embed_dim in config.json)",
-            out.name()
+            "output \"{}\" is {other}, expected float32 [{}, {dim}] (embed_dim in config.json)",
+            out.name(),
+            batch.map_or("N".into(), |b| b.to_string())
         )),
     }
 }

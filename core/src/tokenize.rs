@@ -1,4 +1,5 @@
-//! Text to CLIP token ids with the `tokenizers` crate and the model's `tokenizer.json`.
+//! Text to token ids with the `tokenizers` crate and the model's `tokenizer.json`: CLIP's BPE
+//! framed as open_clip frames it, any other tokenizer by its own post-processor.
 //!
 //! OpenAI's reference tokenizer cleans text before BPE: `ftfy.fix_text`, `html.unescape`
 //! twice, whitespace collapsed, lower-cased. The tokenizer.json (as transformers writes it for
@@ -8,51 +9,98 @@
 
 use std::path::Path;
 
-use tokenizers::Tokenizer;
+use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::error::{ClipError, ErrorKind, Result};
+use crate::model::{is_flores_code, TextClean};
+
+/// How the ids are framed: CLIP's BPE by open_clip's rules, or the tokenizer.json's own
+/// post-processor (SentencePiece, XLM-R, NLLB, LaBSE...) the way immich's loader calls it.
+enum Framing {
+    ClipBpe { sot: u32, eot: u32, pad: u32 },
+    Own { clean: TextClean, prefix: Option<String> },
+}
 
 pub struct ClipTokenizer {
     tok: Tokenizer,
     context: usize,
-    sot: u32,
-    eot: u32,
-    pad: u32,
+    framing: Framing,
+}
+
+/// A batch of texts as the text graph takes them, row-major `[n, context]`.
+pub struct TokenBatch {
+    pub ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
 }
 
 impl ClipTokenizer {
-    /// Load `tokenizer.json`; `pad_token` comes from tokenizer_config.json (immich pads with
-    /// `<|endoftext|>`; the pooled position is the first end-of-text token either way).
+    /// Load `tokenizer.json`. A vocabulary with `<|startoftext|>` is CLIP's BPE, framed here
+    /// as open_clip does; any other uses its own post-processor, truncation to the context and
+    /// padding with `pad_token` (from tokenizer_config.json). `language` is put before every
+    /// text (nllb-clip reads a FLORES-200 code first); it must be one of the vocabulary's tokens.
     pub fn from_file(
         path: &Path,
         context: usize,
         pad_token: Option<&str>,
+        clean: TextClean,
+        language: Option<&str>,
     ) -> std::result::Result<Self, String> {
-        let mut tok =
-            Tokenizer::from_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        // Truncation and padding are done below, the way open_clip does them.
-        tok.with_truncation(None).map_err(|e| e.to_string())?;
-        tok.with_padding(None);
-        let id = |t: &str| tok.token_to_id(t).ok_or_else(|| format!("{} has no token {t}", path.display()));
-        let sot = id("<|startoftext|>")?;
-        let eot = id("<|endoftext|>")?;
-        let pad = match pad_token {
-            Some(p) => id(p)?,
-            None => 0,
-        };
         if context < 2 {
             return Err(format!("context_length {context} is too small"));
         }
-        Ok(ClipTokenizer { tok, context, sot, eot, pad })
+        let mut tok =
+            Tokenizer::from_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let id = |tok: &Tokenizer, t: &str| {
+            tok.token_to_id(t).ok_or_else(|| format!("{} has no token {t}", path.display()))
+        };
+        if let Some(l) = language {
+            if !is_flores_code(l) || tok.token_to_id(l).is_none() {
+                return Err(format!(
+                    "the tokenizer has no language token \"{l}\" (a FLORES-200 code such as eng_Latn)"
+                ));
+            }
+        }
+        let framing = if tok.token_to_id("<|startoftext|>").is_some() {
+            if language.is_some() {
+                return Err("a language applies to nllb-clip tokenizers only".into());
+            }
+            // truncation and padding are done in encode, the way open_clip does them
+            tok.with_truncation(None).map_err(|e| e.to_string())?;
+            tok.with_padding(None);
+            let pad = match pad_token {
+                Some(p) => id(&tok, p)?,
+                None => 0,
+            };
+            Framing::ClipBpe { sot: id(&tok, "<|startoftext|>")?, eot: id(&tok, "<|endoftext|>")?, pad }
+        } else {
+            let pad_token = pad_token.ok_or("tokenizer_config.json names no pad_token")?.to_string();
+            let pad_id = id(&tok, &pad_token)?;
+            tok.with_truncation(Some(TruncationParams { max_length: context, ..Default::default() }))
+                .map_err(|e| e.to_string())?;
+            tok.with_padding(Some(PaddingParams {
+                strategy: PaddingStrategy::Fixed(context),
+                direction: PaddingDirection::Right,
+                pad_id,
+                pad_token,
+                ..Default::default()
+            }));
+            Framing::Own { clean, prefix: language.map(String::from) }
+        };
+        Ok(ClipTokenizer { tok, context, framing })
+    }
+
+    pub fn has_token(&self, token: &str) -> bool {
+        self.tok.token_to_id(token).is_some()
     }
 
     pub fn context_length(&self) -> usize {
         self.context
     }
 
-    /// Ids with start and end tokens, truncated to the context length with the last id forced
-    /// to end-of-text (open_clip's `tokenize(..., truncate=True)`), without padding.
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+    /// The framed ids of one text, unpadded for CLIP's BPE (open_clip's `tokenize(...,
+    /// truncate=True)`: start and end tokens, the last id forced to end-of-text), padded to the
+    /// context by the tokenizer's own rules otherwise; with the attention mask.
+    pub fn encode(&self, text: &str) -> Result<(Vec<u32>, Vec<u32>)> {
         // The model reads a few dozen tokens; the tokenizer would clean and split all of a text
         // first, so a huge one is refused rather than tokenised for nothing.
         let chars = text.chars().count();
@@ -63,28 +111,64 @@ impl ClipTokenizer {
             )
             .hint("A CLIP text is a short description (the model reads its first few dozen tokens)."));
         }
-        let clean = clean_text(text);
-        let enc = self
-            .tok
-            .encode(clean.as_str(), false)
-            .map_err(|e| ClipError::new(ErrorKind::InvalidText, format!("could not tokenise text: {e}")))?;
-        let mut ids = Vec::with_capacity(self.context);
-        ids.push(self.sot);
-        ids.extend(enc.get_ids().iter().take(self.context - 2));
-        ids.push(self.eot);
-        Ok(ids)
-    }
-
-    /// A batch padded to the context length, row-major `[texts.len(), context]`.
-    pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<i64>> {
-        let mut out = vec![i64::from(self.pad); texts.len() * self.context];
-        for (row, t) in texts.iter().enumerate() {
-            let ids = self.encode(t)?;
-            for (slot, id) in out[row * self.context..].iter_mut().zip(ids) {
-                *slot = i64::from(id);
+        let failed = |e| ClipError::new(ErrorKind::InvalidText, format!("could not tokenise text: {e}"));
+        match &self.framing {
+            Framing::ClipBpe { sot, eot, .. } => {
+                let enc = self.tok.encode(clean_text(text).as_str(), false).map_err(failed)?;
+                let mut ids = Vec::with_capacity(self.context);
+                ids.push(*sot);
+                ids.extend(enc.get_ids().iter().take(self.context - 2));
+                ids.push(*eot);
+                let mask = vec![1; ids.len()];
+                Ok((ids, mask))
+            }
+            Framing::Own { clean, prefix } => {
+                let mut t = clean_for(text, *clean);
+                if let Some(p) = prefix {
+                    t.insert_str(0, p);
+                }
+                let enc = self.tok.encode(t.as_str(), true).map_err(failed)?;
+                Ok((enc.get_ids().to_vec(), enc.get_attention_mask().to_vec()))
             }
         }
-        Ok(out)
+    }
+
+    /// A batch padded to the context length.
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<TokenBatch> {
+        let pad = match self.framing {
+            Framing::ClipBpe { pad, .. } => pad,
+            Framing::Own { .. } => 0,
+        };
+        let mut ids = vec![i64::from(pad); texts.len() * self.context];
+        let mut attention_mask = vec![0i64; texts.len() * self.context];
+        for (row, t) in texts.iter().enumerate() {
+            let (row_ids, row_mask) = self.encode(t)?;
+            let at = row * self.context;
+            for (slot, id) in ids[at..at + self.context].iter_mut().zip(row_ids) {
+                *slot = i64::from(id);
+            }
+            for (slot, m) in attention_mask[at..at + self.context].iter_mut().zip(row_mask) {
+                *slot = i64::from(m);
+            }
+        }
+        Ok(TokenBatch { ids, attention_mask })
+    }
+}
+
+/// open_clip's cleaning for Hugging Face tokenizers: basic_clean (ftfy, HTML unescaped twice,
+/// stripped), then whitespace collapsed; `lower` also lower-cases; `canonicalize` (SigLIP)
+/// turns _ into a space, drops ASCII punctuation, lower-cases and collapses whitespace.
+pub fn clean_for(text: &str, clean: TextClean) -> String {
+    let basic = clean_text(text);
+    let collapse = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match clean {
+        TextClean::Whitespace => collapse(&basic),
+        TextClean::Lower => collapse(&basic).to_lowercase(),
+        TextClean::Canonicalize => {
+            let kept: String =
+                basic.replace('_', " ").chars().filter(|c| !c.is_ascii_punctuation()).collect();
+            collapse(&kept.to_lowercase())
+        }
     }
 }
 
@@ -121,7 +205,18 @@ pub fn clean_text(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::clean_text;
+    use super::{clean_for, clean_text};
+    use crate::model::TextClean;
+
+    #[test]
+    fn canonicalize_follows_open_clip() {
+        assert_eq!(
+            clean_for("  A Photo_of  a DOG's toy!\n", TextClean::Canonicalize),
+            "a photo of a dogs toy"
+        );
+        assert_eq!(clean_for(" Two \t words ", TextClean::Whitespace), "Two words");
+        assert_eq!(clean_for("Mixed CASE", TextClean::Lower), "mixed case");
+    }
 
     #[test]
     fn cleaning_follows_ftfy_and_double_unescape() {

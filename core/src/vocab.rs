@@ -16,15 +16,12 @@ use yaml_rust2::parser::Event;
 
 /// The sigmoid applied to a zero-shot logit (logit = logit_scale x cosine):
 /// confidence = 1 / (1 + exp(-(logit - center) / scale)), computed by clip._score in SQL.
+/// An attribute without one (in the file) takes its model's default (clip._calibration).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Calibration {
     pub center: f64,
     pub scale: f64,
-}
-
-impl Calibration {
-    pub const DEFAULT: Calibration = Calibration { center: 25.5, scale: 1.5 };
 }
 
 pub const DEFAULT_TEMPLATE: &str = "a photo of {description}";
@@ -88,7 +85,7 @@ pub struct Attribute {
 pub enum Kind {
     /// Scored from the image embedding: the prompts' text embeddings are averaged and
     /// renormalised; a sigmoid calibrates the logit, or a softmax over the group's logits.
-    Base { prompts: Vec<String>, calibration: Calibration, group: Option<String> },
+    Base { prompts: Vec<String>, calibration: Option<Calibration>, group: Option<String> },
     /// Computed from other attributes' confidences: min for AND, max for OR, 1 - x for NOT.
     /// `expanded` is the rule with derived codes replaced by their own rules (base codes only).
     Derived { rule: Rule, expanded: Rule },
@@ -258,7 +255,7 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
     if let Some(c) = &calibration {
         check_calibration(&mut ck, c);
     }
-    let calibration = calibration.map(|c| *c).unwrap_or(Calibration::DEFAULT);
+    let calibration = calibration.map(|c| *c);
     let threshold = field("threshold").and_then(|n| ck.de::<Spanned<f64>>(n, "threshold"));
     let threshold = check_fraction(&mut ck, &threshold, "threshold").unwrap_or(DEFAULT_THRESHOLD);
 
@@ -381,7 +378,7 @@ pub fn parse(text: &str) -> Result<Vocabulary, Vec<Problem>> {
                 threshold: t,
                 kind: Kind::Base {
                     prompts,
-                    calibration: raw.calibration.map(|c| *c).unwrap_or(calibration),
+                    calibration: raw.calibration.map(|c| *c).or(calibration),
                     group: raw.group.map(|g| g.to_string()),
                 },
             });
@@ -836,15 +833,13 @@ threshold: 0.5
             earth.kind,
             Kind::Base {
                 prompts: vec!["a photo of Earth visible in the image".into()],
-                calibration: Calibration { center: 25.5, scale: 1.5 },
+                calibration: Some(Calibration { center: 25.5, scale: 1.5 }),
                 group: None
             }
         );
         assert_eq!(v.attributes[1].label, "moon");
         assert_eq!(v.attributes[1].threshold, 0.7);
-        assert!(
-            matches!(&v.attributes[1].kind, Kind::Base { calibration, .. } if calibration.center == 24.0)
-        );
+        assert!(matches!(&v.attributes[1].kind, Kind::Base { calibration: Some(c), .. } if c.center == 24.0));
         assert!(
             matches!(&v.attributes[2].kind, Kind::Base { prompts, group: Some(g), .. } if prompts.len() == 2 && g == "packaging")
         );

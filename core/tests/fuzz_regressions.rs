@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use pg_clip_core::preprocess::{
-    preprocess_into, Budget, ImageLimits, Interpolation, PreprocessConfig, ResizeMode,
+    preprocess_into, Budget, Flavour, ImageLimits, Interpolation, PreprocessConfig, ResizeMode,
 };
 use pg_clip_core::reference::{label_from_filename, parse_variants};
 use pg_clip_core::vocab::{self, Rule};
@@ -27,6 +27,7 @@ fn preprocess_regressions() {
         std: [0.5; 3],
         interpolation: Interpolation::Bicubic,
         resize_mode: ResizeMode::Shortest,
+        flavour: Flavour::OpenClip,
     };
     let limits = ImageLimits { max_pixels: 4_000_000, max_bytes: 64 << 20 };
     for (name, bytes) in inputs("preprocess") {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pg_clip_core::model::ModelFolder;
+use pg_clip_core::model::{ModelFolder, ModelOptions, TextClean};
 use pg_clip_core::preprocess::{self, PreprocessConfig};
 use pg_clip_core::runtime::{self, ClipModel, Device, SessionOptions};
 use pg_clip_core::tokenize::ClipTokenizer;
@@ -18,7 +18,7 @@ fn golden_json(name: &str) -> Value {
 }
 
 fn tiny() -> ModelFolder {
-    ModelFolder::open(&root().join("models/tiny-clip")).unwrap()
+    ModelFolder::open(&root().join("models/tiny-clip"), &ModelOptions::default()).unwrap()
 }
 
 fn tensor_of(crop: &image::RgbImage, cfg: &PreprocessConfig) -> Vec<f32> {
@@ -90,6 +90,8 @@ fn token_ids_match_openai_tokenizer() {
         &folder.path.join("textual/tokenizer.json"),
         77,
         folder.pad_token.as_deref(),
+        folder.text_clean,
+        None,
     )
     .unwrap();
     let cases = golden_json("tokens.json");
@@ -100,7 +102,7 @@ fn token_ids_match_openai_tokenizer() {
         let text = c["text"].as_str().unwrap();
         let want: Vec<u32> =
             c["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let got = tok.encode(text).unwrap();
+        let got = tok.encode(text).unwrap().0;
         if got != want {
             bad.push(format!("{text:?}\n  ours {got:?}\n  ref  {want:?}"));
         }
@@ -111,10 +113,15 @@ fn token_ids_match_openai_tokenizer() {
 #[test]
 fn padding_fills_the_context_with_the_pad_token() {
     let folder = tiny();
-    let tok =
-        ClipTokenizer::from_file(&folder.path.join("textual/tokenizer.json"), 77, Some("<|endoftext|>"))
-            .unwrap();
-    let ids = tok.encode_batch(&["a cat", "a photo of a dog"]).unwrap();
+    let tok = ClipTokenizer::from_file(
+        &folder.path.join("textual/tokenizer.json"),
+        77,
+        Some("<|endoftext|>"),
+        TextClean::Whitespace,
+        None,
+    )
+    .unwrap();
+    let ids = tok.encode_batch(&["a cat", "a photo of a dog"]).unwrap().ids;
     assert_eq!(ids.len(), 2 * 77);
     assert_eq!(&ids[..4], &[49406, 320, 2368, 49407]);
     assert!(ids[4..77].iter().all(|&i| i == 49407));
@@ -148,6 +155,7 @@ fn embeddings_match_python_onnxruntime() {
         let bytes = std::fs::read(root().join("tests/images").join(rel)).unwrap();
         let e2e = model
             .embed_images(&[&bytes], 1, &preprocess::ImageLimits::TRUSTED, pg_clip_core::Interrupt::NEVER)
+            .unwrap()
             .remove(0)
             .unwrap();
         println!("{rel:32} end-to-end cosine {:.6}", cosine(&e2e, &want));
@@ -170,13 +178,15 @@ fn batches_equal_single_calls_and_bad_elements_stay_local() {
         photos.iter().map(|p| std::fs::read(root().join("tests/images/photos").join(p)).unwrap()).collect();
     let mut inputs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
     inputs.insert(2, b"garbage".as_slice());
-    let batched =
-        model.embed_images(&inputs, 4, &preprocess::ImageLimits::TRUSTED, pg_clip_core::Interrupt::NEVER);
+    let batched = model
+        .embed_images(&inputs, 4, &preprocess::ImageLimits::TRUSTED, pg_clip_core::Interrupt::NEVER)
+        .unwrap();
     assert_eq!(batched.len(), 6);
     assert!(batched[2].as_ref().unwrap_err().message.contains("recognised format"));
     for (i, b) in bytes.iter().enumerate() {
         let single = model
             .embed_images(&[b], 1, &preprocess::ImageLimits::TRUSTED, pg_clip_core::Interrupt::NEVER)
+            .unwrap()
             .remove(0)
             .unwrap();
         let j = if i >= 2 { i + 1 } else { i };

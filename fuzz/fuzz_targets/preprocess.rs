@@ -3,7 +3,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use pg_clip_core::preprocess::{
-    preprocess_into, Budget, ImageLimits, Interpolation, PreprocessConfig, ResizeMode,
+    preprocess_into, Budget, Flavour, ImageLimits, Interpolation, PreprocessConfig, ResizeMode,
 };
 
 fuzz_target!(|bytes: &[u8]| {
@@ -13,6 +13,7 @@ fuzz_target!(|bytes: &[u8]| {
         std: [0.5; 3],
         interpolation: Interpolation::Bicubic,
         resize_mode: ResizeMode::Shortest,
+        flavour: Flavour::OpenClip,
     };
     // small limits, so that the fuzzer finds their edges rather than the machine's memory
     let limits = ImageLimits { max_pixels: 4_000_000, max_bytes: 64 << 20 };

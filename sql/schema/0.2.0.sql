@@ -26,7 +26,7 @@ ALTER TABLE clip.clustering DROP CONSTRAINT clustering_name_check, ADD CONSTRAIN
 DO $$
 DECLARE f text;
 BEGIN
-    FOREACH f IN ARRAY ARRAY['clip._index_name(text, text)', 'clip.try_embed_images(bytea[], text)',
+    FOREACH f IN ARRAY ARRAY['clip._index_name(text, text)', 'clip.register_model(text, text)', 'clip.try_embed_images(bytea[], text)',
                              'clip.try_embed_files(text[], text)', 'clip.file_sha256(text)',
                              'clip.in_transaction_block()', 'clip.read_vocabulary_file(text)'] LOOP
         IF pg_catalog.to_regprocedure(f) IS NOT NULL THEN
@@ -34,3 +34,20 @@ BEGIN
         END IF;
     END LOOP;
 END $$;
+
+-- What a model is and how its graphs are called, read at registration: its family (how scores
+-- are read), SigLIP's trained bias (probability = sigmoid(logit_scale x cosine + logit_bias)),
+-- the graphs' fixed batch sizes (NULL: any), and the registration options (preprocessing
+-- flavour, language) that the loader applies each time it opens the folder
+ALTER TABLE clip.model
+    ADD COLUMN family text NOT NULL DEFAULT 'clip' CHECK (family IN ('clip', 'siglip', 'mclip', 'nllb')),
+    ADD COLUMN logit_bias real CHECK (logit_bias BETWEEN -10000 AND 10000),
+    ADD COLUMN image_batch integer CHECK (image_batch > 0),
+    ADD COLUMN text_batch integer CHECK (text_batch > 0),
+    ADD COLUMN options jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(options) = 'object');
+COMMENT ON TABLE clip.model IS 'CLIP models registered with clip.register_model(name, folder, options)';
+
+-- 0.1.0 ran a graph with a fixed batch of 1 (immich's exports since 2025) on whole batches and
+-- recorded the model's refusal (38000) against each row as if its image were bad; such rows are
+-- put back in line (raised, not recorded, since 0.2.0)
+DELETE FROM clip.embedding_error WHERE sqlstate = '38000';

@@ -13,7 +13,9 @@ fn embed_image(image: Option<&[u8]>, model: default!(Option<&str>, "NULL")) -> O
     let bytes = image?;
     let name = models::model_name(model);
     let limits = gucs::image_limits();
-    let mut out = models::with_model(&name, |m| m.embed_images(&[bytes], 1, &limits, errors::INTERRUPT));
+    let mut out = models::with_model(&name, |m| m.embed_images(&[bytes], 1, &limits, errors::INTERRUPT))
+        .map_err(|e| models::refused(&name, e))
+        .or_raise();
     Some(Vector(out.remove(0).or_raise()))
 }
 
@@ -33,7 +35,10 @@ fn embed_images(
         for (chunk_no, chunk) in all.chunks(batch).enumerate() {
             check_for_interrupts!();
             let present: Vec<&[u8]> = chunk.iter().flatten().copied().collect();
-            let results = m.embed_images(&present, batch, &limits, errors::INTERRUPT);
+            let results = m
+                .embed_images(&present, batch, &limits, errors::INTERRUPT)
+                .map_err(|e| models::refused(&name, e))
+                .or_raise();
             errors::stop_if_cancelled(&results);
             let mut results = results.into_iter();
             for (i, b) in chunk.iter().enumerate() {

@@ -1,53 +1,77 @@
 //! clip.register_model: validate a model folder, load it once, record its stamp.
 
-use pg_clip_core::model::ModelFolder;
+use pg_clip_core::model::{ModelFolder, ModelOptions};
 use pgrx::prelude::*;
+use pgrx::JsonB;
 
-use crate::errors::OrRaise;
+use crate::errors::{self, OrRaise};
 use crate::models;
 
 /// Register (or re-register) a model folder under `name`. A relative folder is resolved
 /// under pg_clip.model_dir. The folder is opened with ONNX Runtime to check the graphs'
-/// inputs and outputs against config.json before anything is recorded.
+/// inputs and outputs against config.json before anything is recorded. `options`:
+/// preprocess ("open_clip", "transformers", "immich"), language (a FLORES-200 code, for
+/// nllb-clip), logit_scale and logit_bias (SigLIP's trained values).
 #[pg_extern(create_or_replace, volatile)]
 fn register_model(
     name: &str,
     folder: &str,
+    options: default!(JsonB, "'{}'"),
 ) -> TableIterator<
     'static,
     (
         name!(name, String),
         name!(folder, String),
+        name!(family, String),
         name!(embed_dim, i32),
         name!(image_size, i32),
         name!(context_length, i32),
+        name!(image_batch, Option<i32>),
+        name!(text_batch, Option<i32>),
         name!(stamp, String),
         name!(device, String),
     ),
 > {
     if name.trim().is_empty() {
-        crate::errors::report(
+        errors::report(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             "model name must not be empty".into(),
             None,
             None,
         );
     }
+    let options = ModelOptions::from_json(&options.0.to_string()).unwrap_or_else(|m| {
+        errors::report(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid model options: {m}"),
+            None,
+            None,
+        )
+    });
     let path = models::resolve_folder(folder);
-    let mf = ModelFolder::open(&path).or_raise();
+    let mf = ModelFolder::open(&path, &options).or_raise();
     let stamp = mf.stamp().or_raise();
     let model = models::load(mf);
+    for w in &model.folder.warnings {
+        errors::warn(format!("model \"{name}\": {}", w.message), w.hint.clone());
+    }
     let f = &model.folder;
     let (dim, size, ctx) = (f.embed_dim as i32, f.preprocess.size as i32, f.context_length as i32);
+    let (image_batch, text_batch) = (model.image_batch.map(|b| b as i32), model.text_batch.map(|b| b as i32));
+    let family = model.family().as_str().to_string();
     let device = format!("{:?}", model.device_used).to_lowercase();
     let folder_s = path.display().to_string();
+    let options_json = serde_json::to_value(&f.options).expect("options serialise");
     Spi::run_with_args(
-        "INSERT INTO clip.model (name, folder, embed_dim, image_size, context_length, logit_scale, stamp) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        "INSERT INTO clip.model (name, folder, embed_dim, image_size, context_length, logit_scale, stamp, \
+                                 family, logit_bias, image_batch, text_batch, options) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (name) DO UPDATE SET folder = EXCLUDED.folder, embed_dim = EXCLUDED.embed_dim, \
          image_size = EXCLUDED.image_size, context_length = EXCLUDED.context_length, \
-         logit_scale = EXCLUDED.logit_scale, \
-         stamp = EXCLUDED.stamp, registered_at = now(), registered_by = current_user",
+         logit_scale = EXCLUDED.logit_scale, stamp = EXCLUDED.stamp, family = EXCLUDED.family, \
+         logit_bias = EXCLUDED.logit_bias, image_batch = EXCLUDED.image_batch, \
+         text_batch = EXCLUDED.text_batch, options = EXCLUDED.options, \
+         registered_at = now(), registered_by = current_user",
         &[
             name.into(),
             folder_s.clone().into(),
@@ -56,9 +80,25 @@ fn register_model(
             ctx.into(),
             f.logit_scale.into(),
             stamp.clone().into(),
+            family.clone().into(),
+            f.logit_bias.into(),
+            image_batch.into(),
+            text_batch.into(),
+            JsonB(options_json).into(),
         ],
     )
     .unwrap_or_else(|e| pgrx::error!("cannot record model \"{name}\": {e}"));
     models::remember(name, stamp.clone(), model);
-    TableIterator::once((name.to_string(), folder_s, dim, size, ctx, stamp, device))
+    TableIterator::once((
+        name.to_string(),
+        folder_s,
+        family,
+        dim,
+        size,
+        ctx,
+        image_batch,
+        text_batch,
+        stamp,
+        device,
+    ))
 }

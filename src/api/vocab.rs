@@ -50,8 +50,8 @@ fn parse_vocabulary(
                 Kind::Base { prompts, calibration, group } => (
                     "base",
                     Some(prompts),
-                    Some(calibration.center),
-                    Some(calibration.scale),
+                    calibration.map(|c| c.center),
+                    calibration.map(|c| c.scale),
                     group,
                     None,
                     None,

@@ -13,14 +13,16 @@ RELEASED := 0.1.0
 DB_USER ?= pgclip
 ORT_LIB := $(ROOT)/.deps/onnxruntime/libonnxruntime.so.1.32.0
 PG_REGRESS = $(shell $(PG_CONFIG) --pkglibdir 2>/dev/null)/pgxs/src/test/regress/pg_regress
-REGRESS_TESTS := setup contents embed errors collections vocabulary identify learn security limits
+REGRESS_TESTS := setup contents embed errors collections vocabulary identify learn security limits families
 # example vocabularies, for clip.load_vocabulary_file('space', 'space.yaml'). PG_REGRESS and
 # VOCAB_DIR are expanded when used (=, not :=): on a fresh machine pg_config exists only after setup
 VOCAB_DIR = $(EXTDIR)/pg_clip/vocab
 export PG_CLIP_ORT_LIB := $(ORT_LIB)
 export PG_CLIP_ROOT := $(ROOT)
+# small random-weight models in every real export layout, and their Python reference embeddings
+export PG_CLIP_FIXTURES := $(ROOT)/.run/fixtures
 
-.PHONY: setup install run test test-unit test-pg test-lint test-regress test-upgrade test-client bench fuzz clean
+.PHONY: setup install fixtures run test test-unit test-pg test-lint test-regress test-upgrade test-client bench fuzz clean
 
 setup:
 	@./scripts/setup.sh
@@ -45,8 +47,15 @@ run: install
 test: setup test-unit test-pg test-lint test-regress test-upgrade test-client
 	@echo "==> all test tiers passed"
 
+# The model fixtures of every family (models/gen_fixtures.py) and the reference embeddings
+# (tests/reference/families.py: onnxruntime, tokenizers, PIL), written afresh: a few seconds
+fixtures: setup
+	@echo "==> model fixtures of every family, and their Python reference"
+	@.venv/bin/python models/gen_fixtures.py $(PG_CLIP_FIXTURES) >/dev/null
+	@.venv/bin/python tests/reference/families.py $(PG_CLIP_FIXTURES) >/dev/null
+
 # tier 1: the core, without a server (includes the golden comparisons)
-test-unit:
+test-unit: fixtures
 	@echo "==> tier 1: core unit and reference tests"
 	cargo test --release -p pg_clip_core
 
@@ -79,7 +88,7 @@ test-lint: install
 	  $(EXTDIR)/pg_clip--$(VERSION).sql $(EXTDIR)/pg_clip--$(RELEASED)--$(VERSION).sql
 
 # tier 3: golden SQL files with pg_regress against the installed extension
-test-regress: install
+test-regress: install fixtures
 	@echo "==> tier 3: pg_regress $(REGRESS_TESTS)"
 	@./scripts/cluster.sh start
 	@eval "$$(./scripts/cluster.sh env)"; mkdir -p .run/regress; \

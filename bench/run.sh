@@ -24,13 +24,7 @@ ORT_LIB="$ROOT/.deps/onnxruntime/libonnxruntime.so.1.32.0"
 OUT="$ROOT/.run/bench"; mkdir -p "$OUT"; : > "$OUT/results.txt"
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
-# Python tools in a project venv (pinned), and the CLIP BPE merges from the open_clip wheel
-if ! cmp -s bench/requirements.txt .venv/requirements.installed 2>/dev/null; then
-    say "python venv for the generator and the reference pipeline"
-    python3 -m venv .venv
-    .venv/bin/pip install -q -r bench/requirements.txt
-    cp bench/requirements.txt .venv/requirements.installed
-fi
+# (the Python tools are in .venv, made by scripts/setup.sh); the CLIP BPE merges from the open_clip wheel
 BPE="$ROOT/.deps/bpe_simple_vocab_16e6.txt.gz"
 if [ ! -f "$BPE" ]; then
     .venv/bin/pip download -q --no-deps open_clip_torch==3.3.0 -d "$ROOT/.deps/wheels"

@@ -41,8 +41,9 @@ VOCAB = 49408
 class Graph:
     """Accumulates nodes and initialisers with unique names."""
 
-    def __init__(self, rng):
+    def __init__(self, rng, gelu="quick"):
         self.rng = rng
+        self.gelu = gelu
         self.nodes = []
         self.inits = []
         self.n = 0
@@ -100,13 +101,20 @@ class Graph:
     def block(self, x, width, heads, mask=None):
         x = self.op("Add", [x, self.attention(self.layer_norm(x, width), width, heads, mask)])
         h = self.linear(self.layer_norm(x, width), width, 4 * width)
-        # QuickGELU, as in OpenAI's CLIP: x * sigmoid(1.702 x)
-        h = self.op("Mul", [h, self.op("Sigmoid", [self.op("Mul", [h, self.const("k", np.array(1.702, np.float32))])])])
+        if self.gelu == "quick":
+            # QuickGELU, as in OpenAI's CLIP: x * sigmoid(1.702 x)
+            h = self.op("Mul", [h, self.op("Sigmoid", [self.op("Mul", [h, self.const("k", np.array(1.702, np.float32))])])])
+        else:
+            # exact GELU, x * (1 + erf(x / sqrt 2)) / 2, as torch.onnx exports nn.GELU
+            e = self.op("Erf", [self.op("Div", [h, self.const("sqrt2", np.array(2 ** 0.5, np.float32))])])
+            h = self.op("Mul", [self.op("Mul", [h, self.op("Add", [e, self.const("one", np.array(1, np.float32))])]),
+                                self.const("half", np.array(0.5, np.float32))])
         return self.op("Add", [x, self.linear(h, 4 * width, width)])
 
 
-def visual(cfg, rng):
-    g = Graph(rng)
+def visual(cfg, rng, batch="batch", out="embedding", gelu="quick"):
+    """`batch`: a symbolic name or a fixed size; `out`: the output's name."""
+    g = Graph(rng, gelu)
     s, p, w = cfg["image_size"], cfg["patch"], cfg["v_width"]
     grid = s // p
     x = g.op("Conv", ["image", g.weight("conv1", (w, 3, p, p), (3 * p * p) ** -0.5)],
@@ -125,44 +133,67 @@ def visual(cfg, rng):
     x = g.op("Gather", [x, g.const("cls_idx", np.array(0, np.int64))], axis=1)
     x = g.layer_norm(x, w)
     proj = g.weight("proj", (w, cfg["embed_dim"]), w ** -0.5)
-    g.nodes.append(helper.make_node("MatMul", [x, proj], ["embedding"]))
+    g.nodes.append(helper.make_node("MatMul", [x, proj], [out]))
     return helper.make_graph(
         g.nodes, "clip_visual",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, s, s])],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", cfg["embed_dim"]])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, s, s])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, cfg["embed_dim"]])],
         g.inits)
 
 
-def textual(cfg, rng):
-    g = Graph(rng)
+def textual(cfg, rng, batch="batch", out="embedding", gelu="quick", context=CONTEXT, vocab=VOCAB,
+            pool="argmax", id_type=TensorProto.INT32, with_mask=False):
+    """The text tower. `pool`: "argmax" (CLIP: the end-of-text token has the largest id), "last"
+    (SigLIP), "first" (a CLS pooler, nllb-clip) or "mean" (M-CLIP: mean over the attention mask,
+    an input of its own with `with_mask`, named input_ids / attention_mask as immich exports it).
+    CLIP's tower is causal; the others are not."""
+    g = Graph(rng, gelu)
     w = cfg["t_width"]
-    ids64 = g.op("Cast", ["text"], to=TensorProto.INT64)
-    x = g.op("Gather", [g.weight("token_embedding", (VOCAB, w), 0.02), ids64], axis=0)
-    x = g.op("Add", [x, g.weight("positional_embedding", (CONTEXT, w), 0.01)])
-    mask = np.triu(np.full((CONTEXT, CONTEXT), -np.inf, np.float32), 1)
-    mask_name = g.const("attn_mask", mask)
+    ids = "input_ids" if with_mask else "text"
+    ids64 = g.op("Cast", [ids], to=TensorProto.INT64)
+    x = g.op("Gather", [g.weight("token_embedding", (vocab, w), 0.02), ids64], axis=0)
+    x = g.op("Add", [x, g.weight("positional_embedding", (context, w), 0.01)])
+    mask_name = None
+    if pool == "argmax":
+        mask = np.triu(np.full((context, context), -np.inf, np.float32), 1)
+        mask_name = g.const("attn_mask", mask)
     for _ in range(cfg["t_layers"]):
         x = g.block(x, w, cfg["t_heads"], mask_name)
     x = g.layer_norm(x, w)
-    # pool at the end-of-text token: it has the largest id, so argmax finds it (open_clip does the same)
-    eot = g.op("ArgMax", [g.op("Cast", ["text"], to=TensorProto.FLOAT)], axis=1, keepdims=1)
-    x = g.op("GatherND", [x, eot], batch_dims=1)
+    if pool == "argmax":
+        # pool at the end-of-text token: it has the largest id, so argmax finds it (open_clip does the same)
+        eot = g.op("ArgMax", [g.op("Cast", [ids], to=TensorProto.FLOAT)], axis=1, keepdims=1)
+        x = g.op("GatherND", [x, eot], batch_dims=1)
+    elif pool in ("last", "first"):
+        x = g.op("Gather", [x, g.const("pool_idx", np.array(context - 1 if pool == "last" else 0, np.int64))], axis=1)
+    else:
+        m = g.op("Unsqueeze", [g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT), g.const("ax", np.array([2], np.int64))])
+        total = g.op("ReduceSum", [g.op("Mul", [x, m]), g.const("ax", np.array([1], np.int64))], keepdims=0)
+        x = g.op("Div", [total, g.op("ReduceSum", [m, g.const("ax", np.array([1], np.int64))], keepdims=0)])
     proj = g.weight("text_projection", (w, cfg["embed_dim"]), w ** -0.5)
-    g.nodes.append(helper.make_node("MatMul", [x, proj], ["embedding"]))
+    g.nodes.append(helper.make_node("MatMul", [x, proj], [out]))
+    inputs = [helper.make_tensor_value_info(ids, id_type, [batch, context])]
+    if with_mask:
+        inputs.append(helper.make_tensor_value_info("attention_mask", id_type, [batch, context]))
     return helper.make_graph(
-        g.nodes, "clip_textual",
-        [helper.make_tensor_value_info("text", TensorProto.INT32, ["batch", CONTEXT])],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", cfg["embed_dim"]])],
+        g.nodes, "clip_textual", inputs,
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, cfg["embed_dim"]])],
         g.inits)
 
 
-def save(graph, path):
+def save(graph, path, external=None):
+    """`external`: None (weights inside), "one" (one data file beside the graph) or "each" (a
+    file per tensor), as onnx writes towers over 2 GiB."""
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="pg_clip gen_clip.py")
     model.ir_version = 8
     onnx.checker.check_model(model)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    onnx.save(model, path)
+    if external is None:
+        onnx.save(model, path)
+    else:
+        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=external == "one",
+                  location=os.path.basename(path) + ".data" if external == "one" else None, size_threshold=1024)
 
 
 def bytes_to_unicode():

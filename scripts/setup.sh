@@ -85,7 +85,16 @@ if [ "$("$LINT/bin/pgspot" --version 2>/dev/null)" != "pgspot 0.9.4" ]; then
     rm -rf "$LINT" && python3 -m venv "$LINT" && "$LINT/bin/pip" install -q pgspot==0.9.4
 fi
 
-# 7. rustfmt and clippy come with the machine's toolchain (no other can be fetched): say so
+# 7. the project's Python tools in .venv (pinned in bench/requirements.txt): the model and
+#    fixture generators and the reference pipelines that make test compares against
+if ! cmp -s "$ROOT/bench/requirements.txt" "$ROOT/.venv/requirements.installed" 2>/dev/null; then
+    say "python venv .venv (bench/requirements.txt)"
+    python3 -m venv "$ROOT/.venv"
+    "$ROOT/.venv/bin/pip" install -q -r "$ROOT/bench/requirements.txt"
+    cp "$ROOT/bench/requirements.txt" "$ROOT/.venv/requirements.installed"
+fi
+
+# 8. rustfmt and clippy come with the machine's toolchain (no other can be fetched): say so
 #    plainly if they are missing rather than fail inside make test-lint
 for tool in fmt clippy; do
     cargo "$tool" --version >/dev/null 2>&1 || { echo "setup: cargo $tool is missing: install the toolchain's $tool component" >&2; exit 1; }

@@ -22,7 +22,7 @@ export PG_CLIP_ROOT := $(ROOT)
 # small random-weight models in every real export layout, and their Python reference embeddings
 export PG_CLIP_FIXTURES := $(ROOT)/.run/fixtures
 
-.PHONY: setup install fixtures run test test-unit test-pg test-lint test-regress test-upgrade test-client bench fuzz clean
+.PHONY: setup install fixtures run test test-export test-unit test-pg test-lint test-regress test-upgrade test-client bench fuzz clean
 
 setup:
 	@./scripts/setup.sh
@@ -58,6 +58,7 @@ fixtures: setup
 test-unit: fixtures
 	@echo "==> tier 1: core unit and reference tests"
 	cargo test --release -p pg_clip_core
+	.venv/bin/python tests/fetch/test_fetch.py $(PG_CLIP_FIXTURES)
 
 # tier 2: #[pg_test]s inside a throwaway server run by $(DB_USER)
 test-pg:
@@ -116,6 +117,11 @@ test-client: install
 	  ./scripts/cluster.sh recreate-db $$PGDATABASE && \
 	  cargo test --release -p pg_clip_client_tests -- --test-threads=1; rc=$$?; \
 	  ./scripts/cluster.sh stop; exit $$rc
+
+# Not in make test (torch's venv is about 6 GB): models/export_open_clip.py on randomly
+# initialised open_clip models, their vectors through pg_clip against open_clip's own
+test-export: setup
+	@./tests/export/run.sh
 
 # Throughput: session alone vs clip.embed_images vs the Python reference pipeline.
 bench: install

@@ -204,7 +204,7 @@ def main():
     manifest = []
     for seed, name in enumerate(FIXTURES, start=1):
         folder, spec = build(out, name, seed)
-        manifest.append(dict(name=name, folder=folder, **spec))
+        manifest.append(dict(name=name, folder=folder, external=name == "external", **spec))
     write_json(os.path.join(out, "manifest.json"), manifest)
     broken(out)
     # (onnx writes external data files readable by their owner only; the database server reads them)

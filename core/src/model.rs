@@ -241,7 +241,7 @@ impl ModelFolder {
                 external.iter().map(|f| format!("{tower}/{f}")).filter(|f| !path.join(f).is_file()).collect();
             if !missing.is_empty() {
                 return Err(err(format!("missing {} (external data of {graph})", missing.join(", ")))
-                    .hint("Download every file of the model's repository (models/fetch_model.sh does)."));
+                    .hint("Download every file of the model's repository (models/fetch_model.py does)."));
             }
             files.extend(external.into_iter().map(|f| format!("{tower}/{f}")));
         }

@@ -43,7 +43,7 @@ pub enum Flavour {
     /// alpha premultiplied), then crop (offset rounded half to even), then RGB.
     OpenClip,
     /// transformers' CLIPImageProcessor on `Image.open(...)`: no EXIF orientation, RGB first
-    /// (do_convert_rgb), resize, crop offset floored.
+    /// (do_convert_rgb, transparency onto white), resize, crop offset floored.
     Transformers,
     /// immich's loader: no EXIF orientation, RGB first, the long side as
     /// `int((long / short) * size)`, crop offset `int(side / 2 - size / 2)`.
@@ -202,11 +202,17 @@ impl Drop for Grant<'_> {
     }
 }
 
-/// Decode image bytes, refusing anything over `limits` before its pixels are decoded.
+/// Decode image bytes, refusing anything over `limits` before its pixels are decoded, and turn
+/// the image upright by its EXIF orientation.
 pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Decoded> {
+    decode_as(bytes, Flavour::OpenClip, limits)
+}
+
+/// Decode as `flavour` does: upright (open_clip) or as stored (transformers, immich).
+pub fn decode_as(bytes: &[u8], flavour: Flavour, limits: &ImageLimits) -> Result<Decoded> {
     let (decoder, format, w, h) = open(bytes, limits)?;
     check_bytes(w, h, decoder.total_bytes(), 0, limits)?;
-    finish(decoder, format, bytes, true)
+    finish(decoder, format, bytes, flavour.exif())
 }
 
 /// The decoder of `bytes` with the image's size, after the checks that need only the header.
@@ -390,6 +396,8 @@ pub fn resize_crop(decoded: &Decoded, cfg: &PreprocessConfig, limits: &ImageLimi
     // With alpha, resize premultiplied RGBA (as PIL does via mode RGBa), then drop alpha.
     let (src, pixel_type, channels) = if img.color().has_alpha() && !nearest && own_mode {
         (img.to_rgba8().into_raw(), PixelType::U8x4, 4usize)
+    } else if img.color().has_alpha() && cfg.flavour == Flavour::Transformers {
+        (over_white(img), PixelType::U8x3, 3usize)
     } else {
         (img.to_rgb8().into_raw(), PixelType::U8x3, 3usize)
     };
@@ -429,6 +437,20 @@ pub fn resize_crop(decoded: &Decoded, cfg: &PreprocessConfig, limits: &ImageLimi
         }
     }
     Ok(RgbImage::from_raw(size, size, out).expect("crop buffer has size*size*3 bytes"))
+}
+
+/// transformers' convert_to_rgb: transparency composited onto white (PIL's alpha_composite),
+/// where PIL's convert("RGB") would drop the alpha.
+fn over_white(img: &DynamicImage) -> Vec<u8> {
+    let rgba = img.to_rgba8();
+    let mut out = Vec::with_capacity(rgba.len() / 4 * 3);
+    for px in rgba.as_raw().chunks_exact(4) {
+        let a = u32::from(px[3]);
+        for &c in &px[..3] {
+            out.push(((u32::from(c) * a + 255 * (255 - a) + 127) / 255) as u8);
+        }
+    }
+    out
 }
 
 fn round_half_even(x: f64) -> f64 {

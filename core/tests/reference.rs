@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use pg_clip_core::model::{ModelFolder, ModelOptions, TextClean};
-use pg_clip_core::preprocess::{self, PreprocessConfig};
+use pg_clip_core::preprocess::{self, Flavour, PreprocessConfig};
 use pg_clip_core::runtime::{self, ClipModel, Device, SessionOptions};
 use pg_clip_core::tokenize::ClipTokenizer;
 use serde_json::Value;
@@ -82,6 +82,36 @@ fn preprocessing_matches_open_clip_reference() {
 }
 
 const MAD_TOLERANCE: f64 = 0.01;
+
+/// The transformers and immich flavours against crops made by transformers'
+/// CLIPImageProcessor and by immich's loader (tests/reference/make_flavour_golden.py).
+#[test]
+fn preprocessing_flavours_match_transformers_and_immich() {
+    let folder = tiny();
+    for (flavour, dir) in
+        [(Flavour::Transformers, "preprocess-transformers"), (Flavour::Immich, "preprocess-immich")]
+    {
+        let cfg = PreprocessConfig { flavour, ..folder.preprocess.clone() };
+        let mut worst = 0f64;
+        for rel in golden_images() {
+            let bytes = std::fs::read(root().join("tests/images").join(&rel)).unwrap();
+            let decoded = preprocess::decode_as(&bytes, flavour, &preprocess::ImageLimits::TRUSTED).unwrap();
+            let crop = preprocess::resize_crop(&decoded, &cfg, &preprocess::ImageLimits::TRUSTED).unwrap();
+            let ours = tensor_of(&crop, &cfg);
+            let name = format!("{}.png", Path::new(&rel).file_name().unwrap().to_str().unwrap());
+            let reference = reference_tensor(&root().join("tests/golden").join(dir).join(name), &cfg);
+            let mad = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs() as f64).sum::<f64>()
+                / ours.len() as f64;
+            println!("{flavour:?} {rel:32} mean |diff| {mad:.5}");
+            worst = worst.max(mad);
+            assert!(
+                mad < MAD_TOLERANCE,
+                "{flavour:?} {rel}: mean absolute difference {mad} >= {MAD_TOLERANCE}"
+            );
+        }
+        println!("{flavour:?}: worst mean |diff| {worst:.5}");
+    }
+}
 
 #[test]
 fn token_ids_match_openai_tokenizer() {

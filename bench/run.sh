@@ -7,10 +7,11 @@
 #   (5) vocabulary scoring over 45,000 stored embeddings (bench/vocab.sh)
 #   (6) identification against 1,000 / 10,000 / 100,000 references (bench/identify.sh)
 #   (7) classifier, predictions and k-means over 45,000 embeddings, beside scikit-learn (bench/learn.sh)
+#   (2b) clip.embed_images with a fixed batch of 1 (immich's exports) vs a symbolic batch (bench/batch1.sh)
 #   (8) what the shared-server safety costs: source-table triggers, identify and views under row
 #       security (bench/security.sh)
 # Environment: BENCH_IMAGES (default 200), BENCH_THREADS (default: all cores), BENCH_BATCH (32),
-# BENCH_PARTS (default "images vocab identify learn security": (1)-(4) are "images", (5) "vocab",
+# BENCH_PARTS (default "images batch1 vocab identify learn security": (1)-(4) are "images", (2b) "batch1", (5) "vocab",
 # (6) "identify", (7) "learn", (8) "security").
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,7 +19,7 @@ cd "$ROOT"
 N="${BENCH_IMAGES:-200}"
 THREADS="${BENCH_THREADS:-$(nproc)}"
 BATCH="${BENCH_BATCH:-32}"
-PARTS="${BENCH_PARTS:-images vocab identify learn security}"
+PARTS="${BENCH_PARTS:-images batch1 vocab identify learn security}"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 ORT_LIB="$ROOT/.deps/onnxruntime/libonnxruntime.so.1.32.0"
 OUT="$ROOT/.run/bench"; mkdir -p "$OUT"; : > "$OUT/results.txt"
@@ -138,6 +139,13 @@ say "(3) Python reference pipeline"
 
 fi
 
+if has batch1; then
+    say "(2b) clip.embed_images: a fixed batch of 1 against a symbolic batch, same weights"
+    export PGDATABASE=pg_clip_bench
+    has images || { ./scripts/cluster.sh recreate-db "$PGDATABASE"; .venv/bin/python bench/make_photos.py bench/data/photos "$N"; }
+    ./bench/batch1.sh "$N" "$THREADS" "$BATCH" "$BPE" | tee -a "$OUT/results.txt"
+fi
+
 if has vocab; then
     say "(5) vocabulary scoring: 45,000 stored 512-dim embeddings, the space vocabulary"
     ./bench/vocab.sh "$OUT/results.txt"
@@ -178,6 +186,15 @@ if ("sql", batch) in rows:
     refresh = rows.get(("refresh", batch))
     if refresh:
         print(f"| (4) CALL clip.refresh, same photos as a collection | {batch} | {refresh:.2f} | (4)/(2) = {refresh / sql:.2f} |")
+for line in open(sys.argv[1]):
+    if line.startswith("batch1 "):
+        v = dict(p.split("=", 1) for p in line.split()[1:5] + line.split()[5:8])
+        print(f"\n(2b) clip.embed_images, ViT-B/32 with a fixed batch of 1 (immich's exports) and with a symbolic batch,"
+              f" same weights, {v['images']} photos, {v['threads']} threads, pg_clip.batch_size {v['batch_size']}, CPU, median of 3")
+        print("| graph | images/s | ratio |")
+        print("|---|---|---|")
+        print(f"| symbolic batch (one call per {v['batch_size']} images) | {v['dynamic_images_per_s']} | |")
+        print(f"| fixed batch of 1 (one call per image) | {v['fixed1_images_per_s']} | {v['ratio']} |")
 vocab = {}
 for line in open(sys.argv[1]):
     if line.startswith("vocab "):

@@ -3,6 +3,7 @@
 
     gen_clip.py tiny     <out-dir> [--seed N]   # committed test model, a few MB
     gen_clip.py vit-b-32 <out-dir> [--seed N]   # full ViT-B/32 sizes, for benchmarks (~600 MB)
+    gen_clip.py vit-b-32 <out-dir> --batch 1    # the same with a fixed batch of 1, as immich exports
 
 The graphs follow open_clip's VisionTransformer / TextTransformer as exported to
 ONNX: conv patch embedding, class token, position embeddings, pre-norm residual
@@ -265,11 +266,14 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bpe", default=None)
+    ap.add_argument("--batch", type=int, default=None,
+                    help="a fixed batch dimension (immich's exports since 2025 have 1); default symbolic")
     a = ap.parse_args()
     cfg = SIZES[a.size]
     rng = np.random.default_rng(a.seed)
-    save(visual(cfg, rng), os.path.join(a.out, "visual", "model.onnx"))
-    save(textual(cfg, rng), os.path.join(a.out, "textual", "model.onnx"))
+    batch = a.batch or "batch"
+    save(visual(cfg, rng, batch=batch), os.path.join(a.out, "visual", "model.onnx"))
+    save(textual(cfg, rng, batch=batch), os.path.join(a.out, "textual", "model.onnx"))
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump({"embed_dim": cfg["embed_dim"],
                    "vision_cfg": {"image_size": cfg["image_size"], "layers": cfg["v_layers"],

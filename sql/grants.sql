@@ -82,7 +82,7 @@ BEGIN
           AND p.proname NOT IN ('_collection', '_may_read', '_readable_collections', '_may_write_source',
                                 '_reference_set', '_reference_labels_sql', '_probabilities', '_current_classifier',
                                 '_class_code', '_label_code', '_check_name', '_is_name', '_derived_name',
-                                '_sigmoid', '_softmax_term', '_calibration', '_setting', '_in_transaction_block',
+                                '_sigmoid', '_softmax_term', '_calibration', '_clip_calibration', '_setting', '_in_transaction_block',
                                 '_read_vocabulary_file', '_vocabulary', '_group_classes', '_blend')
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);

@@ -19,13 +19,13 @@ $$;
 -- The calibration a sigmoid attribute is scored with: its own (from the file), else its model's.
 -- A SigLIP model with a known bias scores with the sigmoid it was trained with,
 -- sigmoid(logit_scale x cosine + logit_bias), that is center = -logit_bias and scale = 1; other
--- models with center 25.5, scale 1.5 (a photo's typical CLIP logit with its best description).
--- Inlined like clip._sigmoid.
+-- models with CLIP's default (clip._clip_calibration(), from the Rust core: center 25.5,
+-- scale 1.5). Inlined like clip._sigmoid.
 CREATE OR REPLACE FUNCTION clip._calibration(center float8, scale float8, logit_bias real,
                                              OUT center float8, OUT scale float8)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce($1, OPERATOR(pg_catalog.-) $3::pg_catalog.float8, 25.5),
-           coalesce($2, CASE WHEN $3 IS NULL THEN 1.5 ELSE 1 END)
+    SELECT coalesce($1, OPERATOR(pg_catalog.-) $3::pg_catalog.float8, (clip._clip_calibration())[1]),
+           coalesce($2, CASE WHEN $3 IS NULL THEN (clip._clip_calibration())[2] ELSE 1 END)
 $$;
 
 -- Create or update vocabulary `name` from YAML text. A file with problems raises one ERROR that
@@ -48,7 +48,7 @@ BEGIN
     INSERT INTO pg_temp.pg_clip_vocab_new
     SELECT vname, p.code, p.position, p.kind, p.label, p.description, p.tag, p.prompts, p.center, p.scale,
            p.grp, p.rule, p.rule_expanded, p.rule_codes, p.threshold
-    FROM clip.parse_vocabulary(yaml) p;
+    FROM clip._parse_vocabulary(yaml) p;
 
     RETURN QUERY
     SELECT coalesce(n.code, o.code),

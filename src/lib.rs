@@ -18,7 +18,12 @@ mod worker;
 extension_sql_file!("../sql/schema/0.1.0.sql", name = "schema_0_1_0", bootstrap);
 extension_sql_file!("../sql/schema/0.2.0.sql", name = "schema_0_2_0", requires = ["schema_0_1_0"]);
 extension_sql_file!("../sql/collections.sql", name = "collections", requires = ["schema_0_2_0"]);
-extension_sql_file!("../sql/vocabulary.sql", name = "vocabulary", requires = ["collections"]);
+// (clip._calibration, a SQL function, calls the Rust _clip_calibration when it is created)
+extension_sql_file!(
+    "../sql/vocabulary.sql",
+    name = "vocabulary",
+    requires = ["collections", api::vocab::_clip_calibration]
+);
 // (a chain: pgrx orders files that require the same one differently from build to build)
 extension_sql_file!("../sql/identify.sql", name = "identify", requires = ["vocabulary"]);
 extension_sql_file!("../sql/learn.sql", name = "learn", requires = ["identify"]);

@@ -114,8 +114,10 @@ pub fn model_name(arg: Option<&str>) -> String {
 }
 
 fn registered(name: &str) -> (String, String, ModelOptions) {
+    // (through to_jsonb: a database still at 0.1.0, whose clip.model has no options, runs
+    // this library too until ALTER EXTENSION pg_clip UPDATE)
     let row = Spi::get_three_with_args::<String, String, pgrx::JsonB>(
-        "SELECT folder, stamp, options FROM clip.model WHERE name = $1",
+        "SELECT m.folder, m.stamp, coalesce(to_jsonb(m) -> 'options', '{}') FROM clip.model m WHERE m.name = $1",
         &[name.into()],
     );
     match row {
@@ -165,8 +167,9 @@ pub fn with_model<T>(name: &str, f: impl FnOnce(&mut ClipModel) -> T) -> T {
                     format!("the files of model \"{name}\" changed since it was registered"),
                     Some(format!("registered stamp {stamp}, files now {now}")),
                     Some(format!(
-                        "Run SELECT clip.register_model('{name}', '{folder}') to accept the new files; \
-                         embeddings made with the old files are then stale."
+                        "Run SELECT clip.register_model('{name}', '{folder}'{}) to accept the new files; \
+                         embeddings made with the old files are then stale.",
+                        registration_options(&model_options)
                     )),
                 );
             }
@@ -175,6 +178,15 @@ pub fn with_model<T>(name: &str, f: impl FnOnce(&mut ClipModel) -> T) -> T {
         }
         f(&mut cache.get_mut(name).expect("just inserted").model)
     })
+}
+
+/// The options argument that registers a model again as it is, for hints: empty for none.
+fn registration_options(o: &ModelOptions) -> String {
+    if *o == ModelOptions::default() {
+        String::new()
+    } else {
+        format!(", '{}'", serde_json::to_string(o).expect("options serialise"))
+    }
 }
 
 /// A failure of the model itself while embedding images: no image is to blame, so it is an

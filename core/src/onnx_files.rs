@@ -93,7 +93,7 @@ pub fn scan(graph: &Path) -> Result<GraphFiles, String> {
     // SAFETY: the map is read-only and dropped before returning. A file truncated meanwhile
     // could fault the read; model folders are written once by a superuser and not while in use.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("cannot read: {e}"))?;
-    let model = ModelProto::decode(&map[..]).map_err(|e| format!("is not an ONNX model: {e}"))?;
+    let model = ModelProto::decode(&map[..]).map_err(|e| format!("is not a loadable ONNX model: {e}"))?;
     let (mut tensors, mut ops) = (Vec::new(), BTreeSet::new());
     if let Some(g) = &model.graph {
         collect(g, &mut tensors, &mut ops);
@@ -181,7 +181,7 @@ mod tests {
         let p = write(&dir, vec![tensor("w", Some("/etc/passwd"))], None);
         assert!(scan(&p).unwrap_err().contains("\"w\" keeps its data in \"/etc/passwd\""));
         fs::write(&p, b"\xff\xff\xff not protobuf").unwrap();
-        assert!(scan(&p).unwrap_err().starts_with("is not an ONNX model"));
+        assert!(scan(&p).unwrap_err().starts_with("is not a loadable ONNX model"));
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -24,6 +24,12 @@ pub struct Calibration {
     pub scale: f64,
 }
 
+impl Calibration {
+    /// The default under a softmax-trained CLIP model: a photo's logit with its best
+    /// description is typically about 25 to 30.
+    pub const CLIP_DEFAULT: Calibration = Calibration { center: 25.5, scale: 1.5 };
+}
+
 pub const DEFAULT_TEMPLATE: &str = "a photo of {description}";
 
 /// Limits on what a vocabulary may hold. Each is far above what a real file needs and keeps a

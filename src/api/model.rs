@@ -1,6 +1,7 @@
 //! clip.register_model: validate a model folder, load it once, record its stamp.
 
 use pg_clip_core::model::{ModelFolder, ModelOptions};
+use pg_clip_core::runtime::ClipModel;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
@@ -12,8 +13,9 @@ use crate::models;
 /// inputs and outputs against config.json before anything is recorded. `options`:
 /// preprocess ("open_clip", "transformers", "immich"), language (a FLORES-200 code, for
 /// nllb-clip), logit_scale and logit_bias (SigLIP's trained values).
-#[pg_extern(create_or_replace, volatile)]
-fn register_model(
+// (SQL name register_model; the Rust name register_model is 0.1.0's two-argument symbol)
+#[pg_extern(create_or_replace, volatile, name = "register_model")]
+fn register_model_with_options(
     name: &str,
     folder: &str,
     options: default!(JsonB, "'{}'"),
@@ -32,14 +34,6 @@ fn register_model(
         name!(device, String),
     ),
 > {
-    if name.trim().is_empty() {
-        errors::report(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "model name must not be empty".into(),
-            None,
-            None,
-        );
-    }
     let options = ModelOptions::from_json(&options.0.to_string()).unwrap_or_else(|m| {
         errors::report(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -48,13 +42,7 @@ fn register_model(
             None,
         )
     });
-    let path = models::resolve_folder(folder);
-    let mf = ModelFolder::open(&path, &options).or_raise();
-    let stamp = mf.stamp().or_raise();
-    let model = models::load(mf);
-    for w in &model.folder.warnings {
-        errors::warn(format!("model \"{name}\": {}", w.message), w.hint.clone());
-    }
+    let (path, stamp, model) = open_and_load(name, folder, &options);
     let f = &model.folder;
     let (dim, size, ctx) = (f.embed_dim as i32, f.preprocess.size as i32, f.context_length as i32);
     let (image_batch, text_batch) = (model.image_batch.map(|b| b as i32), model.text_batch.map(|b| b as i32));
@@ -101,4 +89,74 @@ fn register_model(
         stamp,
         device,
     ))
+}
+
+/// Check a name and folder, load the model and tell its warnings: registration's common part.
+fn open_and_load(
+    name: &str,
+    folder: &str,
+    options: &ModelOptions,
+) -> (std::path::PathBuf, String, ClipModel) {
+    if name.trim().is_empty() {
+        errors::report(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "model name must not be empty".into(),
+            None,
+            None,
+        );
+    }
+    let path = models::resolve_folder(folder);
+    let mf = ModelFolder::open(&path, options).or_raise();
+    let stamp = mf.stamp().or_raise();
+    let model = models::load(mf);
+    for w in &model.folder.warnings {
+        errors::warn(format!("model \"{name}\": {}", w.message), w.hint.clone());
+    }
+    (path, stamp, model)
+}
+
+/// 0.1.0's clip.register_model(name, folder), for a database still at 0.1.0 that runs this
+/// library (its install script names this symbol): it records 0.1.0's columns only. No SQL of
+/// this version declares it; ALTER EXTENSION pg_clip UPDATE replaces it with the function above.
+#[pg_extern(sql = false)]
+fn register_model(
+    name: &str,
+    folder: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(name, String),
+        name!(folder, String),
+        name!(embed_dim, i32),
+        name!(image_size, i32),
+        name!(context_length, i32),
+        name!(stamp, String),
+        name!(device, String),
+    ),
+> {
+    let (path, stamp, model) = open_and_load(name, folder, &ModelOptions::default());
+    let f = &model.folder;
+    let (dim, size, ctx) = (f.embed_dim as i32, f.preprocess.size as i32, f.context_length as i32);
+    let device = format!("{:?}", model.device_used).to_lowercase();
+    let folder_s = path.display().to_string();
+    Spi::run_with_args(
+        "INSERT INTO clip.model (name, folder, embed_dim, image_size, context_length, logit_scale, stamp) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (name) DO UPDATE SET folder = EXCLUDED.folder, embed_dim = EXCLUDED.embed_dim, \
+         image_size = EXCLUDED.image_size, context_length = EXCLUDED.context_length, \
+         logit_scale = EXCLUDED.logit_scale, stamp = EXCLUDED.stamp, registered_at = now(), \
+         registered_by = current_user",
+        &[
+            name.into(),
+            folder_s.clone().into(),
+            dim.into(),
+            size.into(),
+            ctx.into(),
+            f.logit_scale.into(),
+            stamp.clone().into(),
+        ],
+    )
+    .unwrap_or_else(|e| pgrx::error!("cannot record model \"{name}\": {e}"));
+    models::remember(name, stamp.clone(), model);
+    TableIterator::once((name.to_string(), folder_s, dim, size, ctx, stamp, device))
 }

@@ -3,13 +3,33 @@
 use std::path::{Path, PathBuf};
 
 use pg_clip_core::files;
-use pg_clip_core::vocab::{self, Kind, Rule};
+use pg_clip_core::vocab::{self, Calibration, Kind, Rule};
 use pgrx::prelude::*;
 
 use crate::errors;
 
+/// One attribute of a checked vocabulary, as sql/vocabulary.sql stores it.
+type AttributeRow = (
+    i32,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<Vec<String>>,
+    Option<f64>,
+    Option<f64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<String>>,
+    f64,
+);
+
 /// Check a vocabulary and return its attributes (file defaults applied), one row each; a file
-/// with problems is one ERROR listing every problem with its line and column.
+/// with problems is one ERROR listing every problem with its line and column. A base attribute
+/// without a calibration in the file shows CLIP's default (what it scores with under a CLIP
+/// model; a SigLIP model has its own, see clip._calibration).
 #[pg_extern(create_or_replace, immutable, parallel_safe)]
 fn parse_vocabulary(
     yaml: &str,
@@ -32,6 +52,44 @@ fn parse_vocabulary(
         name!(threshold, f64),
     ),
 > {
+    let default = Calibration::CLIP_DEFAULT;
+    TableIterator::new(attribute_rows(yaml, Some(default)))
+}
+
+/// As clip.parse_vocabulary, with NULL where the file gives no calibration: what
+/// clip.load_vocabulary stores, so that scoring can use the model's own.
+#[pg_extern(create_or_replace, immutable, parallel_safe)]
+fn _parse_vocabulary(
+    yaml: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(position, i32),
+        name!(code, String),
+        name!(kind, String),
+        name!(label, String),
+        name!(description, Option<String>),
+        name!(tag, Option<String>),
+        name!(prompts, Option<Vec<String>>),
+        name!(center, Option<f64>),
+        name!(scale, Option<f64>),
+        name!(grp, Option<String>),
+        name!(rule, Option<String>),
+        name!(rule_expanded, Option<String>),
+        name!(rule_codes, Option<Vec<String>>),
+        name!(threshold, f64),
+    ),
+> {
+    TableIterator::new(attribute_rows(yaml, None))
+}
+
+/// CLIP's default calibration, {center, scale}: its one home for the SQL (clip._calibration).
+#[pg_extern(create_or_replace, immutable, parallel_safe)]
+fn _clip_calibration() -> Vec<f64> {
+    vec![Calibration::CLIP_DEFAULT.center, Calibration::CLIP_DEFAULT.scale]
+}
+
+fn attribute_rows(yaml: &str, default: Option<Calibration>) -> Vec<AttributeRow> {
     let v = vocab::parse(yaml).unwrap_or_else(|problems| {
         let n = problems.len();
         errors::report(
@@ -50,8 +108,8 @@ fn parse_vocabulary(
                 Kind::Base { prompts, calibration, group } => (
                     "base",
                     Some(prompts),
-                    calibration.map(|c| c.center),
-                    calibration.map(|c| c.scale),
+                    calibration.or(default).map(|c| c.center),
+                    calibration.or(default).map(|c| c.scale),
                     group,
                     None,
                     None,
@@ -92,7 +150,7 @@ fn parse_vocabulary(
             )
         })
         .collect();
-    TableIterator::new(rows)
+    rows
 }
 
 /// The SQL expression clip._score evaluates for a derived attribute, over columns x."<code>"

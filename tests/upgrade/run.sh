@@ -69,4 +69,26 @@ done
 cmp -s "$OUT/pg_clip_upgrade.seq" "$OUT/pg_clip_restored.seq" || fail "the queue's sequence did not come back"
 q -d pg_clip_restored -f tests/upgrade/answers.sql > "$OUT/restored.out"
 diff -u "$OUT/released.out" "$OUT/restored.out" || fail "answers differ after pg_dump and pg_restore (above)"
+echo "--- rows $RELEASED recorded against a model's own failure (38000) are put back in line"
+./scripts/cluster.sh recreate-db pg_clip_upgrade_38000
+q -d pg_clip_upgrade_38000 -c "SET client_min_messages = warning" -c "CREATE EXTENSION pg_clip VERSION '$RELEASED' CASCADE"
+q -d pg_clip_upgrade_38000 >/dev/null <<'SQL'
+SET client_min_messages = warning;
+SET pg_clip.device = 'cpu';
+SELECT name FROM clip.register_model('tiny', 'tiny-clip') \gset
+\getenv root PG_CLIP_ROOT
+CREATE TABLE shots (id int PRIMARY KEY, img bytea);
+INSERT INTO shots VALUES (1, pg_read_binary_file(:'root' || '/tests/images/photos/rocket.jpg')),
+                         (2, pg_read_binary_file(:'root' || '/tests/images/edge/truncated.jpg'));
+SELECT clip.add_collection('shots', 'shots', 'id', 'img', 'tiny');
+-- as 0.1.0 recorded a batch a batch-1 graph refused: every row, SQLSTATE 38000
+INSERT INTO clip.embedding_error (collection, image_id, sqlstate, message)
+VALUES ('shots', 1, '38000', 'visual model failed: Got invalid dimensions for input: image');
+SQL
+q -d pg_clip_upgrade_38000 -c "SET client_min_messages = warning" -c "ALTER EXTENSION pg_clip UPDATE" \
+    -c "SET pg_clip.device = 'cpu'" -c "CALL clip.refresh('shots')"
+got=$(q -d pg_clip_upgrade_38000 -Atc "SELECT (SELECT string_agg(image_id::text, ',' ORDER BY image_id) FROM clip.embedding WHERE collection = 'shots')
+                                              || ' / ' || (SELECT string_agg(image_id || ':' || sqlstate, ',' ORDER BY image_id) FROM clip.embedding_error WHERE collection = 'shots')")
+[ "$got" = "1 / 2:22023" ] || fail "after the upgrade and a refresh: embedded / failed = '$got', expected '1 / 2:22023'"
+
 echo "upgrade from $RELEASED, catalog, answers and dump/restore: ok ($(grep -c . "$OUT/released.out") lines of answers)"

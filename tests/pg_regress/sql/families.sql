@@ -102,7 +102,31 @@ JOIN clip.text_embedding t ON t.model = m.name AND t.prompts = a.prompts
 WHERE f.collection = 'fx_siglip_photos'
 GROUP BY 1 ORDER BY 1;
 
-SELECT clip.drop_collection(c) FROM unnest(ARRAY['fx_static_photos', 'fx_refused', 'fx_siglip_photos']) c;
+-- every family scores the vocabulary: each confidence is its sigmoid of logit_scale x cosine
+-- (the model's own for sigmoid-trained models with known logit values, else the file's or CLIP's
+-- default), each logit recomputed here from the stored embeddings
+SELECT clip.add_collection('fx_' || replace(m, 'fx_', '') || '_s', 'fx_photos', 'id', 'img', model => m),
+       clip.attach_vocabulary('fx_' || replace(m, 'fx_', '') || '_s', 'fx_vocab')
+FROM unnest(ARRAY['fx_dynamic', 'fx_external', 'fx_mclip', 'fx_nllb', 'fx_static']) m;
+CALL clip.refresh('fx_dynamic_s');
+CALL clip.refresh('fx_external_s');
+CALL clip.refresh('fx_mclip_s');
+CALL clip.refresh('fx_nllb_s');
+CALL clip.refresh('fx_static_s');
+SELECT m.name AS model, m.family, count(*) AS scores,
+       bool_and(abs(f.confidence - 1 / (1 + exp(-(f.logit - k.center) / k.scale))) < 1e-6) AS sigmoid_of_logit,
+       bool_and(abs(f.logit - m.logit_scale * (1 - (e.embedding <=> t.embedding))) < 1e-3) AS logit_is_scale_x_cosine,
+       min(k.center) AS center, min(k.scale) AS scale
+FROM clip.feature_image_attribute f
+JOIN clip.model m ON m.name = f.model
+JOIN clip.embedding e ON e.collection = f.collection AND e.image_id = f.image_id
+JOIN clip.vocabulary_attribute a ON a.vocabulary = f.vocabulary AND a.code = f.attribute_code
+CROSS JOIN LATERAL clip._calibration(a.center, a.scale, m.logit_bias) k
+JOIN clip.text_embedding t ON t.model = m.name AND t.prompts = a.prompts
+WHERE f.collection LIKE 'fx\_%' AND f.attribute_code = 'cat'
+GROUP BY 1, 2 ORDER BY 1;
+
+SELECT clip.drop_collection(c.name) FROM clip.collection c WHERE c.name LIKE 'fx\_%';
 DELETE FROM clip.vocabulary WHERE name = 'fx_vocab';
 DROP TABLE fx_photos;
 DELETE FROM clip.text_embedding WHERE model LIKE 'fx\_%';

@@ -250,7 +250,7 @@ impl ModelFolder {
         if sigmoid_trained && logit_bias.is_none() {
             warnings.push(Warning {
                 message: "the model was trained with a sigmoid loss (SigLIP), but neither config.json nor the options give its trained logit_scale and logit_bias".into(),
-                hint: "Pass them as options, {\"logit_scale\": ..., \"logit_bias\": ...} (open_clip: model.logit_scale.exp() and model.logit_bias); until then vocabularies score with their own calibration.".into(),
+                hint: "Pass them as options, {\"logit_scale\": ..., \"logit_bias\": ...} (open_clip: model.logit_scale.exp() and model.logit_bias); until then, attributes without a calibration of their own score with CLIP's default (center 25.5, scale 1.5).".into(),
             });
         }
         let openai = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("__openai"));

@@ -126,6 +126,12 @@ JOIN clip.text_embedding t ON t.model = m.name AND t.prompts = a.prompts
 WHERE f.collection LIKE 'fx\_%' AND f.attribute_code = 'cat'
 GROUP BY 1, 2 ORDER BY 1;
 
+-- registered again with another bias, the model recalibrates from the stored logits
+SELECT name FROM clip.register_model('fx_nllb', :'fixtures' || '/nllb', '{"language": "fra_Latn", "logit_scale": 50, "logit_bias": -7}');
+CALL clip.refresh('fx_nllb_s');
+SELECT count(*) AS scores, bool_and(abs(f.confidence - 1 / (1 + exp(-(f.logit - 7)))) < 1e-6) AS new_bias
+FROM clip.feature_image_attribute f WHERE f.collection = 'fx_nllb_s' AND f.attribute_code = 'cat';
+
 SELECT clip.drop_collection(c.name) FROM clip.collection c WHERE c.name LIKE 'fx\_%';
 DELETE FROM clip.vocabulary WHERE name = 'fx_vocab';
 DROP TABLE fx_photos;

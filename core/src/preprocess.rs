@@ -440,9 +440,13 @@ pub fn resize_crop(decoded: &Decoded, cfg: &PreprocessConfig, limits: &ImageLimi
 }
 
 /// transformers' convert_to_rgb: transparency composited onto white (PIL's alpha_composite),
-/// where PIL's convert("RGB") would drop the alpha.
+/// where PIL's convert("RGB") would drop the alpha. (An 8-bit RGBA image is read in place: the
+/// RGB result is smaller than the RGBA copy the byte limit counts.)
 fn over_white(img: &DynamicImage) -> Vec<u8> {
-    let rgba = img.to_rgba8();
+    let rgba = match img.as_rgba8() {
+        Some(r) => std::borrow::Cow::Borrowed(r),
+        None => std::borrow::Cow::Owned(img.to_rgba8()),
+    };
     let mut out = Vec::with_capacity(rgba.len() / 4 * 3);
     for px in rgba.as_raw().chunks_exact(4) {
         let a = u32::from(px[3]);

@@ -61,9 +61,6 @@ impl ClipTokenizer {
             }
         }
         let framing = if tok.token_to_id("<|startoftext|>").is_some() {
-            if language.is_some() {
-                return Err("a language applies to nllb-clip tokenizers only".into());
-            }
             // truncation and padding are done in encode, the way open_clip does them
             tok.with_truncation(None).map_err(|e| e.to_string())?;
             tok.with_padding(None);

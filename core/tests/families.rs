@@ -12,11 +12,10 @@ use pg_clip_core::runtime::{self, ClipModel, Device, SessionOptions};
 use pg_clip_core::Interrupt;
 use serde_json::Value;
 
-const COSINE: f64 = 0.9999;
+mod common;
+use common::{cosine, ort_library, root};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+const COSINE: f64 = 0.9999;
 
 fn reference() -> Value {
     let dir = std::env::var("PG_CLIP_FIXTURES")
@@ -27,8 +26,7 @@ fn reference() -> Value {
 }
 
 fn load(spec: &Value) -> ClipModel {
-    let lib = std::env::var("PG_CLIP_ORT_LIB").expect("PG_CLIP_ORT_LIB must name libonnxruntime.so");
-    let env = runtime::environment(&lib).unwrap();
+    let env = runtime::environment(&ort_library()).unwrap();
     let options = ModelOptions::from_json(&spec["options"].to_string()).unwrap();
     let folder = ModelFolder::open(Path::new(spec["folder"].as_str().unwrap()), &options).unwrap();
     ClipModel::load(&env, folder, &SessionOptions { device: Device::Cpu, intra_op_threads: 1 }).unwrap()
@@ -36,13 +34,6 @@ fn load(spec: &Value) -> ClipModel {
 
 fn floats(v: &Value) -> Vec<f32> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The core against the reference tools' golden files (tests/golden, made by
 //! tests/reference/make_golden.py with PIL, OpenAI's tokenizer and Python onnxruntime).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pg_clip_core::model::{ModelFolder, ModelOptions, TextClean};
 use pg_clip_core::preprocess::{self, Flavour, PreprocessConfig};
@@ -9,9 +9,8 @@ use pg_clip_core::runtime::{self, ClipModel, Device, SessionOptions};
 use pg_clip_core::tokenize::ClipTokenizer;
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{cosine, ort_library, root};
 
 fn golden_json(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(root().join("tests/golden").join(name)).unwrap()).unwrap()
@@ -48,69 +47,45 @@ fn golden_images() -> Vec<String> {
     v
 }
 
-fn ort_library() -> String {
-    std::env::var("PG_CLIP_ORT_LIB").expect(
-        "PG_CLIP_ORT_LIB must name libonnxruntime.so (make test sets it to .deps/onnxruntime/libonnxruntime.so.1.32.0)",
-    )
-}
-
 /// Mean absolute difference per element between our tensor and the reference, per image.
 /// Bicubic kernels and JPEG decoders differ in rounding, so equality is not expected; the
 /// bound was set from measured figures (printed with --nocapture) with some headroom.
 #[test]
 fn preprocessing_matches_open_clip_reference() {
-    let folder = tiny();
-    let cfg = &folder.preprocess;
-    let mut worst = 0f64;
-    for rel in golden_images() {
-        let bytes = std::fs::read(root().join("tests/images").join(&rel)).unwrap();
-        let decoded = preprocess::decode(&bytes, &preprocess::ImageLimits::TRUSTED).unwrap();
-        let ours = tensor_of(
-            &preprocess::resize_crop(&decoded, cfg, &preprocess::ImageLimits::TRUSTED).unwrap(),
-            cfg,
-        );
-        let name = format!("{}.png", Path::new(&rel).file_name().unwrap().to_str().unwrap());
-        let reference = reference_tensor(&root().join("tests/golden/preprocess").join(name), cfg);
-        let mad =
-            ours.iter().zip(&reference).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / ours.len() as f64;
-        let max = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        println!("{rel:32} mean |diff| {mad:.5}  max {max:.4}");
-        worst = worst.max(mad);
-        assert!(mad < MAD_TOLERANCE, "{rel}: mean absolute difference {mad} >= {MAD_TOLERANCE}");
-    }
-    println!("worst mean |diff| {worst:.5}");
+    crops_match(Flavour::OpenClip, "preprocess");
 }
-
-const MAD_TOLERANCE: f64 = 0.01;
 
 /// The transformers and immich flavours against crops made by transformers'
 /// CLIPImageProcessor and by immich's loader (tests/reference/make_flavour_golden.py).
 #[test]
 fn preprocessing_flavours_match_transformers_and_immich() {
-    let folder = tiny();
-    for (flavour, dir) in
-        [(Flavour::Transformers, "preprocess-transformers"), (Flavour::Immich, "preprocess-immich")]
-    {
-        let cfg = PreprocessConfig { flavour, ..folder.preprocess.clone() };
-        let mut worst = 0f64;
-        for rel in golden_images() {
-            let bytes = std::fs::read(root().join("tests/images").join(&rel)).unwrap();
-            let decoded = preprocess::decode_as(&bytes, flavour, &preprocess::ImageLimits::TRUSTED).unwrap();
-            let crop = preprocess::resize_crop(&decoded, &cfg, &preprocess::ImageLimits::TRUSTED).unwrap();
-            let ours = tensor_of(&crop, &cfg);
-            let name = format!("{}.png", Path::new(&rel).file_name().unwrap().to_str().unwrap());
-            let reference = reference_tensor(&root().join("tests/golden").join(dir).join(name), &cfg);
-            let mad = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs() as f64).sum::<f64>()
-                / ours.len() as f64;
-            println!("{flavour:?} {rel:32} mean |diff| {mad:.5}");
-            worst = worst.max(mad);
-            assert!(
-                mad < MAD_TOLERANCE,
-                "{flavour:?} {rel}: mean absolute difference {mad} >= {MAD_TOLERANCE}"
-            );
-        }
-        println!("{flavour:?}: worst mean |diff| {worst:.5}");
+    crops_match(Flavour::Transformers, "preprocess-transformers");
+    crops_match(Flavour::Immich, "preprocess-immich");
+}
+
+const MAD_TOLERANCE: f64 = 0.01;
+
+/// Every golden image through `flavour` against its crop in tests/golden/<dir>.
+fn crops_match(flavour: Flavour, dir: &str) {
+    let cfg = PreprocessConfig { flavour, ..tiny().preprocess };
+    let mut worst = 0f64;
+    for rel in golden_images() {
+        let bytes = std::fs::read(root().join("tests/images").join(&rel)).unwrap();
+        let decoded = preprocess::decode_as(&bytes, flavour, &preprocess::ImageLimits::TRUSTED).unwrap();
+        let ours = tensor_of(
+            &preprocess::resize_crop(&decoded, &cfg, &preprocess::ImageLimits::TRUSTED).unwrap(),
+            &cfg,
+        );
+        let name = format!("{}.png", Path::new(&rel).file_name().unwrap().to_str().unwrap());
+        let reference = reference_tensor(&root().join("tests/golden").join(dir).join(name), &cfg);
+        let mad =
+            ours.iter().zip(&reference).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / ours.len() as f64;
+        let max = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        println!("{flavour:?} {rel:32} mean |diff| {mad:.5}  max {max:.4}");
+        worst = worst.max(mad);
+        assert!(mad < MAD_TOLERANCE, "{flavour:?} {rel}: mean absolute difference {mad} >= {MAD_TOLERANCE}");
     }
+    println!("{flavour:?}: worst mean |diff| {worst:.5}");
 }
 
 #[test]
@@ -155,13 +130,6 @@ fn padding_fills_the_context_with_the_pad_token() {
     assert_eq!(ids.len(), 2 * 77);
     assert_eq!(&ids[..4], &[49406, 320, 2368, 49407]);
     assert!(ids[4..77].iter().all(|&i| i == 49407));
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 fn load_tiny() -> ClipModel {

@@ -13,7 +13,7 @@ FLORES code put before the text; M-CLIP's attention_mask as a second input. CLIP
 tokenizer is framed as open_clip's tokenize() does (sot, ids, eot, truncated with eot last).
 Images, by the registration option `preprocess`: "immich" as immich's loader (decode_pil,
 resize_pil, crop_pil, to_numpy, normalize in immich_ml/models/transforms.py) or "open_clip" as
-open_clip's eval transform runs on PIL (tests/reference/make_golden.py), squash included.
+open_clip's eval transform runs on PIL (make_golden.open_clip_crop), squash included.
 onnxruntime runs the graphs one item at a time (batch 1 fits every fixture).
 """
 import html
@@ -29,6 +29,8 @@ from PIL import Image, ImageOps
 from tokenizers import Tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+import make_golden  # noqa: E402  (open_clip's transform on PIL, and ToTensor + Normalize)
 IMAGES = ["photos/astronaut.png", "photos/chelsea.png", "photos/coffee.png", "photos/rocket.jpg",
           "photos/hubble_deep_field.jpg", "photos/camera.png", "edge/exif_rotate90.jpg", "edge/palette.png",
           "edge/alpha.png", "edge/grey.jpg", "edge/panorama.jpg", "edge/cat.gif"]
@@ -69,8 +71,8 @@ def hf_ids(folder, spec, text, context):
     return enc.ids, enc.attention_mask
 
 
-# immich_ml/models/transforms.py
-def immich_pixels(path, size, mean, std, resample):
+# immich_ml/models/transforms.py: decode_pil, resize_pil, crop_pil
+def immich_crop(path, size, resample=Image.Resampling.BICUBIC):
     img = Image.open(path)
     img.load()
     if img.mode != "RGB":
@@ -80,27 +82,24 @@ def immich_pixels(path, size, mean, std, resample):
     else:
         img = img.resize((int((img.width / img.height) * size), size), resample=resample)
     left, upper = int((img.size[0] / 2) - (size / 2)), int((img.size[1] / 2) - (size / 2))
-    img = img.crop((left, upper, left + size, upper + size))
-    a = np.asarray(img, dtype=np.float32) / 255.0
+    return img.crop((left, upper, left + size, upper + size))
+
+
+# immich_ml/models/transforms.py: to_numpy, normalize
+def immich_pixels(path, size, mean, std):
+    a = np.asarray(immich_crop(path, size), dtype=np.float32) / 255.0
     a *= 1.0 / np.asarray(std, np.float32)
     a -= np.asarray(mean, np.float32) / np.asarray(std, np.float32)
     return a.transpose(2, 0, 1)
 
 
+# open_clip's eval transform as make_golden.py runs it; squash resizes both sides to `size`
 def open_clip_pixels(path, size, mean, std, squash):
-    img = ImageOps.exif_transpose(Image.open(path))
     if squash:
-        img = img.resize((size, size), Image.Resampling.BICUBIC)
+        crop = ImageOps.exif_transpose(Image.open(path)).resize((size, size), Image.Resampling.BICUBIC).convert("RGB")
     else:
-        w, h = img.size
-        short, long = (w, h) if w <= h else (h, w)
-        new_w, new_h = (size, int(size * long / short)) if w <= h else (int(size * long / short), size)
-        if (new_w, new_h) != (w, h):
-            img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
-        top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
-        img = img.crop((left, top, left + size, top + size))
-    a = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    return ((a - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
+        crop = make_golden.open_clip_crop(path, size)
+    return make_golden.to_tensor(crop, mean, std)
 
 
 def unit(v):
@@ -121,7 +120,7 @@ def reference(spec):
     for rel in IMAGES:
         path = os.path.join(ROOT, "tests", "images", rel)
         if spec["options"].get("preprocess") == "immich":
-            t = immich_pixels(path, size, pre["mean"], pre["std"], Image.Resampling.BICUBIC)
+            t = immich_pixels(path, size, pre["mean"], pre["std"])
         else:
             t = open_clip_pixels(path, size, pre["mean"], pre["std"], pre.get("resize_mode") == "squash")
         images[rel] = unit(vis.run(None, {vis.get_inputs()[0].name: t[None]})[0][0])

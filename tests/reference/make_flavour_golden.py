@@ -7,32 +7,22 @@ tests/golden/preprocess-transformers/<image>.png: transformers' CLIPImageProcess
     shortest edge to 224 with PIL bicubic, centre crop 224, RGB first) on Image.open(path), with
     rescaling and normalisation off, so the uint8 crop is kept exactly;
 tests/golden/preprocess-immich/<image>.png: immich's loader (immich_ml/models/transforms.py:
-    decode_pil, resize_pil, crop_pil), the same functions tests/reference/families.py follows.
+    decode_pil, resize_pil, crop_pil), as tests/reference/families.py follows them.
 The images are those of tests/golden/embeddings.json.
 """
 import json
 import os
+import sys
 
 import numpy as np
 from PIL import Image
 from transformers import CLIPImageProcessor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+from families import immich_crop  # noqa: E402  (immich's loader, as the fixtures' reference uses it)
 GOLDEN = os.path.join(ROOT, "tests", "golden")
 SIZE = 224
-
-
-def immich_crop(path):
-    img = Image.open(path)
-    img.load()
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    if img.width < img.height:
-        img = img.resize((SIZE, int((img.height / img.width) * SIZE)), resample=Image.Resampling.BICUBIC)
-    else:
-        img = img.resize((int((img.width / img.height) * SIZE), SIZE), resample=Image.Resampling.BICUBIC)
-    left, upper = int((img.size[0] / 2) - (SIZE / 2)), int((img.size[1] / 2) - (SIZE / 2))
-    return img.crop((left, upper, left + SIZE, upper + SIZE))
 
 
 def main():
@@ -48,7 +38,7 @@ def main():
         px = proc(Image.open(path), return_tensors="np")["pixel_values"][0]  # CHW, 0..255
         crop = Image.fromarray(np.rint(px.transpose(1, 2, 0)).astype(np.uint8), "RGB")
         crop.save(os.path.join(GOLDEN, "preprocess-transformers", name))
-        immich_crop(path).save(os.path.join(GOLDEN, "preprocess-immich", name))
+        immich_crop(path, SIZE).save(os.path.join(GOLDEN, "preprocess-immich", name))
     print(f"wrote {len(images)} crops per flavour into {GOLDEN}/preprocess-{{transformers,immich}}")
 
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use pg_clip_core::model::ModelFolder;
 use pg_clip_core::runtime::{self, ClipModel, Device, SessionOptions};
+use pg_clip_core::Interrupt;
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -23,11 +24,11 @@ fn main() {
     let len = model.folder.preprocess.tensor_len();
     // deterministic pseudo-random input in the normalised range; cost does not depend on it
     let tensor: Vec<f32> = (0..batch * len).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
-    model.run_visual(&tensor, batch).unwrap(); // warm-up
+    model.run_visual(&tensor, batch, Interrupt::NEVER).unwrap(); // warm-up
     let calls = images.div_ceil(batch);
     let t = Instant::now();
     for _ in 0..calls {
-        model.run_visual(&tensor, batch).unwrap();
+        model.run_visual(&tensor, batch, Interrupt::NEVER).unwrap();
     }
     let s = t.elapsed().as_secs_f64();
     println!(

@@ -185,13 +185,16 @@ impl ClipModel {
     }
 
     /// Run the visual model on ready tensors (`n` images, NCHW, row-major), L2-normalised rows;
-    /// in calls of the graph's fixed batch size where it has one. An error here is the model's
-    /// (shape, ONNX Runtime), never one image's.
-    pub fn run_visual(&mut self, tensor: &[f32], n: usize) -> Result<Vec<Vec<f32>>> {
+    /// in calls of the graph's fixed batch size where it has one, `interrupt` polled between
+    /// them. An error here is the model's (shape, ONNX Runtime), never one image's.
+    pub fn run_visual(&mut self, tensor: &[f32], n: usize, interrupt: Interrupt) -> Result<Vec<Vec<f32>>> {
         let s = self.folder.preprocess.size as usize;
         let per = 3 * s * s;
         let mut out = Vec::with_capacity(n);
         for (part, rows_in) in fixed_chunks(n, self.image_batch) {
+            if interrupt.is_set() {
+                return Err(ClipError::cancelled());
+            }
             let data = padded(&tensor[part.start * per..part.end * per], rows_in * per);
             let input = TensorRef::from_array_view(([rows_in, 3, s, s], &*data))
                 .map_err(|e| ClipError::inference("visual", e))?;
@@ -205,11 +208,19 @@ impl ClipModel {
     }
 
     /// Run the text model on a padded batch (`n` rows of context_length), in calls of the
-    /// graph's fixed batch size where it has one.
-    pub fn run_textual(&mut self, batch: &TokenBatch, n: usize) -> Result<Vec<Vec<f32>>> {
+    /// graph's fixed batch size where it has one, `interrupt` polled between them.
+    pub fn run_textual(
+        &mut self,
+        batch: &TokenBatch,
+        n: usize,
+        interrupt: Interrupt,
+    ) -> Result<Vec<Vec<f32>>> {
         let (ctx, dim) = (self.tokenizer.context_length(), self.folder.embed_dim);
         let mut out = Vec::with_capacity(n);
         for (part, rows_in) in fixed_chunks(n, self.text_batch) {
+            if interrupt.is_set() {
+                return Err(ClipError::cancelled());
+            }
             let ids = padded(&batch.ids[part.start * ctx..part.end * ctx], rows_in * ctx);
             let mask = padded(&batch.attention_mask[part.start * ctx..part.end * ctx], rows_in * ctx);
             let outputs = if self.text_inputs.i64 {
@@ -293,7 +304,8 @@ impl ClipModel {
                 }
             }
             let mut embedded =
-                if good > 0 { self.run_visual(&tensor[..good * len], good)? } else { Vec::new() }.into_iter();
+                if good > 0 { self.run_visual(&tensor[..good * len], good, interrupt)? } else { Vec::new() }
+                    .into_iter();
             for r in decoded {
                 results.push(r.map(|()| embedded.next().expect("one embedding per decoded image")));
             }
@@ -301,11 +313,16 @@ impl ClipModel {
         Ok(results)
     }
 
-    pub fn embed_texts(&mut self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+    pub fn embed_texts(
+        &mut self,
+        texts: &[&str],
+        batch_size: usize,
+        interrupt: Interrupt,
+    ) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(batch_size.max(1)) {
             let batch = self.tokenizer.encode_batch(chunk)?;
-            out.extend(self.run_textual(&batch, chunk.len())?);
+            out.extend(self.run_textual(&batch, chunk.len(), interrupt)?);
         }
         Ok(out)
     }

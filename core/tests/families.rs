@@ -111,12 +111,12 @@ fn every_family_reads_tokenizes_and_embeds_like_its_reference() {
             spec["texts"].as_object().unwrap().iter().map(|(t, e)| (t.as_str(), floats(e))).collect();
         let mut worst_text: f64 = 1.0;
         for (t, want) in &texts {
-            let c = cosine(&model.embed_texts(&[t], 1).unwrap()[0], want);
+            let c = cosine(&model.embed_texts(&[t], 1, Interrupt::NEVER).unwrap()[0], want);
             assert!(c >= COSINE, "{name}: text {t:?} at batch 1: cosine {c}");
             worst_text = worst_text.min(c);
         }
         let many: Vec<&str> = texts.iter().cycle().take(32).map(|(t, _)| *t).collect();
-        for (i, got) in model.embed_texts(&many, 32).unwrap().iter().enumerate() {
+        for (i, got) in model.embed_texts(&many, 32, Interrupt::NEVER).unwrap().iter().enumerate() {
             let c = cosine(got, &texts[i % texts.len()].1);
             assert!(c >= COSINE, "{name}: text {:?} at batch 32: cosine {c}", texts[i % texts.len()].0);
             worst_text = worst_text.min(c);
@@ -163,4 +163,25 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A graph with a fixed batch of 1 runs a batch as one call per image: a cancel is seen between
+/// those calls, not only before the batch.
+#[test]
+fn a_cancel_stops_between_the_calls_of_a_fixed_batch() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static POLLS: AtomicUsize = AtomicUsize::new(0);
+    // set from the second poll on: the first call runs, the second does not
+    let after_one = Interrupt(|| POLLS.fetch_add(1, Ordering::SeqCst) >= 1);
+    let reference = reference();
+    let mut model = load(&reference["immich-static"]);
+    assert_eq!(model.image_batch, Some(1));
+    let tensor = vec![0f32; 4 * model.folder.preprocess.tensor_len()];
+    let e = model.run_visual(&tensor, 4, after_one).unwrap_err();
+    assert_eq!(e.kind, pg_clip_core::ErrorKind::Cancelled, "{e}");
+    assert_eq!(POLLS.load(Ordering::SeqCst), 2, "polled before each call, stopped at the second");
+    POLLS.store(0, Ordering::SeqCst);
+    let texts = model.tokenizer().encode_batch(&["a", "b", "c"]).unwrap();
+    let e = model.run_textual(&texts, 3, after_one).unwrap_err();
+    assert_eq!(e.kind, pg_clip_core::ErrorKind::Cancelled, "{e}");
 }

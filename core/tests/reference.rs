@@ -147,7 +147,7 @@ fn embeddings_match_python_onnxruntime() {
         // same input tensor as the reference: the model call alone must agree to float precision
         let name = format!("{}.png", Path::new(rel).file_name().unwrap().to_str().unwrap());
         let t = reference_tensor(&root().join("tests/golden/preprocess").join(name), &cfg);
-        let got = model.run_visual(&t, 1).unwrap().remove(0);
+        let got = model.run_visual(&t, 1, pg_clip_core::Interrupt::NEVER).unwrap().remove(0);
         assert!(cosine(&got, &want) >= 0.9999, "{rel}: cosine {}", cosine(&got, &want));
         // and from the file's bytes through our preprocessing
         let bytes = std::fs::read(root().join("tests/images").join(rel)).unwrap();
@@ -161,7 +161,7 @@ fn embeddings_match_python_onnxruntime() {
     }
     for (text, want) in golden["texts"].as_object().unwrap() {
         let want: Vec<f32> = want.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-        let got = model.embed_texts(&[text], 8).unwrap().remove(0);
+        let got = model.embed_texts(&[text], 8, pg_clip_core::Interrupt::NEVER).unwrap().remove(0);
         assert!(cosine(&got, &want) >= 0.9999, "{text}: cosine {}", cosine(&got, &want));
     }
 }

@@ -65,7 +65,7 @@ fn embed_images(
 fn embed_text(text: Option<&str>, model: default!(Option<&str>, "NULL")) -> Option<Vector> {
     let text = text?;
     let name = models::model_name(model);
-    let mut out = models::with_model(&name, |m| m.embed_texts(&[text], 1)).or_raise();
+    let mut out = models::with_model(&name, |m| m.embed_texts(&[text], 1, errors::INTERRUPT)).or_raise();
     Some(Vector(out.remove(0)))
 }
 
@@ -83,7 +83,7 @@ fn embed_texts(
         let mut embedded = Vec::with_capacity(present.len());
         for chunk in present.chunks(gucs::batch_size()) {
             check_for_interrupts!();
-            embedded.extend(m.embed_texts(chunk, chunk.len()).or_raise());
+            embedded.extend(m.embed_texts(chunk, chunk.len(), errors::INTERRUPT).or_raise());
         }
         embedded
     });

@@ -5,13 +5,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
+./tests/export/venv.sh
 VENV=.deps/export-venv
-if ! cmp -s tests/export/requirements.txt "$VENV/requirements.installed" 2>/dev/null; then
-    echo "==> python venv $VENV (torch, open_clip_torch; a few minutes)"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q -r tests/export/requirements.txt
-    cp tests/export/requirements.txt "$VENV/requirements.installed"
-fi
 rm -rf .run/export && mkdir -p .run/export
 "$VENV/bin/python" tests/export/check_export.py .run/export 2>&1 | grep -v -i "warn\|opset9"
 PG_CLIP_FIXTURES="$ROOT/.run/export" cargo test --release -p pg_clip_core --test families every_family -- --nocapture 2>&1 \

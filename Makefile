@@ -22,7 +22,7 @@ export PG_CLIP_ROOT := $(ROOT)
 # small random-weight models in every real export layout, and their Python reference embeddings
 export PG_CLIP_FIXTURES := $(ROOT)/.run/fixtures
 
-.PHONY: setup install fixtures run test test-export test-unit test-pg test-lint test-regress test-upgrade test-client bench fuzz clean
+.PHONY: setup install fixtures run test test-export test-unit test-pg test-lint test-regress test-upgrade test-client test-semantic demo-model bench fuzz clean
 
 setup:
 	@./scripts/setup.sh
@@ -36,15 +36,19 @@ install: setup
 	  .run/pg_clip--$(RELEASED)--$(VERSION).sql $(EXTDIR)/
 	@install -d $(VOCAB_DIR) && install -m 644 vocab/*.yaml $(VOCAB_DIR)/
 
-# Start the project's cluster, embed the sample photos and some prompts, print the matches.
+# Start the project's cluster; the demo model on generated images: descriptions, attribute
+# columns, a classifier from labels, identification (examples/demo.sql)
 run: install
+	@.venv/bin/python models/synth/generate.py --seed 7 --count 240 --out .run/demo/images >/dev/null
+	@.venv/bin/python models/synth/generate.py --seed 8 --count 24 --kind frames --out .run/demo/frames >/dev/null
+	@.venv/bin/python models/synth/generate.py --seed 0 --count 0 --kind cards --out .run/demo/cards >/dev/null
 	@./scripts/cluster.sh start
 	@eval "$$(./scripts/cluster.sh env)"; export PGDATABASE=pg_clip_demo; \
 	  ./scripts/cluster.sh recreate-db $$PGDATABASE && \
 	  psql -X -q -v ON_ERROR_STOP=1 -f examples/demo.sql; rc=$$?; \
 	  ./scripts/cluster.sh stop; exit $$rc
 
-test: setup test-unit test-pg test-lint test-regress test-upgrade test-client
+test: setup test-unit test-pg test-lint test-regress test-upgrade test-client test-semantic
 	@echo "==> all test tiers passed"
 
 # The model fixtures of every family (models/gen_fixtures.py) and the reference embeddings
@@ -117,6 +121,25 @@ test-client: install
 	  ./scripts/cluster.sh recreate-db $$PGDATABASE && \
 	  cargo test --release -p pg_clip_client_tests -- --test-threads=1; rc=$$?; \
 	  ./scripts/cluster.sh stop; exit $$rc
+
+# tier 5: the workflows give the right answers with the trained demo model on held-out
+# generated images, and every check misses its threshold with the random-weight model
+# (tests/semantic/run.py)
+test-semantic: install
+	@echo "==> tier 5: semantic checks, demo model (must meet) and random-weight model (must miss)"
+	@./scripts/cluster.sh start
+	@eval "$$(./scripts/cluster.sh env)"; export PGDATABASE=pg_clip_semantic; \
+	  ./scripts/cluster.sh recreate-db $$PGDATABASE && \
+	  .venv/bin/python tests/semantic/run.py .run/semantic --model demo-clip --expect pass && \
+	  ./scripts/cluster.sh recreate-db $$PGDATABASE && \
+	  .venv/bin/python tests/semantic/run.py .run/semantic --model tiny-clip --expect fail; rc=$$?; \
+	  ./scripts/cluster.sh stop; exit $$rc
+
+# Not in make test: train models/demo-clip again (models/synth/train.py; torch in the export venv,
+# tests/export/requirements.txt). Deterministic for a seed on one machine; see docs/demo-model.md
+demo-model: setup
+	@./tests/export/venv.sh
+	.deps/export-venv/bin/python models/synth/train.py --out models/demo-clip
 
 # Not in make test (torch's venv is about 6 GB): models/export_open_clip.py on randomly
 # initialised open_clip models, their vectors through pg_clip against open_clip's own

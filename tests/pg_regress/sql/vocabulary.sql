@@ -158,7 +158,7 @@ SELECT count(*) AS scores_left, to_regclass('clip.shots_attributes') AS view_lef
 -- the example vocabularies in vocab/ load and score every image with every attribute
 \getenv root PG_CLIP_ROOT
 SELECT v AS vocabulary, (SELECT count(*) FROM clip.load_vocabulary(v, pg_read_file(:'root' || '/vocab/' || v || '.yaml'))) AS added
-FROM unnest(ARRAY['space', 'packaging', 'photo_library']) v;
+FROM unnest(ARRAY['space', 'packaging', 'photo_library', 'demo']) v;
 SELECT clip.attach_vocabulary('shots', 'packaging');
 SET client_min_messages = warning;
 CALL clip.refresh('shots');

@@ -10,16 +10,18 @@
 #   (2b) clip.embed_images with a fixed batch of 1 (immich's exports) vs a symbolic batch (bench/batch1.sh)
 #   (8) what the shared-server safety costs: source-table triggers, identify and views under row
 #       security (bench/security.sh)
+#   (9) learning curve with the demo model: held-out accuracy against labels, active learning
+#       against random picks, five seeds (bench/learning_curve.py; table and PNG in .run/bench)
 # Environment: BENCH_IMAGES (default 200), BENCH_THREADS (default: all cores), BENCH_BATCH (32),
-# BENCH_PARTS (default "images batch1 vocab identify learn security": (1)-(4) are "images", (2b) "batch1", (5) "vocab",
-# (6) "identify", (7) "learn", (8) "security").
+# BENCH_PARTS (default "images batch1 vocab identify learn security curve": (1)-(4) are "images", (2b) "batch1",
+# (5) "vocab", (6) "identify", (7) "learn", (8) "security", (9) "curve").
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 N="${BENCH_IMAGES:-200}"
 THREADS="${BENCH_THREADS:-$(nproc)}"
 BATCH="${BENCH_BATCH:-32}"
-PARTS="${BENCH_PARTS:-images batch1 vocab identify learn security}"
+PARTS="${BENCH_PARTS:-images batch1 vocab identify learn security curve}"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 ORT_LIB="$ROOT/.deps/onnxruntime/libonnxruntime.so.1.32.0"
 OUT="$ROOT/.run/bench"; mkdir -p "$OUT"; : > "$OUT/results.txt"
@@ -166,6 +168,12 @@ if has security; then
     ./bench/security.sh "$OUT/results.txt"
 fi
 
+if has curve; then
+    say "(9) learning curve: packaged vs loose, active learning against random labels, demo model"
+    ./scripts/cluster.sh recreate-db pg_clip_curve
+    PGDATABASE=pg_clip_curve .venv/bin/python bench/learning_curve.py bench/data/curve "$OUT" >/dev/null
+fi
+
 python3 - "$OUT/results.txt" "$N" "${MP:-0}" "$THREADS" "$BATCH" <<'PY'
 import re, sys
 rows = {}
@@ -292,3 +300,7 @@ for line in open(sys.argv[1]):
         print(f"INSERT of {n} rows: {w / n * 1000:.1f} us/row with the collection's triggers, "
               f"{wo / n * 1000:.1f} us/row without ({(w - wo) / n * 1000:.1f} us/row overhead)")
 PY
+if has curve; then
+    printf '\n(9) learning curve (%s, plot %s)\n' "$OUT/learning-curve.md" "$OUT/learning-curve.png"
+    cat "$OUT/learning-curve.md"
+fi

@@ -24,6 +24,17 @@ import world  # noqa: E402
 COLUMNS = ["file", "caption", "shape", "colour", "count", "background", "style", "packaged", "card"]
 
 
+def table_sql(table, folder, extra=""):
+    """psql commands that make `table` (id, the label columns, image) from a folder this script
+    wrote; `extra`: more column definitions. The server reads the files (pg_read_binary_file)."""
+    cols = ", ".join(COLUMNS)
+    return f"""CREATE TABLE {table} (id serial PRIMARY KEY, file text, caption text, shape text, colour text, count int,
+    background text, style text, packaged text, card text, {extra}image bytea);
+\\copy {table} ({cols}) FROM '{folder}/labels.csv' WITH (FORMAT csv, HEADER, FORCE_NOT_NULL (card))
+UPDATE {table} SET image = pg_read_binary_file('{folder}/' || file);
+"""
+
+
 def draw(kind, seed, i):
     rng = np.random.default_rng([seed, i])
     if kind == "mixed":

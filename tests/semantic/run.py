@@ -24,6 +24,7 @@ from PIL import Image
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "models", "synth"))
+import generate  # noqa: E402
 import world  # noqa: E402
 
 SCENES, FRAMES = 600, 96       # held-out images: seed 1 (mixed), seed 2 (card frames)
@@ -73,13 +74,13 @@ def psql(sql, model=None):
     return [line.split("|") for line in r.stdout.splitlines() if line]
 
 
-def generate(data):
+def make_images(data):
     """The held-out images, made once per world version (generate.py is deterministic)."""
     stamp = os.path.join(data, "stamp")
     want = str(max(os.path.getmtime(os.path.join(ROOT, "models", "synth", f)) for f in ("world.py", "generate.py")))
     if os.path.exists(stamp) and open(stamp).read() == want:
         return
-    gen = os.path.join(ROOT, "models", "synth", "generate.py")
+    gen = generate.__file__
     for kind, seed, count in (("mixed", 1, SCENES), ("frames", 2, FRAMES), ("cards", 0, 0)):
         subprocess.run([sys.executable, gen, "--seed", str(seed), "--count", str(count), "--kind", kind,
                         "--out", os.path.join(data, kind)], check=True, stdout=subprocess.DEVNULL)
@@ -107,23 +108,11 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_clip CASCADE;
 SELECT 1 FROM clip.register_model('{model}', '{model}') WHERE NOT EXISTS (SELECT FROM clip.model WHERE name = '{model}');
 DROP TABLE IF EXISTS sem_images, sem_frames, sem_cards, sem_copies;
-CREATE TABLE sem_images (id serial PRIMARY KEY, file text, caption text, shape text, colour text, count int,
-                         background text, style text, packaged text, card text, original text, image bytea);
-\\copy sem_images (file, caption, shape, colour, count, background, style, packaged, card) FROM '{d}/mixed/labels.csv' WITH (FORMAT csv, HEADER, FORCE_NOT_NULL (card))
-UPDATE sem_images SET image = pg_read_binary_file('{d}/mixed/' || file);
-CREATE TEMP TABLE copies (file text, original text);
+{generate.table_sql("sem_images", d + "/mixed", "original text, ")}CREATE TEMP TABLE copies (file text, original text);
 \\copy copies FROM '{d}/copies/labels.csv' CSV HEADER
 INSERT INTO sem_images (file, original, image)
 SELECT c.file, c.original, pg_read_binary_file('{d}/copies/' || c.file) FROM copies c;
-CREATE TABLE sem_frames (id serial PRIMARY KEY, file text, caption text, shape text, colour text, count int,
-                         background text, style text, packaged text, card text, image bytea);
-\\copy sem_frames (file, caption, shape, colour, count, background, style, packaged, card) FROM '{d}/frames/labels.csv' WITH (FORMAT csv, HEADER, FORCE_NOT_NULL (card))
-UPDATE sem_frames SET image = pg_read_binary_file('{d}/frames/' || file);
-CREATE TABLE sem_cards (id serial PRIMARY KEY, file text, caption text, shape text, colour text, count int,
-                        background text, style text, packaged text, card text, image bytea);
-\\copy sem_cards (file, caption, shape, colour, count, background, style, packaged, card) FROM '{d}/cards/labels.csv' WITH (FORMAT csv, HEADER, FORCE_NOT_NULL (card))
-UPDATE sem_cards SET image = pg_read_binary_file('{d}/cards/' || file);
-SELECT clip.add_collection('sem', 'sem_images', 'id', 'image');
+{generate.table_sql("sem_frames", d + "/frames")}{generate.table_sql("sem_cards", d + "/cards")}SELECT clip.add_collection('sem', 'sem_images', 'id', 'image');
 SELECT count(*) FROM clip.load_vocabulary_file('demo', 'demo.yaml');
 SELECT clip.attach_vocabulary('sem', 'demo');
 SELECT clip.add_reference_set('sem_cards', 'sem_cards', 'id', 'image', 'card');
@@ -218,7 +207,7 @@ def main():
     ap.add_argument("--model", required=True, help="a model folder under pg_clip.model_dir")
     ap.add_argument("--expect", choices=["pass", "fail"], required=True)
     a = ap.parse_args()
-    generate(a.data)
+    make_images(a.data)
     load(a.data, a.model)
     m = measure(a.model)
     bad = []

@@ -123,7 +123,7 @@ test-client: install
 	  ./scripts/cluster.sh stop; exit $$rc
 
 # tier 5: the workflows give the right answers with the trained demo model on held-out
-# generated images, and every check misses its threshold with the random-weight model
+# generated images, and every test fails with the random-weight model
 # (tests/semantic/run.py)
 test-semantic: install
 	@echo "==> tier 5: semantic checks, demo model (must meet) and random-weight model (must miss)"
@@ -136,7 +136,7 @@ test-semantic: install
 	  ./scripts/cluster.sh stop; exit $$rc
 
 # Not in make test: train models/demo-clip again (models/synth/train.py; torch in the export venv,
-# tests/export/requirements.txt). Deterministic for a seed on one machine; see docs/demo-model.md
+# tests/export/requirements.txt), seeded, about 40 minutes on 2 cores; see docs/demo-model.md
 demo-model: setup
 	@./tests/export/venv.sh
 	.deps/export-venv/bin/python models/synth/train.py --out models/demo-clip

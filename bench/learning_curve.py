@@ -51,18 +51,20 @@ SELECT clip.attach_vocabulary('lc', 'demo');""")
     psql("CALL clip.refresh('lc');")
 
 
-def run(strategy, seed, pool, pool_set, test, max_labels):
+def run(strategy, seed, pool, test, max_labels):
     """Accuracy on the test images after each round; returns [(labels, accuracy)]."""
     clf = f"lc_{strategy}_{seed}"
     rng = np.random.default_rng(seed)
     order = list(rng.permutation(pool))
+    pool_set = set(pool)
     psql(f"DELETE FROM clip.label WHERE collection = 'lc' AND classifier = '{clf}';")
     labelled, curve = [], []
     while True:
         if not labelled:
             new = order[:START]
         elif strategy == "random":
-            new = [i for i in order if i not in set(labelled)][:STEP]
+            done = set(labelled)
+            new = [i for i in order if i not in done][:STEP]
         else:
             # the most uncertain unlabelled images, the test images skipped (asking for STEP more
             # than there are test images always leaves STEP from the pool)
@@ -91,7 +93,6 @@ def main():
     setup(a.data, a.pool + a.test)
     ids = [int(r[0]) for r in psql("SELECT id FROM lc_images ORDER BY md5('split' || id)")]
     test, pool = ids[:a.test], ids[a.test:]
-    pool_set = set(pool)
     zero = float(psql(f"""
 SELECT avg((CASE WHEN p.confidence >= 0.5 THEN 'packaged' ELSE 'loose' END = i.packaged)::int)
 FROM lc_images i JOIN clip.feature_image_attribute p ON p.collection = 'lc' AND p.image_id = i.id AND p.attribute_code = 'packaged'
@@ -101,7 +102,7 @@ WHERE i.id = ANY (ARRAY{test})""")[0][0])
 SELECT clip.import_labels('lc', 'lc_all', 'SELECT id, packaged FROM lc_images WHERE id = ANY (ARRAY{pool})');
 SELECT 1 FROM clip.fit_classifier('lc', 'lc_all', '{{}}');""")
     ceiling = float(psql(f"SELECT avg((clip.predict('lc_all', id) = packaged)::int) FROM lc_images WHERE id = ANY (ARRAY{test})")[0][0])
-    curves = {s: [run(s, seed, pool, pool_set, test, a.max_labels) for seed in range(a.seeds)] for s in ("random", "active")}
+    curves = {s: [run(s, seed, pool, test, a.max_labels) for seed in range(a.seeds)] for s in ("random", "active")}
     counts = [n for n, _ in curves["random"][0]]
     acc = {s: np.array([[v for _, v in c] for c in curves[s]]) for s in curves}
 

@@ -13,12 +13,23 @@ RESET client_min_messages;
 
 \getenv root PG_CLIP_ROOT
 \set dir :root '/.run/demo/'
-CREATE TABLE demo_images (id serial PRIMARY KEY, file text, caption text, shape text, colour text, count int,
-                          background text, style text, packaged text, card text, image bytea);
-\set csv :dir 'images/labels.csv'
-\set copy '\\copy demo_images (file, caption, shape, colour, count, background, style, packaged, card) FROM ' :'csv' ' WITH (FORMAT csv, HEADER, FORCE_NOT_NULL (card))'
-:copy
-UPDATE demo_images SET image = pg_read_binary_file(:'dir' || 'images/' || file);
+-- demo_images, demo_cards and demo_frames, one per folder make run wrote, with the generator's
+-- labels (labels.csv) and the image files' bytes
+SET demo.dir = :'dir';
+DO $$
+DECLARE
+  kind text;
+BEGIN
+  FOREACH kind IN ARRAY ARRAY['images', 'cards', 'frames'] LOOP
+    EXECUTE format('CREATE TABLE %I (id serial PRIMARY KEY, file text, caption text, shape text, colour text,
+                    count int, background text, style text, packaged text, card text, image bytea)', 'demo_' || kind);
+    EXECUTE format('COPY %I (file, caption, shape, colour, count, background, style, packaged, card) FROM %L
+                    WITH (FORMAT csv, HEADER, FORCE_NOT_NULL (card))', 'demo_' || kind,
+                   current_setting('demo.dir') || kind || '/labels.csv');
+    EXECUTE format('UPDATE %I SET image = pg_read_binary_file(%L || file)', 'demo_' || kind,
+                   current_setting('demo.dir') || kind || '/');
+  END LOOP;
+END $$;
 
 \echo
 \echo 'pg_clip demo: model "demo" (models/demo-clip), on generated images it was not trained on'
@@ -80,18 +91,6 @@ SELECT n.image_id, n.prediction, round(n.probability::numeric, 3) AS probability
 FROM clip.next_to_label('demo', 'packaging', 5) n JOIN demo_images i ON i.id = n.image_id;
 
 -- identification: the 48 cards as a reference set, camera frames of them identified
-CREATE TABLE demo_cards (id serial PRIMARY KEY, file text, caption text, shape text, colour text, count int,
-                         background text, style text, packaged text, card text, image bytea);
-\set csv :dir 'cards/labels.csv'
-\set copy '\\copy demo_cards (file, caption, shape, colour, count, background, style, packaged, card) FROM ' :'csv' ' WITH (FORMAT csv, HEADER, FORCE_NOT_NULL (card))'
-:copy
-UPDATE demo_cards SET image = pg_read_binary_file(:'dir' || 'cards/' || file);
-CREATE TABLE demo_frames (id serial PRIMARY KEY, file text, caption text, shape text, colour text, count int,
-                          background text, style text, packaged text, card text, image bytea);
-\set csv :dir 'frames/labels.csv'
-\set copy '\\copy demo_frames (file, caption, shape, colour, count, background, style, packaged, card) FROM ' :'csv' ' WITH (FORMAT csv, HEADER, FORCE_NOT_NULL (card))'
-:copy
-UPDATE demo_frames SET image = pg_read_binary_file(:'dir' || 'frames/' || file);
 SET client_min_messages = warning;
 SELECT clip.add_reference_set('demo_cards', 'demo_cards', 'id', 'image', 'card') \gset
 CALL clip.refresh('demo_cards');

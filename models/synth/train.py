@@ -81,27 +81,24 @@ def build_model(seed):
     return model, cfg
 
 
-class RemappedEmbedding:
-    """Factory for the compact token embedding (a torch module, made lazily so that the module
-    imports without torch)."""
+def remapped_embedding(token_ids, width):
+    """The text tower's token embedding with rows for `token_ids` only: a constant table maps
+    every CLIP id to its row, the others to one shared row."""
+    import torch
 
-    @staticmethod
-    def make(token_ids, width):
-        import torch
+    class Remapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            remap = torch.full((49408,), len(token_ids), dtype=torch.int64)  # the shared "unknown" row
+            remap[torch.tensor(token_ids)] = torch.arange(len(token_ids))
+            self.register_buffer("remap", remap)
+            self.rows = torch.nn.Embedding(len(token_ids) + 1, width)
+            torch.nn.init.normal_(self.rows.weight, std=0.02)
 
-        class Remapped(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                remap = torch.full((49408,), len(token_ids), dtype=torch.int64)  # the shared "unknown" row
-                remap[torch.tensor(token_ids)] = torch.arange(len(token_ids))
-                self.register_buffer("remap", remap)
-                self.rows = torch.nn.Embedding(len(token_ids) + 1, width)
-                torch.nn.init.normal_(self.rows.weight, std=0.02)
+        def forward(self, text):
+            return self.rows(self.remap[text.long()])
 
-            def forward(self, text):
-                return self.rows(self.remap[text.long()])
-
-        return Remapped()
+    return Remapped()
 
 
 def main():
@@ -136,7 +133,7 @@ def main():
     print(f"{len(used)} distinct tokens in the captions and the lexicon", flush=True)
 
     model, cfg = build_model(a.seed)
-    model.token_embedding = RemappedEmbedding.make(used, cfg["text_cfg"]["width"])
+    model.token_embedding = remapped_embedding(used, cfg["text_cfg"]["width"])
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f} M parameters", flush=True)
     mean = torch.from_numpy(MEAN).view(1, 3, 1, 1)

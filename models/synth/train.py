@@ -6,7 +6,8 @@ on the CPU, and export it into pg_clip's model folder layout.
 
 The model is open_clip's CLIP class at a small size: a ViT visual tower (64 px, an 8 x 8 token
 grid from a convolutional stem) and a causal transformer text tower over the real CLIP BPE
-tokens (context 32), trained with open_clip's ClipLoss, exported by models/export_open_clip.py
+tokens (context 32), trained with open_clip's ClipLoss plus an image-to-image loss that ties each
+card's camera frames to its clean render, exported by models/export_open_clip.py
 (torch.onnx, dynamic batch). From step 1000 on, every evaluation exports the folder, so an
 interrupted run leaves a model.
 The text tower keeps an embedding row only for the tokens the world's captions use: a
@@ -39,6 +40,9 @@ MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 CAPTIONS_PER_IMAGE = 4
 TRAIN_SEED_BASE = 1000
+# The identification term: every step, one training frame of each catalogue card against the
+# clean cards, InfoNCE at this temperature (SimCLR's and SupCon's form, images on both sides).
+CARD_TEMPERATURE = 0.07
 
 
 def to_input(img):
@@ -140,14 +144,14 @@ def main():
     std = torch.from_numpy(STD).view(1, 3, 1, 1)
     gen = torch.Generator().manual_seed(a.seed)
 
-    def batch_images(idx, augment):
-        x = images[idx].permute(0, 3, 1, 2).float() / 255
+    def batch_images(pixels, augment):
+        x = pixels.permute(0, 3, 1, 2).float() / 255
         if augment:
             # a shift of up to 4 px (the camera is never centred), and brightness
             pad = F.pad(x, (4, 4, 4, 4), mode="replicate")
             dx, dy = torch.randint(0, 9, (2,), generator=gen).tolist()
             x = pad[:, :, dy:dy + SIZE, dx:dx + SIZE]
-            x = (x * (0.85 + 0.3 * torch.rand(len(idx), 1, 1, 1, generator=gen))).clamp(0, 1)
+            x = (x * (0.85 + 0.3 * torch.rand(len(x), 1, 1, 1, generator=gen))).clamp(0, 1)
         return (x - mean) / std
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
@@ -170,6 +174,25 @@ def main():
         groups.setdefault(("card",) if t["card"] else (t["colour"], t["style"], t["background"]), []).append(i)
     scene_ids = [i for i, t in enumerate(attrs) if not t["card"]]
     group_of = {i: k for k, v in groups.items() for i in v}
+    # Identification: the text names a card's shapes and colours, not the card, so captions alone
+    # do not tell look-alike cards apart; the card term does (see CARD_TEMPERATURE).
+    clean_cards = torch.from_numpy(np.stack([to_input(world.card_image(k)) for k in range(world.N_CARDS)]))
+    frames_of = [[] for _ in range(world.N_CARDS)]
+    for i, t in enumerate(attrs):
+        if t["card"] and t["style"] == "photo":
+            frames_of[int(t["card"].split("-")[1])].append(i)
+    with_frames = torch.tensor([k for k, f in enumerate(frames_of) if f])  # all 48 in a full run
+    frames_of = [torch.tensor(f) for f in frames_of if f]
+    held_frames = [i for i in held.tolist() if data[i][2]["card"] and data[i][2]["style"] == "photo"]
+    held_frame_card = torch.tensor([int(data[i][2]["card"].split("-")[1]) for i in held_frames])
+    card_target = torch.arange(len(frames_of))
+
+    def card_loss():
+        pick = torch.stack([f[torch.randint(0, len(f), (1,), generator=gen)][0] for f in frames_of])
+        q = model.encode_image(batch_images(images[pick], True), normalize=True)
+        r = model.encode_image(batch_images(clean_cards[with_frames], True), normalize=True)
+        s = q @ r.T / CARD_TEMPERATURE
+        return (F.cross_entropy(s, card_target) + F.cross_entropy(s.T, card_target)) / 2
 
     def batch_indices():
         r = torch.rand(1, generator=gen).item()
@@ -187,8 +210,10 @@ def main():
     for step in range(a.steps):
         idx = batch_indices()
         which = torch.randint(0, CAPTIONS_PER_IMAGE, (len(idx),), generator=gen)
-        img_f, txt_f, scale = model(batch_images(idx, True), tokens[idx, which])
-        loss = loss_fn(img_f, txt_f, scale)
+        img_f, txt_f, scale = model(batch_images(images[idx], True), tokens[idx, which])
+        clip_loss = loss_fn(img_f, txt_f, scale)
+        id_loss = card_loss()
+        loss = clip_loss + id_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -197,13 +222,13 @@ def main():
             model.logit_scale.clamp_(0, math.log(100))
         if step % 100 == 0 or step == a.steps - 1:
             el = time.time() - t1
-            curve.append((step, loss.item()))
-            print(f"step {step:5d}  loss {loss.item():.3f}  logit_scale {model.logit_scale.exp().item():.1f}  "
+            curve.append((step, clip_loss.item(), id_loss.item()))
+            print(f"step {step:5d}  loss {clip_loss.item():.3f} + cards {id_loss.item():.3f}  logit_scale {model.logit_scale.exp().item():.1f}  "
                   f"{el:.0f} s ({(step + 1) * a.batch / max(el, 1e-9):.0f} pairs/s)", flush=True)
         if step % 250 == 249 or step == a.steps - 1:
             model.eval()
             with torch.no_grad():
-                fi = model.encode_image(batch_images(held, False), normalize=True)
+                fi = model.encode_image(batch_images(images[held], False), normalize=True)
                 zero = {}
                 for attr, names in (("colour", list(world.COLOURS)), ("shape", world.SHAPES)):
                     prompts = [f"a picture of a {n} shape" if attr == "colour" else f"a picture of a {n}" for n in names]
@@ -211,7 +236,11 @@ def main():
                     pred = (fi @ ft.T).argmax(1)
                     truth = torch.tensor([names.index(data[i][2][attr]) for i in held.tolist()])
                     zero[attr] = float((pred == truth).float().mean())
-            print(f"  held-out zero-shot accuracy: colour {zero['colour']:.3f}  shape {zero['shape']:.3f}", flush=True)
+                fc = model.encode_image(batch_images(clean_cards, False), normalize=True)
+                fq = model.encode_image(batch_images(images[held_frames], False), normalize=True)
+                zero["frames_top1"] = float(((fq @ fc.T).argmax(1) == held_frame_card).float().mean())
+            print(f"  held-out: zero-shot colour {zero['colour']:.3f}  shape {zero['shape']:.3f}  "
+                  f"frames top-1 {zero['frames_top1']:.3f} ({len(held_frames)})", flush=True)
             if step >= 999 or step == a.steps - 1:
                 export(model, cfg, a, step, curve, zero, n_params, len(used), t0, t1)
             model.train()
@@ -239,7 +268,8 @@ def export(model, cfg, a, step, curve, zero, n_params, n_tokens, t0, t1):
                 f"{CAPTIONS_PER_IMAGE} captions each", steps=step + 1, batch=a.batch, lr=a.lr, seed=a.seed,
                 parameters=n_params, tokens=n_tokens, render_s=round(t1 - t0), train_s=round(train_s),
                 threads=a.threads, torch=torch.__version__, open_clip=open_clip.__version__,
-                final_loss=curve[-1][1], held_out_zero_shot=zero)
+                final_loss=curve[-1][1], final_card_loss=curve[-1][2], card_temperature=CARD_TEMPERATURE,
+                held_out=zero)
     with open(os.path.join(a.out, "training.json"), "w") as f:
         json.dump(card, f, indent=2)
     print(f"exported step {step + 1} to {a.out}; trained {train_s:.0f} s; {json.dumps(zero)}", flush=True)

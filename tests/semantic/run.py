@@ -38,7 +38,7 @@ COPIES = 12                    # re-encoded copies for the near-duplicate check
 TESTS = {
     "zero-shot search": [
         ("search_colour_p20", 0.85, "clip.search 'a picture of a <colour> shape': precision of the top 20"),
-        ("search_shape_p20", 0.17, "clip.search 'a picture of a <shape>': precision of the top 20"),
+        ("search_shape_p20", 0.25, "clip.search 'a picture of a <shape>': precision of the top 20"),
     ],
     "vocabulary": [
         ("vocab_colour_acc", 0.90, "demo.yaml colour group: argmax accuracy on scenes"),
@@ -48,15 +48,14 @@ TESTS = {
     ],
     "classifier": [
         ("classifier_acc", 0.75, f"packaged vs loose classifier from {LABELS} labels: held-out accuracy"),
-        ("classifier_gain", 0.08, "classifier accuracy minus the zero-shot packaging group's"),
+        ("classifier_gain", 0.02, "classifier accuracy minus the zero-shot packaging group's"),
     ],
     "clusters": [
-        ("kmeans_colour_purity", 0.54, "k-means (k 8) on illustrated loose scenes: purity by colour"),
-        ("kmeans_shape_purity", 0.30, "the same clusters: purity by shape"),
+        ("kmeans_shape_purity", 0.33, "k-means (k 8) on illustrated loose scenes: purity by shape"),
     ],
     "identification": [
-        ("identify_top1", 0.50, f"{FRAMES} camera frames of 48 cards: top-1 rate"),
-        ("identify_median_margin", 0.04, "the frames' median margin (best minus the best other card)"),
+        ("identify_top1", 0.95, f"{FRAMES} camera frames of 48 cards: top-1 rate"),
+        ("identify_median_margin", 0.30, "the frames' median margin (best minus the best other card)"),
     ],
     "near-duplicates": [
         ("duplicate_recall", 0.99, f"{COPIES} re-encoded copies found by clip.duplicates at 0.99"),
@@ -178,10 +177,9 @@ SELECT clip.add_collection('sem_drawings', 'sem_drawings', 'id', 'image');""", m
     psql("CALL clip.refresh('sem_drawings');", model)
     psql("""SET client_min_messages = warning;
 SELECT count(*) FROM clip.kmeans('sem_drawings', 'k8', 8, '{"seed": 1}');""", model)
-    for attr in ("colour", "shape"):
-        m[f"kmeans_{attr}_purity"] = one(f"""
+    m["kmeans_shape_purity"] = one("""
 SELECT sum(top)::float8 / (SELECT count(*) FROM sem_drawings) FROM (
-  SELECT max(n) AS top FROM (SELECT a.cluster, d.{attr}, count(*) AS n FROM clip.cluster_assignment a
+  SELECT max(n) AS top FROM (SELECT a.cluster, d.shape, count(*) AS n FROM clip.cluster_assignment a
     JOIN sem_drawings d ON d.id = a.image_id WHERE a.collection = 'sem_drawings' AND a.clustering = 'k8'
     GROUP BY 1, 2) c GROUP BY cluster) t""", model)
 

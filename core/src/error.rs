@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::model::ModelOptions;
+
 /// The class of a failure, which decides the SQLSTATE at the SQL edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -28,6 +30,10 @@ pub enum ErrorKind {
     OutOfMemory,
     /// The caller asked to stop (the SQL layer raises its own cancel then).
     Cancelled,
+    /// The shared inference service is not running, is stopping, or the connection broke.
+    ServiceUnavailable,
+    /// A model's files no longer have the stamp they were registered with.
+    ModelChanged,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +142,30 @@ impl ClipError {
     pub fn runtime(library: &str, reason: impl fmt::Display) -> Self {
         Self::new(ErrorKind::Runtime, format!("could not load the ONNX Runtime library \"{library}\": {reason}"))
             .hint("Set pg_clip.onnxruntime_library to the path of libonnxruntime.so (1.32 or newer), readable by the server.")
+    }
+
+    /// `name`'s files in `folder` hash to `now`, not to the `registered` stamp.
+    pub fn model_changed(
+        name: &str,
+        folder: &str,
+        registered: &str,
+        now: &str,
+        options: &ModelOptions,
+    ) -> Self {
+        let options = if *options == ModelOptions::default() {
+            String::new()
+        } else {
+            format!(", '{}'", serde_json::to_string(options).expect("options serialise"))
+        };
+        Self::new(
+            ErrorKind::ModelChanged,
+            format!("the files of model \"{name}\" changed since it was registered"),
+        )
+        .detail(format!("registered stamp {registered}, files now {now}"))
+        .hint(format!(
+            "Run SELECT clip.register_model('{name}', '{folder}'{options}) to accept the new files; \
+                 embeddings made with the old files are then stale."
+        ))
     }
 
     pub fn inference(what: &str, reason: impl fmt::Display) -> Self {

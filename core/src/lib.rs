@@ -10,6 +10,7 @@ pub mod onnx_files;
 pub mod preprocess;
 pub mod reference;
 pub mod runtime;
+pub mod service;
 pub mod tokenize;
 pub mod vocab;
 

@@ -16,7 +16,7 @@ use crate::preprocess;
 use crate::tokenize::{ClipTokenizer, TokenBatch};
 use crate::Interrupt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Device {
     Cpu,
     Cuda,
@@ -265,47 +265,16 @@ impl ClipModel {
         interrupt: Interrupt,
     ) -> Result<Vec<Result<Vec<f32>>>> {
         let cfg = self.folder.preprocess.clone();
-        let len = cfg.tensor_len();
-        // the batch tensor stays within the image byte limit too (at least one image)
-        let batch = batch_size.clamp(1, (limits.max_bytes / (len as u64 * 4)).max(1) as usize);
         let mut results: Vec<Result<Vec<f32>>> = Vec::with_capacity(images.len());
-        let tensor_len = batch.min(images.len().max(1)) * len;
-        let mut tensor = Vec::new();
-        if tensor.try_reserve_exact(tensor_len).is_err() {
-            return Ok(images.iter().map(|_| Err(ClipError::out_of_memory("the batch tensor"))).collect());
-        }
-        tensor.resize(tensor_len, 0f32);
-        // the decoding threads share one byte budget: together they hold at most max_bytes
-        let budget = preprocess::Budget::new(limits.max_bytes);
-        for chunk in images.chunks(batch) {
+        for chunk in images.chunks(batch_limit(batch_size, &cfg, limits)) {
             if interrupt.is_set() {
                 results.extend(chunk.iter().map(|_| Err(ClipError::cancelled())));
                 continue;
             }
-            let decoded: Vec<Result<()>> = decode_pool().install(|| {
-                tensor[..chunk.len() * len]
-                    .par_chunks_mut(len)
-                    .zip(chunk.par_iter())
-                    .map(|(out, bytes)| {
-                        if interrupt.is_set() {
-                            return Err(ClipError::cancelled());
-                        }
-                        preprocess::preprocess_into(bytes, &cfg, limits, Some(&budget), out)
-                    })
-                    .collect()
-            });
-            let mut good = 0;
-            for (i, r) in decoded.iter().enumerate() {
-                if r.is_ok() {
-                    if i != good {
-                        tensor.copy_within(i * len..(i + 1) * len, good * len);
-                    }
-                    good += 1;
-                }
-            }
+            let (tensor, decoded) = preprocess_batch(chunk, &cfg, limits, interrupt);
+            let good = decoded.iter().filter(|r| r.is_ok()).count();
             let mut embedded =
-                if good > 0 { self.run_visual(&tensor[..good * len], good, interrupt)? } else { Vec::new() }
-                    .into_iter();
+                if good > 0 { self.run_visual(&tensor, good, interrupt)? } else { Vec::new() }.into_iter();
             for r in decoded {
                 results.push(r.map(|()| embedded.next().expect("one embedding per decoded image")));
             }
@@ -326,6 +295,61 @@ impl ClipModel {
         }
         Ok(out)
     }
+}
+
+/// The most images of one batch: `batch_size`, within the image byte limit for the batch
+/// tensor (at least one image).
+pub fn batch_limit(
+    batch_size: usize,
+    cfg: &preprocess::PreprocessConfig,
+    limits: &preprocess::ImageLimits,
+) -> usize {
+    let bytes = cfg.tensor_len() as u64 * 4;
+    batch_size.clamp(1, (limits.max_bytes / bytes).max(1) as usize)
+}
+
+/// Decode and preprocess `images` in parallel (the decoding threads share one budget of
+/// `limits.max_bytes`): one tensor of the images that succeeded, in order, and each image's
+/// outcome. The model runs elsewhere: here (embed_images) or in the inference service.
+pub fn preprocess_batch(
+    images: &[&[u8]],
+    cfg: &preprocess::PreprocessConfig,
+    limits: &preprocess::ImageLimits,
+    interrupt: Interrupt,
+) -> (Vec<f32>, Vec<Result<()>>) {
+    let len = cfg.tensor_len();
+    let mut tensor = Vec::new();
+    if tensor.try_reserve_exact(images.len() * len).is_err() {
+        return (
+            Vec::new(),
+            images.iter().map(|_| Err(ClipError::out_of_memory("the batch tensor"))).collect(),
+        );
+    }
+    tensor.resize(images.len() * len, 0f32);
+    let budget = preprocess::Budget::new(limits.max_bytes);
+    let decoded: Vec<Result<()>> = decode_pool().install(|| {
+        tensor
+            .par_chunks_mut(len)
+            .zip(images.par_iter())
+            .map(|(out, bytes)| {
+                if interrupt.is_set() {
+                    return Err(ClipError::cancelled());
+                }
+                preprocess::preprocess_into(bytes, cfg, limits, Some(&budget), out)
+            })
+            .collect()
+    });
+    let mut good = 0;
+    for (i, r) in decoded.iter().enumerate() {
+        if r.is_ok() {
+            if i != good {
+                tensor.copy_within(i * len..(i + 1) * len, good * len);
+            }
+            good += 1;
+        }
+    }
+    tensor.truncate(good * len);
+    (tensor, decoded)
 }
 
 /// `n` rows in calls of `fixed` rows (each call's range, and the rows the graph gets: the last

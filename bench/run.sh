@@ -12,16 +12,18 @@
 #       security (bench/security.sh)
 #   (9) learning curve with the demo model: held-out accuracy against labels, active learning
 #       against random picks, five seeds (bench/learning_curve.py; table and PNG in .run/bench)
+#   (10) the shared inference service against a model per session: memory per connection, first
+#       call, concurrent clip.identify callers, refresh (bench/service.sh)
 # Environment: BENCH_IMAGES (default 200), BENCH_THREADS (default: all cores), BENCH_BATCH (32),
-# BENCH_PARTS (default "images batch1 vocab identify learn security curve": (1)-(4) are "images", (2b) "batch1",
-# (5) "vocab", (6) "identify", (7) "learn", (8) "security", (9) "curve").
+# BENCH_PARTS (default "images batch1 vocab identify learn security curve service": (1)-(4) are "images",
+# (2b) "batch1", (5) "vocab", (6) "identify", (7) "learn", (8) "security", (9) "curve", (10) "service").
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 N="${BENCH_IMAGES:-200}"
 THREADS="${BENCH_THREADS:-$(nproc)}"
 BATCH="${BENCH_BATCH:-32}"
-PARTS="${BENCH_PARTS:-images batch1 vocab identify learn security curve}"
+PARTS="${BENCH_PARTS:-images batch1 vocab identify learn security curve service}"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 ORT_LIB="$ROOT/.deps/onnxruntime/libonnxruntime.so.1.32.0"
 OUT="$ROOT/.run/bench"; mkdir -p "$OUT"; : > "$OUT/results.txt"
@@ -174,6 +176,12 @@ if has curve; then
     PGDATABASE=pg_clip_curve .venv/bin/python bench/learning_curve.py bench/data/curve "$OUT" >/dev/null
 fi
 
+if has service; then
+    say "(10) the inference service against a model per session"
+    [ -d bench/data/photos ] || .venv/bin/python bench/make_photos.py bench/data/photos "$N"
+    ./bench/service.sh "$OUT/results.txt"
+fi
+
 python3 - "$OUT/results.txt" "$N" "${MP:-0}" "$THREADS" "$BATCH" <<'PY'
 import re, sys
 rows = {}
@@ -303,4 +311,30 @@ PY
 if has curve; then
     printf '\n(9) learning curve (%s, plot %s)\n' "$OUT/learning-curve.md" "$OUT/learning-curve.png"
     cat "$OUT/learning-curve.md"
+fi
+if has service; then
+    printf '\n(10) the inference service against a model per session (ViT-B/32 size)\n'
+    .venv/bin/python - "$OUT/results.txt" <<'PY'
+import re, sys
+rows = [dict(kv.split("=") for kv in l.split()[2:]) | {"what": l.split()[1]} for l in open(sys.argv[1]) if l.startswith("service ")]
+get = lambda what, path, **k: next((r for r in rows if r["what"] == what and r["path"] == path
+                                    and all(r.get(a) == str(b) for a, b in k.items())), None)
+print("| measure | service | local | service / local |\n|---|---:|---:|---:|")
+s, l = get("memory", "service"), get("memory", "local")
+if s and l:
+    for key, name in (("pss_added_mb", "memory a connection adds with its first call, PSS (MB)"),
+                      ("rss_added_mb", "the same, RSS (MB)"),
+                      ("first_ms", "first call in a new connection (ms)"), ("warm_ms", "warm call (ms)"),
+                      ("first_minus_warm_ms", "first call minus warm (ms)")):
+        print(f"| {name} | {float(s[key]):.1f} | {float(l[key]):.1f} | |")
+for c in sorted({int(r["clients"]) for r in rows if r["what"] == "identify"}):
+    s, l = get("identify", "service", clients=c), get("identify", "local", clients=c)
+    if s and l:
+        print(f"| clip.identify(bytea), {c} concurrent callers (per s; service mean batch {s['mean_batch']}) | "
+              f"{float(s['tps']):.1f} | {float(l['tps']):.1f} | {float(s['tps']) / float(l['tps']):.2f} |")
+s, l = get("refresh", "service"), get("refresh", "local")
+if s and l:
+    print(f"| CALL clip.refresh, {s['images']} photos (images/s) | {float(s['images_per_s']):.1f} | "
+          f"{float(l['images_per_s']):.1f} | {float(s['images_per_s']) / float(l['images_per_s']):.2f} |")
+PY
 fi

@@ -19,6 +19,8 @@ pub fn sqlstate(kind: ErrorKind) -> (Code, &'static str) {
         ErrorKind::FileUnreadable => (Code::ERRCODE_UNDEFINED_FILE, "58P01"),
         ErrorKind::OutOfMemory => (Code::ERRCODE_OUT_OF_MEMORY, "53200"),
         ErrorKind::Cancelled => (Code::ERRCODE_QUERY_CANCELED, "57014"),
+        ErrorKind::ServiceUnavailable => (Code::ERRCODE_CONNECTION_FAILURE, "08006"),
+        ErrorKind::ModelChanged => (Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "55000"),
     }
 }
 

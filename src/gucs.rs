@@ -17,6 +17,27 @@ pub enum DeviceSetting {
     Auto,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+pub enum InferenceSetting {
+    #[name = c"auto"]
+    Auto,
+    #[name = c"service"]
+    Service,
+    #[name = c"local"]
+    Local,
+}
+
+/// Where models run: in the shared inference service (with pg_clip preloaded), or in each
+/// backend. Superuser only: a backend of its own holds a whole copy of the model.
+static INFERENCE: GucSetting<InferenceSetting> = GucSetting::<InferenceSetting>::new(InferenceSetting::Auto);
+/// The service's batching: the most items per model call, how long a batch that is not full
+/// waits for more (0: none), and the most bulk items queued per model before senders wait.
+static INFERENCE_MAX_BATCH: GucSetting<i32> = GucSetting::<i32>::new(64);
+static INFERENCE_BATCH_WAIT: GucSetting<i32> = GucSetting::<i32>::new(0);
+static INFERENCE_MAX_QUEUED: GucSetting<i32> = GucSetting::<i32>::new(512);
+/// Seconds a call waits for the service to accept its connection (while it starts).
+static INFERENCE_CONNECT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10);
+
 /// Name of the registered model used when a function's `model` argument is NULL.
 static MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// Path of libonnxruntime.so, loaded once per backend on first use. Superuser only: the
@@ -98,6 +119,54 @@ pub fn init() {
         3600,
         GucContext::Sighup,
         GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"pg_clip.inference",
+        c"Where models run: auto, service (the shared pg_clip inference worker) or local (this backend).",
+        c"auto uses the service when pg_clip is in shared_preload_libraries, else this backend.",
+        &INFERENCE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_clip.inference_max_batch",
+        c"The most images or texts the inference service runs in one model call.",
+        c"Concurrent callers' requests for one model are batched up to this.",
+        &INFERENCE_MAX_BATCH,
+        1,
+        4096,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_clip.inference_batch_wait",
+        c"How long the inference service lets a batch that is not full wait for more requests.",
+        c"0 runs what is queued at once (CPU); a few milliseconds can pay on a GPU.",
+        &INFERENCE_BATCH_WAIT,
+        0,
+        1000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_clip.inference_max_queued",
+        c"The most bulk images or texts queued per model in the inference service; senders wait beyond it.",
+        c"",
+        &INFERENCE_MAX_QUEUED,
+        1,
+        1 << 20,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_clip.inference_connect_timeout",
+        c"Seconds a call waits for the inference service to accept it (while the service starts).",
+        c"",
+        &INFERENCE_CONNECT_TIMEOUT,
+        0,
+        3600,
+        GucContext::Userset,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_string_guc(
         c"pg_clip.model",
@@ -223,6 +292,25 @@ pub fn init() {
 
 fn string(s: &GucSetting<Option<CString>>) -> Option<String> {
     s.get().map(|c| c.to_string_lossy().into_owned()).filter(|s| !s.is_empty())
+}
+
+pub fn inference() -> InferenceSetting {
+    INFERENCE.get()
+}
+
+pub fn inference_service_config(library: String) -> pg_clip_core::service::Config {
+    pg_clip_core::service::Config {
+        library,
+        device: device(),
+        threads: intra_op_threads(),
+        max_batch: INFERENCE_MAX_BATCH.get() as usize,
+        batch_wait: std::time::Duration::from_millis(INFERENCE_BATCH_WAIT.get() as u64),
+        max_queued: INFERENCE_MAX_QUEUED.get() as usize,
+    }
+}
+
+pub fn inference_connect_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(INFERENCE_CONNECT_TIMEOUT.get() as u64)
 }
 
 pub fn auto_refresh() -> bool {

@@ -8,6 +8,7 @@ mod api;
 mod errors;
 mod gucs;
 mod models;
+mod service;
 mod vector;
 mod worker;
 
@@ -36,6 +37,7 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: a plain read of a postmaster global during library load.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         models::init_shared_memory();
+        service::register();
         if gucs::auto_refresh() {
             worker::register();
         }

@@ -12,13 +12,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use pg_clip_core::model::{ModelFolder, ModelOptions};
+use pg_clip_core::preprocess::PreprocessConfig;
 use pg_clip_core::runtime::{self, ClipModel, Device, SessionOptions};
+use pg_clip_core::service::{Input, ModelInfo, ModelSpec, Priority, Reply, Request};
 use pg_clip_core::{ClipError, ErrorKind};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PgAtomic, PgSqlErrorCode as Code};
 
 use crate::errors::{self, OrRaise};
 use crate::gucs;
+use crate::service;
 
 struct Cached {
     stamp: String,
@@ -162,31 +165,13 @@ pub fn with_model<T>(name: &str, f: impl FnOnce(&mut ClipModel) -> T) -> T {
             let fingerprint = mf.fingerprint();
             let now = mf.stamp().or_raise();
             if now != stamp {
-                errors::report(
-                    Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    format!("the files of model \"{name}\" changed since it was registered"),
-                    Some(format!("registered stamp {stamp}, files now {now}")),
-                    Some(format!(
-                        "Run SELECT clip.register_model('{name}', '{folder}'{}) to accept the new files; \
-                         embeddings made with the old files are then stale.",
-                        registration_options(&model_options)
-                    )),
-                );
+                errors::raise(ClipError::model_changed(name, &folder, &stamp, &now, &model_options));
             }
             let model = load(mf);
             cache.insert(name.to_string(), Cached::new(stamp, fingerprint, &opts, model));
         }
         f(&mut cache.get_mut(name).expect("just inserted").model)
     })
-}
-
-/// The options argument that registers a model again as it is, for hints: empty for none.
-fn registration_options(o: &ModelOptions) -> String {
-    if *o == ModelOptions::default() {
-        String::new()
-    } else {
-        format!(", '{}'", serde_json::to_string(o).expect("options serialise"))
-    }
 }
 
 /// A failure of the model itself while embedding images: no image is to blame, so it is an
@@ -201,4 +186,156 @@ pub fn remember(name: &str, stamp: String, model: ClipModel) {
     let fingerprint = model.folder.fingerprint();
     let entry = Cached::new(stamp, fingerprint, &options(), model);
     CACHE.with(|c| c.borrow_mut().insert(name.to_string(), entry));
+}
+
+/// What the service needs to know of a registered model, and the preprocessing this backend
+/// does for it, kept while the registration's stamp is the same.
+struct Remote {
+    spec: ModelSpec,
+    preprocess: PreprocessConfig,
+}
+
+thread_local! {
+    static REMOTE: RefCell<HashMap<String, Remote>> = RefCell::new(HashMap::new());
+}
+
+/// The service's spec for `name` and its preprocessing (the folder's configs read here; the
+/// service checks the files' stamp).
+fn remote(name: &str) -> (ModelSpec, PreprocessConfig) {
+    let (folder, stamp, options) = registered(name);
+    let spec = ModelSpec {
+        name: name.to_string(),
+        folder: folder.clone(),
+        stamp,
+        options: serde_json::to_string(&options).expect("options serialise"),
+    };
+    REMOTE.with(|r| {
+        let mut r = r.borrow_mut();
+        if let Some(known) = r.get(name).filter(|k| k.spec == spec) {
+            return (known.spec.clone(), known.preprocess.clone());
+        }
+        let preprocess = ModelFolder::open(&PathBuf::from(&folder), &options).or_raise().preprocess;
+        r.insert(name.to_string(), Remote { spec: spec.clone(), preprocess: preprocess.clone() });
+        (spec, preprocess)
+    })
+}
+
+/// A model failure from the service: raised as the local path raises it.
+fn service_failed(name: &str, e: ClipError) -> ClipError {
+    match e.kind {
+        ErrorKind::Inference | ErrorKind::InvalidModel | ErrorKind::Runtime => refused(name, e),
+        _ => e,
+    }
+}
+
+/// Embed texts with model `name`, pg_clip.batch_size per model call (here) or per request
+/// (the service). A text that cannot be tokenised is an ERROR.
+pub fn embed_texts(name: &str, texts: &[&str], priority: Priority) -> Vec<Vec<f32>> {
+    let batch = gucs::batch_size();
+    if !service::use_service() {
+        return with_model(name, |m| {
+            let mut out = Vec::with_capacity(texts.len());
+            for chunk in texts.chunks(batch) {
+                check_for_interrupts!();
+                out.extend(m.embed_texts(chunk, chunk.len(), errors::INTERRUPT).or_raise());
+            }
+            out
+        });
+    }
+    let (spec, _) = remote(name);
+    service::with_client(|c| {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(batch) {
+            let input = Input::Texts(chunk.iter().map(|t| t.to_string()).collect());
+            out.extend(
+                c.embed(&spec, priority, input, &mut service::latch_wait)
+                    .map_err(|e| service_failed(name, e))?,
+            );
+        }
+        Ok(out)
+    })
+}
+
+/// Embed images with model `name`: one result per image (a bad image is its own error), the
+/// model's failure an ERROR. Through the service, this backend decodes and resizes each
+/// chunk while the service runs the previous one.
+pub fn embed_images(name: &str, images: &[&[u8]], priority: Priority) -> Vec<pg_clip_core::Result<Vec<f32>>> {
+    let (batch, limits) = (gucs::batch_size(), gucs::image_limits());
+    let results = if !service::use_service() {
+        with_model(name, |m| m.embed_images(images, batch, &limits, errors::INTERRUPT))
+            .map_err(|e| refused(name, e))
+            .or_raise()
+    } else {
+        let (spec, cfg) = remote(name);
+        let chunk = runtime::batch_limit(batch, &cfg, &limits);
+        service::with_client(|c| {
+            let mut out = Vec::with_capacity(images.len());
+            let mut in_flight: Option<(Option<u64>, Vec<pg_clip_core::Result<()>>)> = None;
+            for part in images.chunks(chunk) {
+                let (tensor, decoded) = runtime::preprocess_batch(part, &cfg, &limits, errors::INTERRUPT);
+                errors::stop_if_cancelled(&decoded);
+                let good = decoded.iter().filter(|r| r.is_ok()).count();
+                let id = if good > 0 {
+                    let input = Input::Images { n: good, tensor };
+                    Some(c.submit(&Request::Embed { model: spec.clone(), priority, input })?)
+                } else {
+                    None
+                };
+                if let Some(prev) = in_flight.replace((id, decoded)) {
+                    collect(c, name, prev, &mut out)?;
+                }
+            }
+            if let Some(prev) = in_flight {
+                collect(c, name, prev, &mut out)?;
+            }
+            Ok(out)
+        })
+    };
+    errors::stop_if_cancelled(&results);
+    results
+}
+
+/// The service's reply to one chunk, matched to its images' decoding outcomes.
+fn collect(
+    c: &mut pg_clip_core::service::Client,
+    name: &str,
+    (id, decoded): (Option<u64>, Vec<pg_clip_core::Result<()>>),
+    out: &mut Vec<pg_clip_core::Result<Vec<f32>>>,
+) -> pg_clip_core::Result<()> {
+    let rows = match id {
+        None => Vec::new(),
+        Some(id) => match c.wait(id, &mut service::latch_wait)? {
+            Reply::Vectors(v) => v,
+            Reply::Failed(e) => return Err(service_failed(name, e)),
+            _ => return Err(pg_clip_core::service::client::lost("unexpected reply to an embedding")),
+        },
+    };
+    let mut rows = rows.into_iter();
+    for r in decoded {
+        out.push(r.map(|()| rows.next().expect("one embedding per decoded image")));
+    }
+    Ok(())
+}
+
+/// Load a folder being registered, where calls will run it (here, and kept in this backend's
+/// cache; or in the service), and say what was loaded.
+pub fn load_for_registration(name: &str, folder: ModelFolder, stamp: &str) -> ModelInfo {
+    if !service::use_service() {
+        let model = load(folder);
+        let info = ModelInfo {
+            family: model.family().as_str().to_string(),
+            device_used: model.device_used,
+            image_batch: model.image_batch,
+            text_batch: model.text_batch,
+        };
+        remember(name, stamp.to_string(), model);
+        return info;
+    }
+    let spec = ModelSpec {
+        name: name.to_string(),
+        folder: folder.path.display().to_string(),
+        stamp: stamp.to_string(),
+        options: serde_json::to_string(&folder.options).expect("options serialise"),
+    };
+    service::with_client(|c| c.describe(&spec, &mut service::latch_wait))
 }

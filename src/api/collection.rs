@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
+use pg_clip_core::service::Priority;
 use pg_clip_core::{files, ClipError};
 use pgrx::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::errors::{self, OrRaise};
+use crate::errors;
 use crate::gucs;
 use crate::models;
 use crate::vector::Vector;
@@ -105,12 +106,7 @@ pub(crate) fn readable_image_root() -> String {
 /// Embed the readable elements in batches; every element gets a row, in order.
 fn embed_rows(all: &[Option<Result<&[u8], ClipError>>], model: &str) -> Vec<Row> {
     let present: Vec<&[u8]> = all.iter().filter_map(|b| b.as_ref()?.as_ref().ok()).copied().collect();
-    let (batch, limits) = (gucs::batch_size(), gucs::image_limits());
-    let results = models::with_model(model, |m| m.embed_images(&present, batch, &limits, errors::INTERRUPT))
-        .map_err(|e| models::refused(model, e))
-        .or_raise();
-    errors::stop_if_cancelled(&results);
-    let mut results = results.into_iter();
+    let mut results = models::embed_images(model, &present, Priority::Bulk).into_iter();
     let failed = |ord, sha, e: &ClipError| {
         (ord, sha, None, Some(errors::sqlstate(e.kind).1.to_string()), Some(e.to_string()))
     };

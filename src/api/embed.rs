@@ -2,8 +2,9 @@
 
 use pgrx::prelude::*;
 
+use pg_clip_core::service::Priority;
+
 use crate::errors::{self, OrRaise};
-use crate::gucs;
 use crate::models;
 use crate::vector::Vector;
 
@@ -12,10 +13,7 @@ use crate::vector::Vector;
 fn embed_image(image: Option<&[u8]>, model: default!(Option<&str>, "NULL")) -> Option<Vector> {
     let bytes = image?;
     let name = models::model_name(model);
-    let limits = gucs::image_limits();
-    let mut out = models::with_model(&name, |m| m.embed_images(&[bytes], 1, &limits, errors::INTERRUPT))
-        .map_err(|e| models::refused(&name, e))
-        .or_raise();
+    let mut out = models::embed_images(&name, &[bytes], Priority::Interactive);
     Some(Vector(out.remove(0).or_raise()))
 }
 
@@ -28,35 +26,19 @@ fn embed_images(
 ) -> Option<Vec<Option<Vector>>> {
     let images = images?;
     let name = models::model_name(model);
-    let (batch, limits) = (gucs::batch_size(), gucs::image_limits());
     let all: Vec<Option<&[u8]>> = images.iter().collect();
-    let out = models::with_model(&name, |m| {
-        let mut out = Vec::with_capacity(all.len());
-        for (chunk_no, chunk) in all.chunks(batch).enumerate() {
-            check_for_interrupts!();
-            let present: Vec<&[u8]> = chunk.iter().flatten().copied().collect();
-            let results = m
-                .embed_images(&present, batch, &limits, errors::INTERRUPT)
-                .map_err(|e| models::refused(&name, e))
-                .or_raise();
-            errors::stop_if_cancelled(&results);
-            let mut results = results.into_iter();
-            for (i, b) in chunk.iter().enumerate() {
-                if b.is_none() {
-                    out.push(None);
-                    continue;
-                }
-                match results.next().expect("one result per image") {
-                    Ok(v) => out.push(Some(Vector(v))),
-                    Err(e) => {
-                        let pos = chunk_no * batch + i + 1;
-                        errors::raise(e.context(format!("array element {pos} of {}", all.len())))
-                    }
-                }
-            }
-        }
-        out
-    });
+    let present: Vec<&[u8]> = all.iter().flatten().copied().collect();
+    let mut results = models::embed_images(&name, &present, Priority::Bulk).into_iter();
+    let out = all
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            b.map(|_| match results.next().expect("one result per image") {
+                Ok(v) => Vector(v),
+                Err(e) => errors::raise(e.context(format!("array element {} of {}", i + 1, all.len()))),
+            })
+        })
+        .collect();
     Some(out)
 }
 
@@ -65,7 +47,7 @@ fn embed_images(
 fn embed_text(text: Option<&str>, model: default!(Option<&str>, "NULL")) -> Option<Vector> {
     let text = text?;
     let name = models::model_name(model);
-    let mut out = models::with_model(&name, |m| m.embed_texts(&[text], 1, errors::INTERRUPT)).or_raise();
+    let mut out = models::embed_texts(&name, &[text], Priority::Interactive);
     Some(Vector(out.remove(0)))
 }
 
@@ -79,14 +61,6 @@ fn embed_texts(
     let name = models::model_name(model);
     let all: Vec<Option<&str>> = texts.iter().collect();
     let present: Vec<&str> = all.iter().flatten().copied().collect();
-    let embedded = models::with_model(&name, |m| {
-        let mut embedded = Vec::with_capacity(present.len());
-        for chunk in present.chunks(gucs::batch_size()) {
-            check_for_interrupts!();
-            embedded.extend(m.embed_texts(chunk, chunk.len(), errors::INTERRUPT).or_raise());
-        }
-        embedded
-    });
-    let mut embedded = embedded.into_iter();
+    let mut embedded = models::embed_texts(&name, &present, Priority::Bulk).into_iter();
     Some(all.iter().map(|t| t.map(|_| Vector(embedded.next().expect("one per text")))).collect())
 }

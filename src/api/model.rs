@@ -1,7 +1,7 @@
 //! clip.register_model: validate a model folder, load it once, record its stamp.
 
 use pg_clip_core::model::{ModelFolder, ModelOptions};
-use pg_clip_core::runtime::ClipModel;
+use pg_clip_core::service::ModelInfo;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
@@ -42,12 +42,11 @@ fn register_model_with_options(
             None,
         )
     });
-    let (path, stamp, model) = open_and_load(name, folder, &options);
-    let f = &model.folder;
+    let (path, stamp, f, info) = open_and_load(name, folder, &options);
     let (dim, size, ctx) = (f.embed_dim as i32, f.preprocess.size as i32, f.context_length as i32);
-    let (image_batch, text_batch) = (model.image_batch.map(|b| b as i32), model.text_batch.map(|b| b as i32));
-    let family = model.family().as_str().to_string();
-    let device = format!("{:?}", model.device_used).to_lowercase();
+    let (image_batch, text_batch) = (info.image_batch.map(|b| b as i32), info.text_batch.map(|b| b as i32));
+    let family = info.family;
+    let device = format!("{:?}", info.device_used).to_lowercase();
     let folder_s = path.display().to_string();
     let options_json = serde_json::to_value(&f.options).expect("options serialise");
     Spi::run_with_args(
@@ -76,7 +75,6 @@ fn register_model_with_options(
         ],
     )
     .unwrap_or_else(|e| pgrx::error!("cannot record model \"{name}\": {e}"));
-    models::remember(name, stamp.clone(), model);
     TableIterator::once((
         name.to_string(),
         folder_s,
@@ -91,12 +89,13 @@ fn register_model_with_options(
     ))
 }
 
-/// Check a name and folder, load the model and tell its warnings: registration's common part.
+/// Check a name and folder, load the model (here or in the inference service) and tell its
+/// warnings: registration's common part.
 fn open_and_load(
     name: &str,
     folder: &str,
     options: &ModelOptions,
-) -> (std::path::PathBuf, String, ClipModel) {
+) -> (std::path::PathBuf, String, ModelFolder, ModelInfo) {
     if name.trim().is_empty() {
         errors::report(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -108,11 +107,11 @@ fn open_and_load(
     let path = models::resolve_folder(folder);
     let mf = ModelFolder::open(&path, options).or_raise();
     let stamp = mf.stamp().or_raise();
-    let model = models::load(mf);
-    for w in &model.folder.warnings {
+    let info = models::load_for_registration(name, mf.clone(), &stamp);
+    for w in &mf.warnings {
         errors::warn(format!("model \"{name}\": {}", w.message), w.hint.clone());
     }
-    (path, stamp, model)
+    (path, stamp, mf, info)
 }
 
 /// 0.1.0's clip.register_model(name, folder), for a database still at 0.1.0 that runs this
@@ -134,10 +133,9 @@ fn register_model(
         name!(device, String),
     ),
 > {
-    let (path, stamp, model) = open_and_load(name, folder, &ModelOptions::default());
-    let f = &model.folder;
+    let (path, stamp, f, info) = open_and_load(name, folder, &ModelOptions::default());
     let (dim, size, ctx) = (f.embed_dim as i32, f.preprocess.size as i32, f.context_length as i32);
-    let device = format!("{:?}", model.device_used).to_lowercase();
+    let device = format!("{:?}", info.device_used).to_lowercase();
     let folder_s = path.display().to_string();
     Spi::run_with_args(
         "INSERT INTO clip.model (name, folder, embed_dim, image_size, context_length, logit_scale, stamp) \
@@ -157,6 +155,5 @@ fn register_model(
         ],
     )
     .unwrap_or_else(|e| pgrx::error!("cannot record model \"{name}\": {e}"));
-    models::remember(name, stamp.clone(), model);
     TableIterator::once((name.to_string(), folder_s, dim, size, ctx, stamp, device))
 }

@@ -58,7 +58,9 @@ fn auto_device_falls_back_to_cpu_in_the_server_log_once() {
         let mut config: postgres::Config = conn_string().parse().unwrap();
         config.notice_callback(move |n| seen.lock().unwrap().push(n.message().to_string()));
         let mut c = config.connect(NoTls).unwrap();
-        c.batch_execute("SET pg_clip.device = 'auto'; SELECT clip.embed_text('a photo', 'tiny')").unwrap();
+        // (in this session: the service logs where it loads models on its own)
+        c.batch_execute("SET pg_clip.inference = 'local'; SET pg_clip.device = 'auto'; SELECT clip.embed_text('a photo', 'tiny')")
+            .unwrap();
         let told = notices.lock().unwrap().clone();
         assert!(told.iter().all(|m| !m.contains("CUDA")), "a client was told about the device: {told:?}");
     }
@@ -168,6 +170,8 @@ fn cancel_stops_a_long_batch_and_the_session_goes_on() {
 #[test]
 fn wrong_runtime_library_is_an_error_and_a_corrected_path_works() {
     let mut c = connect();
+    // (a session's own library: the service loads the one postgresql.conf names)
+    c.execute("SET pg_clip.inference = 'local'", &[]).unwrap();
     c.execute("SET pg_clip.onnxruntime_library = '/nonexistent/libonnxruntime.so'", &[]).unwrap();
     let e = c.query_one("SELECT clip.embed_text('x')", &[]).unwrap_err();
     let db = e.as_db_error().unwrap();
@@ -718,4 +722,171 @@ fn an_application_identifies_frames_against_a_reference_set() {
         assert_eq!(w.join().unwrap(), expected);
     }
     c.batch_execute("SELECT clip.drop_reference_set('shop'); DROP TABLE shop, frames;").unwrap();
+}
+
+// --- the shared inference service (the test cluster preloads pg_clip) ----------------------
+
+fn service_pid(c: &mut Client) -> i32 {
+    for _ in 0..200 {
+        if let Some(r) = c
+            .query_opt("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_clip inference'", &[])
+            .unwrap()
+        {
+            return r.get(0);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no pg_clip inference worker");
+}
+
+/// Whether process `pid` has the ONNX Runtime library mapped.
+fn maps_onnxruntime(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default().contains("libonnxruntime")
+}
+
+#[test]
+fn the_service_gives_the_local_paths_vectors_and_backends_load_no_runtime() {
+    let mut c = connect();
+    let files: Vec<Vec<u8>> = PHOTOS.iter().map(|p| photo(p)).collect();
+    let texts = vec!["a photo of a cat".to_string(), "an astronaut".into(), String::new()];
+    let query = "SELECT clip.embed_images($1), clip.embed_texts($2)";
+    let row = c.query_one(query, &[&files, &texts]).unwrap();
+    let (service_i, service_t): (Vec<Option<Vector>>, Vec<Option<Vector>>) = (row.get(0), row.get(1));
+    let status = c
+        .query_one("SELECT count(*), max(items) FROM clip.inference_status() WHERE model = 'tiny'", &[])
+        .unwrap();
+    assert_eq!(status.get::<_, i64>(0), 2, "one row per tower of the loaded model");
+    let mut local = connect();
+    local.execute("SET pg_clip.inference = 'local'", &[]).unwrap();
+    let row = local.query_one(query, &[&files, &texts]).unwrap();
+    let (local_i, local_t): (Vec<Option<Vector>>, Vec<Option<Vector>>) = (row.get(0), row.get(1));
+    for (a, b) in service_i.iter().zip(&local_i).chain(service_t.iter().zip(&local_t)) {
+        let cos = cosine(a.as_ref().unwrap().as_slice(), b.as_ref().unwrap().as_slice());
+        assert!(cos >= 0.99999, "service against local: cosine {cos}");
+    }
+    // the sessions that used the service have no ONNX Runtime; the local one and the service do
+    let pid = |c: &mut Client| c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get::<_, i32>(0);
+    let (service_user, local_user) = (pid(&mut c), pid(&mut local));
+    assert!(!maps_onnxruntime(service_user), "a backend that used the service loaded ONNX Runtime");
+    assert!(maps_onnxruntime(local_user));
+    assert!(maps_onnxruntime(service_pid(&mut c)));
+    let others: Vec<i32> = c
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE pid <> $1 AND backend_type <> 'pg_clip inference'",
+            &[&local_user],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for p in others {
+        assert!(!maps_onnxruntime(p), "process {p} has ONNX Runtime loaded");
+    }
+}
+
+#[test]
+fn concurrent_service_callers_get_their_own_answers_while_a_refresh_runs() {
+    let mut c = connect();
+    collection_with_rows(&mut c, "svc_conc", 60);
+    let expected: Arc<Vec<Vector>> = Arc::new(
+        PHOTOS
+            .iter()
+            .map(|p| c.query_one("SELECT clip.embed_image($1)", &[&photo(p)]).unwrap().get(0))
+            .collect(),
+    );
+    let refresh = thread::spawn(|| connect().batch_execute("CALL clip.refresh('svc_conc')").unwrap());
+    let callers: Vec<_> = (0..6)
+        .map(|w| {
+            let expected = expected.clone();
+            thread::spawn(move || {
+                let mut c = connect();
+                for i in 0..8 {
+                    let k = (i + w) % PHOTOS.len();
+                    let v: Vector =
+                        c.query_one("SELECT clip.embed_image($1)", &[&photo(PHOTOS[k])]).unwrap().get(0);
+                    assert!(
+                        cosine(v.as_slice(), expected[k].as_slice()) > 0.99999,
+                        "caller {w}: {}",
+                        PHOTOS[k]
+                    );
+                    let text = format!("caller {w} asks {i}");
+                    let (a, b): (Vector, Vector) = {
+                        let r = c
+                            .query_one(
+                                "SELECT clip.embed_text($1), (clip.embed_texts(ARRAY[$1, 'x']))[1]",
+                                &[&text],
+                            )
+                            .unwrap();
+                        (r.get(0), r.get(1))
+                    };
+                    assert!(
+                        cosine(a.as_slice(), b.as_slice()) > 0.99999,
+                        "caller {w}: a text got another's vector"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in callers {
+        t.join().unwrap();
+    }
+    refresh.join().unwrap();
+    assert_collection_matches_source(&mut c, "svc_conc");
+}
+
+#[test]
+fn a_wait_for_the_service_ends_within_a_second_of_a_cancel_or_timeout() {
+    let mut c = connect();
+    c.execute("CREATE TEMP TABLE rocket AS SELECT $1::bytea AS img", &[&photo("rocket.jpg")]).unwrap();
+    // 3,000 copies: many seconds of decoding here and embedding in the service
+    let copies = "SELECT cardinality(clip.embed_images(array_fill(img, ARRAY[3000]))) FROM rocket";
+    let code = |e: &postgres::Error| e.code().cloned();
+    c.execute("SET statement_timeout = '400ms'", &[]).unwrap();
+    let t0 = std::time::Instant::now();
+    let e = c.simple_query(copies).unwrap_err();
+    assert_eq!(code(&e), Some(postgres::error::SqlState::QUERY_CANCELED), "{e} after {:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_millis(1400), "timed out after {:?}", t0.elapsed());
+    c.execute("RESET statement_timeout", &[]).unwrap();
+    let token = c.cancel_token();
+    let canceller = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(500));
+        let at = std::time::Instant::now();
+        token.cancel_query(NoTls).unwrap();
+        at
+    });
+    let e = c.simple_query(copies).unwrap_err();
+    let ended = std::time::Instant::now();
+    let cancelled_at = canceller.join().unwrap();
+    assert_eq!(code(&e), Some(postgres::error::SqlState::QUERY_CANCELED), "{e}");
+    assert!(
+        ended - cancelled_at < Duration::from_secs(1),
+        "ended {:?} after the cancel",
+        ended - cancelled_at
+    );
+    let v: Vector = c.query_one("SELECT clip.embed_image($1)", &[&photo("rocket.jpg")]).unwrap().get(0);
+    assert_eq!(v.as_slice().len(), 64);
+}
+
+#[test]
+fn a_killed_service_is_an_error_and_the_next_call_works_after_its_restart() {
+    let mut c = connect();
+    let mut admin = connect();
+    c.query_one("SELECT clip.embed_text('warm')", &[]).unwrap();
+    let before = service_pid(&mut admin);
+    let token_pid = before;
+    let killer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(400));
+        connect().execute("SELECT pg_terminate_backend($1)", &[&token_pid]).unwrap();
+    });
+    let e = c
+        .query_one("SELECT clip.embed_images(array_fill($1::bytea, ARRAY[3000]))", &[&photo("rocket.jpg")])
+        .unwrap_err();
+    killer.join().unwrap();
+    let db = e.as_db_error().expect("an ERROR, not a lost connection");
+    assert_eq!(db.code(), &postgres::error::SqlState::CONNECTION_FAILURE, "{}", db.message());
+    assert!(db.hint().unwrap().contains("restarts by itself"), "{:?}", db.hint());
+    // the next call waits for the restarted service
+    let v: Vector = c.query_one("SELECT clip.embed_text('after the restart')", &[]).unwrap().get(0);
+    assert_eq!(v.as_slice().len(), 64);
+    assert_ne!(service_pid(&mut admin), before, "a new service process");
 }

@@ -33,10 +33,13 @@ SELECT try($$SELECT clip.register_model('', 'tiny-clip')$$) AS empty_name;
 SELECT replace(try($$SELECT clip.register_model('half', 'tiny-clip/visual')$$), :'root', '$ROOT') AS not_a_model_folder;
 
 -- cuda demanded where the library has no CUDA provider (the CPU build): an ERROR, not a fallback
+-- (in a session that runs models itself: the inference service takes the server's device)
+SET pg_clip.inference = 'local';
 SET pg_clip.device = 'cuda';
 SELECT split_part(try($$SELECT clip.embed_text('x')$$), ':', 1) AS sqlstate,
        try($$SELECT clip.embed_text('x')$$) LIKE '%CUDA execution provider could not start%' AS names_cuda;
 SET pg_clip.device = 'cpu';
+RESET pg_clip.inference;
 
 -- settings are checked and the prefix is reserved
 SELECT try($$SET pg_clip.device = 'gpu'$$) AS bad_device;

@@ -214,7 +214,7 @@ fn remote(name: &str) -> (ModelSpec, PreprocessConfig) {
         if let Some(known) = r.get(name).filter(|k| k.spec == spec) {
             return (known.spec.clone(), known.preprocess.clone());
         }
-        let preprocess = ModelFolder::open(&PathBuf::from(&folder), &options).or_raise().preprocess;
+        let preprocess = pg_clip_core::model::preprocess_config(&PathBuf::from(&folder), &options).or_raise();
         r.insert(name.to_string(), Remote { spec: spec.clone(), preprocess: preprocess.clone() });
         (spec, preprocess)
     })

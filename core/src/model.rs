@@ -184,6 +184,17 @@ struct TokenizerConfig {
     pad_token: Option<serde_json::Value>,
 }
 
+/// The image preprocessing of the folder at `path`, alone: what a session that sends tensors to
+/// the inference service needs (ModelFolder::open also reads the configs and scans both graphs).
+pub fn preprocess_config(path: &Path, options: &ModelOptions) -> Result<PreprocessConfig> {
+    let err = |m: String| ClipError::model(&path.display().to_string(), m);
+    let f = "visual/preprocess_cfg.json";
+    let text = fs::read_to_string(path.join(f)).map_err(|e| err(format!("cannot read {f}: {e}")))?;
+    let mut preprocess = PreprocessConfig::from_json(&text).map_err(|e| err(format!("{f}: {e}")))?;
+    preprocess.flavour = options.preprocess.unwrap_or(Flavour::OpenClip);
+    Ok(preprocess)
+}
+
 impl ModelFolder {
     /// Check that every file is there and the JSON files parse and agree.
     pub fn open(path: &Path, options: &ModelOptions) -> Result<Self> {
@@ -203,9 +214,7 @@ impl ModelFolder {
         if config.embed_dim == 0 {
             return Err(err("config.json: embed_dim must be positive".into()));
         }
-        let mut preprocess = PreprocessConfig::from_json(&read("visual/preprocess_cfg.json")?)
-            .map_err(|e| err(format!("visual/preprocess_cfg.json: {e}")))?;
-        preprocess.flavour = options.preprocess.unwrap_or(Flavour::OpenClip);
+        let preprocess = preprocess_config(path, options)?;
         let tok_cfg: TokenizerConfig = serde_json::from_str(&read("textual/tokenizer_config.json")?)
             .map_err(|e| err(format!("textual/tokenizer_config.json: {e}")))?;
         // pad_token is a string, or an AddedToken object {"content": ...} in newer exports

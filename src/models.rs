@@ -199,16 +199,21 @@ thread_local! {
     static REMOTE: RefCell<HashMap<String, Remote>> = RefCell::new(HashMap::new());
 }
 
+/// How the service knows a registered model: by what clip.model records of it.
+fn spec_of(name: &str, folder: &str, stamp: &str, options: &ModelOptions) -> ModelSpec {
+    ModelSpec {
+        name: name.to_string(),
+        folder: folder.to_string(),
+        stamp: stamp.to_string(),
+        options: serde_json::to_string(options).expect("options serialise"),
+    }
+}
+
 /// The service's spec for `name` and its preprocessing (the folder's configs read here; the
 /// service checks the files' stamp).
 fn remote(name: &str) -> (ModelSpec, PreprocessConfig) {
     let (folder, stamp, options) = registered(name);
-    let spec = ModelSpec {
-        name: name.to_string(),
-        folder: folder.clone(),
-        stamp,
-        options: serde_json::to_string(&options).expect("options serialise"),
-    };
+    let spec = spec_of(name, &folder, &stamp, &options);
     REMOTE.with(|r| {
         let mut r = r.borrow_mut();
         if let Some(known) = r.get(name).filter(|k| k.spec == spec) {
@@ -302,12 +307,13 @@ fn collect(
     (id, decoded): (Option<u64>, Vec<pg_clip_core::Result<()>>),
     out: &mut Vec<pg_clip_core::Result<Vec<f32>>>,
 ) -> pg_clip_core::Result<()> {
+    let good = decoded.iter().filter(|r| r.is_ok()).count();
     let rows = match id {
         None => Vec::new(),
         Some(id) => match c.wait(id, &mut service::latch_wait)? {
-            Reply::Vectors(v) => v,
+            Reply::Vectors(v) if v.len() == good => v,
             Reply::Failed(e) => return Err(service_failed(name, e)),
-            _ => return Err(pg_clip_core::service::client::lost("unexpected reply to an embedding")),
+            _ => return Err(pg_clip_core::service::client::lost("an unexpected reply to an embedding")),
         },
     };
     let mut rows = rows.into_iter();
@@ -322,20 +328,10 @@ fn collect(
 pub fn load_for_registration(name: &str, folder: ModelFolder, stamp: &str) -> ModelInfo {
     if !service::use_service() {
         let model = load(folder);
-        let info = ModelInfo {
-            family: model.family().as_str().to_string(),
-            device_used: model.device_used,
-            image_batch: model.image_batch,
-            text_batch: model.text_batch,
-        };
+        let info = ModelInfo::of(&model);
         remember(name, stamp.to_string(), model);
         return info;
     }
-    let spec = ModelSpec {
-        name: name.to_string(),
-        folder: folder.path.display().to_string(),
-        stamp: stamp.to_string(),
-        options: serde_json::to_string(&folder.options).expect("options serialise"),
-    };
+    let spec = spec_of(name, &folder.path.display().to_string(), stamp, &folder.options);
     service::with_client(|c| c.describe(&spec, &mut service::latch_wait))
 }

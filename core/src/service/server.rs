@@ -450,12 +450,7 @@ fn infer_loop(s: &Arc<Shared>, lane: &Arc<Lane>) {
         },
         t0.elapsed().as_secs_f64()
     ));
-    let info = ModelInfo {
-        family: model.family().as_str().to_string(),
-        device_used: model.device_used,
-        image_batch: model.image_batch,
-        text_batch: model.text_batch,
-    };
+    let info = ModelInfo::of(&model);
     let mut fingerprint = model.folder.fingerprint();
     {
         let mut stats = lock(&lane.stats);

@@ -100,6 +100,17 @@ pub struct ModelInfo {
     pub text_batch: Option<usize>,
 }
 
+impl ModelInfo {
+    pub fn of(model: &crate::runtime::ClipModel) -> Self {
+        ModelInfo {
+            family: model.family().as_str().to_string(),
+            device_used: model.device_used,
+            image_batch: model.image_batch,
+            text_batch: model.text_batch,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     /// one L2-normalised row per input item

@@ -260,38 +260,38 @@ fn serve_connection(shared: &Arc<Shared>, stream: UnixStream) {
             }
         }
         // drop what this connection still has queued, and stop its writer
-        for lane in lock(&s.lanes).values() {
-            let mut st = lock(&lane.state);
-            remove_jobs(&mut st, |j| Arc::ptr_eq(&j.conn, &conn));
-            lane.room.notify_all();
-        }
+        drop_queued(&s, |j| Arc::ptr_eq(&j.conn, &conn));
         lock(&conn.out).take();
         s.connections.fetch_sub(1, Ordering::Relaxed);
     });
 }
 
-fn remove_jobs(st: &mut Queues, mut gone: impl FnMut(&Job) -> bool) {
-    for queues in st.q.iter_mut() {
-        for (p, q) in queues.iter_mut().enumerate() {
-            let before: usize = q.iter().map(|j| j.input.len()).sum();
-            q.retain(|j| !gone(j));
-            if p == 1 {
-                st.bulk_items -= before - q.iter().map(|j| j.input.len()).sum::<usize>();
+/// Drop the queued jobs `gone` picks, from every lane (their senders gave up or hung up).
+fn drop_queued(s: &Shared, mut gone: impl FnMut(&Job) -> bool) {
+    for lane in lock(&s.lanes).values() {
+        let mut st = lock(&lane.state);
+        let mut bulk_dropped = 0;
+        for queues in st.q.iter_mut() {
+            for (p, q) in queues.iter_mut().enumerate() {
+                q.retain(|j| {
+                    let dropped = gone(j);
+                    if dropped && p == pi(Priority::Bulk) {
+                        bulk_dropped += j.input.len();
+                    }
+                    !dropped
+                });
             }
         }
+        st.bulk_items -= bulk_dropped;
+        drop(st);
+        lane.room.notify_all();
     }
 }
 
 fn handle(s: &Arc<Shared>, conn: &Arc<Conn>, id: u64, req: Request) {
     match req {
         Request::Status => conn.reply(id, &Reply::Status(status_json(s))),
-        Request::Cancel { id: which } => {
-            for lane in lock(&s.lanes).values() {
-                let mut st = lock(&lane.state);
-                remove_jobs(&mut st, |j| j.id == which && Arc::ptr_eq(&j.conn, conn));
-                lane.room.notify_all();
-            }
-        }
+        Request::Cancel { id: which } => drop_queued(s, |j| j.id == which && Arc::ptr_eq(&j.conn, conn)),
         Request::Describe { model } => {
             let Some(lane) = open_lane(s, &model) else { return conn.reply(id, &Reply::Failed(stopping())) };
             // (under the queue lock, which the inference thread holds while it looks for work)
@@ -570,58 +570,54 @@ fn next_work(s: &Shared, lane: &Lane) -> Option<Work> {
 fn run_images(model: &mut ClipModel, jobs: &[Job]) -> Result<Vec<Reply>> {
     let per = model.folder.preprocess.tensor_len();
     let mut tensor = Vec::new();
-    let mut ok = Vec::with_capacity(jobs.len());
+    let mut outcomes = Vec::with_capacity(jobs.len());
     for j in jobs {
         let Input::Images { n, tensor: t } = &j.input else { unreachable!("a visual lane job") };
         // a tensor for another image size (a backend with a stale folder) fails alone
-        let fits = t.len() == n * per;
-        if fits {
+        outcomes.push(if t.len() == n * per {
             tensor.extend_from_slice(t);
-        }
-        ok.push(fits.then_some(*n));
-    }
-    let total: usize = ok.iter().flatten().sum();
-    let mut rows =
-        if total > 0 { model.run_visual(&tensor, total, Interrupt::NEVER)? } else { Vec::new() }.into_iter();
-    Ok(ok
-        .into_iter()
-        .map(|n| match n {
-            Some(n) => Reply::Vectors(rows.by_ref().take(n).collect()),
-            None => Reply::Failed(ClipError::new(
+            Ok(*n)
+        } else {
+            Err(ClipError::new(
                 ErrorKind::InvalidModel,
                 format!("image tensors do not match the model's input of {per} values per image"),
-            )),
-        })
-        .collect())
+            ))
+        });
+    }
+    let total: usize = outcomes.iter().flatten().sum();
+    let rows = if total > 0 { model.run_visual(&tensor, total, Interrupt::NEVER)? } else { Vec::new() };
+    Ok(replies(rows, outcomes))
 }
 
 /// Tokenize each job's texts on its own (a text that fails fails its job only), then one model
 /// call for all.
 fn run_texts(model: &mut ClipModel, jobs: &[Job]) -> Result<Vec<Reply>> {
     let mut all = TokenBatch { ids: Vec::new(), attention_mask: Vec::new() };
-    let mut ok = Vec::with_capacity(jobs.len());
+    let mut outcomes = Vec::with_capacity(jobs.len());
     for j in jobs {
         let Input::Texts(texts) = &j.input else { unreachable!("a text lane job") };
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        match model.tokenizer().encode_batch(&refs) {
-            Ok(b) => {
-                all.ids.extend(b.ids);
-                all.attention_mask.extend(b.attention_mask);
-                ok.push(Ok(texts.len()));
-            }
-            Err(e) => ok.push(Err(e)),
-        }
+        outcomes.push(model.tokenizer().encode_batch(&refs).map(|b| {
+            all.ids.extend(b.ids);
+            all.attention_mask.extend(b.attention_mask);
+            texts.len()
+        }));
     }
-    let total: usize = ok.iter().flatten().sum();
-    let mut rows =
-        if total > 0 { model.run_textual(&all, total, Interrupt::NEVER)? } else { Vec::new() }.into_iter();
-    Ok(ok
+    let total: usize = outcomes.iter().flatten().sum();
+    let rows = if total > 0 { model.run_textual(&all, total, Interrupt::NEVER)? } else { Vec::new() };
+    Ok(replies(rows, outcomes))
+}
+
+/// Each job's reply: its `n` rows of the batch's, in order, or its own error.
+fn replies(rows: Vec<Vec<f32>>, outcomes: Vec<Result<usize>>) -> Vec<Reply> {
+    let mut rows = rows.into_iter();
+    outcomes
         .into_iter()
-        .map(|r| match r {
+        .map(|o| match o {
             Ok(n) => Reply::Vectors(rows.by_ref().take(n).collect()),
             Err(e) => Reply::Failed(e),
         })
-        .collect())
+        .collect()
 }
 
 fn status_json(s: &Shared) -> String {

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use pg_clip_core::model::{ModelFolder, ModelOptions};
 use pg_clip_core::preprocess::PreprocessConfig;
 use pg_clip_core::runtime::{self, ClipModel, Device, SessionOptions};
-use pg_clip_core::service::{Input, ModelInfo, ModelSpec, Priority, Reply, Request};
+use pg_clip_core::service::{images_per_request, Input, ModelInfo, ModelSpec, Priority, Reply, Request};
 use pg_clip_core::{ClipError, ErrorKind};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PgAtomic, PgSqlErrorCode as Code};
@@ -272,7 +272,9 @@ pub fn embed_images(name: &str, images: &[&[u8]], priority: Priority) -> Vec<pg_
             .or_raise()
     } else {
         let (spec, cfg) = remote(name);
-        let chunk = runtime::batch_limit(batch, &cfg, &limits);
+        // (and within one message to the service: a chunk of pg_clip.batch_size images may be
+        // over its frame limit)
+        let chunk = runtime::batch_limit(batch, &cfg, &limits).min(images_per_request(&cfg));
         service::with_client(|c| {
             let mut out = Vec::with_capacity(images.len());
             let mut in_flight: Option<(Option<u64>, Vec<pg_clip_core::Result<()>>)> = None;

@@ -13,4 +13,6 @@ pub mod wire;
 
 pub use client::{poll_wait, Client};
 pub use server::{start, Config, Handle};
-pub use wire::{Input, ModelInfo, ModelSpec, Priority, Reply, Request, Tower, SOCKET_NAME};
+pub use wire::{
+    images_per_request, Input, ModelInfo, ModelSpec, Priority, Reply, Request, Tower, SOCKET_NAME,
+};

@@ -12,6 +12,12 @@ use crate::runtime::Device;
 /// A frame larger than this is refused (a bulk chunk of 64 images at 336 px is 87 MB).
 pub const MAX_FRAME: usize = 256 << 20;
 
+/// The most images of `cfg`'s size one request carries within [`MAX_FRAME`] (1 MB is left
+/// for the rest of the message: the model's name, folder, stamp and options).
+pub fn images_per_request(cfg: &crate::preprocess::PreprocessConfig) -> usize {
+    ((MAX_FRAME - (1 << 20)) / (cfg.tensor_len() * 4)).max(1)
+}
+
 /// The socket's file name in the data directory. Relative on purpose: every server process
 /// runs in the data directory, and a Unix socket's path may not be longer than 107 bytes.
 pub const SOCKET_NAME: &str = "pg_clip_inference.sock";

@@ -890,3 +890,19 @@ fn a_killed_service_is_an_error_and_the_next_call_works_after_its_restart() {
     assert_eq!(v.as_slice().len(), 64);
     assert_ne!(service_pid(&mut admin), before, "a new service process");
 }
+
+#[test]
+fn a_bulk_chunk_over_one_service_message_is_split() {
+    let mut c = connect();
+    // 500 images of 224 px are 301 MB of tensor: over one message's 256 MB
+    c.execute("SET pg_clip.batch_size = 500", &[]).unwrap();
+    let same: bool = c
+        .query_one(
+            "SELECT cardinality(v) = 500 AND (v[1] <=> s) < 1e-5 AND (v[500] <=> s) < 1e-5
+             FROM (SELECT clip.embed_images(array_fill($1::bytea, ARRAY[500])) v, clip.embed_image($1) s) x",
+            &[&photo("rocket.jpg")],
+        )
+        .unwrap()
+        .get(0);
+    assert!(same, "500 copies embedded as one image is");
+}

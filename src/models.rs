@@ -225,7 +225,7 @@ fn remote(name: &str) -> (ModelSpec, PreprocessConfig) {
     })
 }
 
-/// A model failure from the service: raised as the local path raises it.
+/// A model failure from the service while embedding images: raised as the local path raises it.
 fn service_failed(name: &str, e: ClipError) -> ClipError {
     match e.kind {
         ErrorKind::Inference | ErrorKind::InvalidModel | ErrorKind::Runtime => refused(name, e),
@@ -252,10 +252,8 @@ pub fn embed_texts(name: &str, texts: &[&str], priority: Priority) -> Vec<Vec<f3
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(batch) {
             let input = Input::Texts(chunk.iter().map(|t| t.to_string()).collect());
-            out.extend(
-                c.embed(&spec, priority, input, &mut service::latch_wait)
-                    .map_err(|e| service_failed(name, e))?,
-            );
+            // (errors as the local path raises them: as they are, no image hint)
+            out.extend(c.embed(&spec, priority, input, &mut service::latch_wait)?);
         }
         Ok(out)
     })

@@ -3,7 +3,7 @@
 use std::ffi::CString;
 
 use pg_clip_core::preprocess::ImageLimits;
-use pg_clip_core::runtime::Device;
+use pg_clip_core::runtime::{self, Device};
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
@@ -224,7 +224,7 @@ pub fn init() {
         c"",
         &BATCH_SIZE,
         1,
-        4096,
+        runtime::MAX_BATCH_SIZE as i32,
         GucContext::Userset,
         GucFlags::default(),
     );

@@ -297,6 +297,10 @@ impl ClipModel {
     }
 }
 
+/// The largest `pg_clip.batch_size`: a chunk of texts this long, each at the tokenizer's
+/// length limit, still fits one message to the inference service.
+pub const MAX_BATCH_SIZE: usize = 4096;
+
 /// The most images of one batch: `batch_size`, within the image byte limit for the batch
 /// tensor (at least one image).
 pub fn batch_limit(

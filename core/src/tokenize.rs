@@ -98,16 +98,7 @@ impl ClipTokenizer {
     /// truncate=True)`: start and end tokens, the last id forced to end-of-text), padded to the
     /// context by the tokenizer's own rules otherwise; with the attention mask.
     pub fn encode(&self, text: &str) -> Result<(Vec<u32>, Vec<u32>)> {
-        // The model reads a few dozen tokens; the tokenizer would clean and split all of a text
-        // first, so a huge one is refused rather than tokenised for nothing.
-        let chars = text.chars().count();
-        if chars > MAX_TEXT_CHARS {
-            return Err(ClipError::new(
-                ErrorKind::InvalidText,
-                format!("text has {chars} characters; at most {MAX_TEXT_CHARS} are embedded"),
-            )
-            .hint("A CLIP text is a short description (the model reads its first few dozen tokens)."));
-        }
+        check_length(text)?;
         let failed = |e| ClipError::new(ErrorKind::InvalidText, format!("could not tokenise text: {e}"));
         match &self.framing {
             Framing::ClipBpe { sot, eot, .. } => {
@@ -171,6 +162,24 @@ pub fn clean_for(text: &str, clean: TextClean) -> String {
 
 /// Longest text that is tokenised, in characters.
 pub const MAX_TEXT_CHARS: usize = 10_000;
+
+/// The model reads a few dozen tokens; the tokenizer would clean and split all of a text
+/// first, so a huge one is refused rather than tokenised (or sent to the service) for nothing.
+pub fn check_length(text: &str) -> Result<()> {
+    // A text has at least as many bytes as characters: a short one is not counted.
+    if text.len() <= MAX_TEXT_CHARS {
+        return Ok(());
+    }
+    let chars = text.chars().count();
+    if chars <= MAX_TEXT_CHARS {
+        return Ok(());
+    }
+    Err(ClipError::new(
+        ErrorKind::InvalidText,
+        format!("text has {chars} characters; at most {MAX_TEXT_CHARS} are embedded"),
+    )
+    .hint("A CLIP text is a short description (the model reads its first few dozen tokens)."))
+}
 
 /// The parts of ftfy.fix_text + html.unescape(html.unescape(...)) that change CLIP tokens.
 pub fn clean_text(text: &str) -> String {

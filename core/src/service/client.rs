@@ -109,6 +109,9 @@ impl Client {
         waiter: Waiter,
     ) -> Result<Vec<Vec<f32>>> {
         let n = input.len();
+        if let Input::Texts(texts) = &input {
+            texts.iter().try_for_each(|t| crate::tokenize::check_length(t))?;
+        }
         match self.call(&Request::Embed { model: model.clone(), priority, input }, waiter)? {
             Reply::Vectors(v) if v.len() == n => Ok(v),
             Reply::Failed(e) => Err(e),

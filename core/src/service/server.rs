@@ -482,10 +482,24 @@ fn infer_loop(s: &Arc<Shared>, lane: &Arc<Lane>) {
         }
         let started = Instant::now();
         let items: usize = jobs.iter().map(|j| j.input.len()).sum();
-        let result = match tower {
-            Tower::Visual => run_images(&mut model, &jobs),
-            Tower::Text => run_texts(&mut model, &jobs),
-        };
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(test)]
+            if tests::PANIC_NEXT_BATCH.swap(false, Ordering::Relaxed) {
+                panic!("a panic the test asked for");
+            }
+            match tower {
+                Tower::Visual => run_images(&mut model, &jobs),
+                Tower::Text => run_texts(&mut model, &jobs),
+            }
+        }));
+        // A panic ends the lane (and, through Handle::fatal, the service); the batch's callers
+        // are told now rather than left waiting for a reply that will not come.
+        let result = run.unwrap_or_else(|p| {
+            for j in &jobs {
+                j.conn.reply(j.id, &Reply::Failed(stopping()));
+            }
+            std::panic::resume_unwind(p)
+        });
         let mut stats = lock(&lane.stats);
         stats.batches[ti(tower)] += 1;
         stats.items[ti(tower)] += items as u64;
@@ -661,4 +675,57 @@ fn status_json(s: &Shared) -> String {
         "models": models,
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{poll_wait, Client};
+
+    /// Set by a test: the next batch panics in the inference thread.
+    pub(super) static PANIC_NEXT_BATCH: AtomicBool = AtomicBool::new(false);
+
+    #[test]
+    fn a_panic_in_inference_fails_its_batch_and_marks_the_service_fatal() {
+        let library = std::env::var("PG_CLIP_ORT_LIB").expect("PG_CLIP_ORT_LIB names libonnxruntime.so");
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tiny-clip");
+        let stamp = ModelFolder::open(&folder, &ModelOptions::default()).unwrap().stamp().unwrap();
+        let spec = ModelSpec {
+            name: "tiny".into(),
+            folder: folder.display().to_string(),
+            stamp,
+            options: "{}".into(),
+        };
+        let path = std::env::temp_dir().join(format!("pg_clip_panic_test_{}.sock", std::process::id()));
+        let cfg = Config {
+            library,
+            device: Device::Cpu,
+            threads: 1,
+            max_batch: 16,
+            batch_wait: Duration::ZERO,
+            max_queued: 16,
+        };
+        let handle = start(&path, cfg).unwrap();
+        let mut client = Client::connect(&path).unwrap();
+        let mut wait = |fd, write| poll_wait(fd, write, 1000);
+        let text = || Input::Texts(vec!["a photo".into()]);
+        assert_eq!(client.embed(&spec, Priority::Interactive, text(), &mut wait).unwrap().len(), 1);
+        assert!(handle.fatal().is_none());
+
+        PANIC_NEXT_BATCH.store(true, Ordering::Relaxed);
+        let t0 = Instant::now();
+        let e = client.embed(&spec, Priority::Interactive, text(), &mut wait).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ServiceUnavailable, "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "the caller waited {:?}", t0.elapsed());
+        // the caller is told first; the thread's unwinding ends then
+        let fatal = loop {
+            match handle.fatal() {
+                Some(f) => break f,
+                None if t0.elapsed() < Duration::from_secs(5) => thread::sleep(Duration::from_millis(10)),
+                None => panic!("the panic was not fatal"),
+            }
+        };
+        assert!(fatal.contains("a panic the test asked for") && fatal.contains("\"tiny\""), "{fatal}");
+        handle.stop();
+    }
 }

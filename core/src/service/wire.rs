@@ -12,6 +12,12 @@ use crate::runtime::Device;
 /// A frame larger than this is refused (a bulk chunk of 64 images at 336 px is 87 MB).
 pub const MAX_FRAME: usize = 256 << 20;
 
+// A chunk of the longest texts (the client checks each text's length before sending; UTF-8
+// has at most 4 bytes a character) fits one frame.
+const _: () = assert!(
+    crate::runtime::MAX_BATCH_SIZE * (crate::tokenize::MAX_TEXT_CHARS * 4 + 4) + (1 << 20) < MAX_FRAME
+);
+
 /// The most images of `cfg`'s size one request carries within [`MAX_FRAME`] (1 MB is left
 /// for the rest of the message: the model's name, folder, stamp and options).
 pub fn images_per_request(cfg: &crate::preprocess::PreprocessConfig) -> usize {

@@ -906,3 +906,28 @@ fn a_bulk_chunk_over_one_service_message_is_split() {
         .get(0);
     assert!(same, "500 copies embedded as one image is");
 }
+
+#[test]
+fn a_text_over_one_service_message_is_refused_as_the_local_path_refuses_it() {
+    let mut c = connect();
+    let mut admin = connect();
+    c.query_one("SELECT clip.embed_text('warm')", &[]).unwrap();
+    let before = service_pid(&mut admin);
+    // 300 MB of text: over one message's 256 MB; refused before it is sent
+    let huge = "SELECT clip.embed_text(repeat('word ', 60000000))";
+    let refusal = |c: &mut Client| {
+        let e = c.simple_query(huge).unwrap_err();
+        let db = e.as_db_error().expect("an ERROR").clone();
+        (db.code().clone(), db.message().to_string())
+    };
+    let service = refusal(&mut c);
+    assert_eq!(service.0, postgres::error::SqlState::INVALID_PARAMETER_VALUE, "{}", service.1);
+    assert!(service.1.contains("at most 10000 are embedded"), "{}", service.1);
+    let mut local = connect();
+    local.execute("SET pg_clip.inference = 'local'", &[]).unwrap();
+    assert_eq!(refusal(&mut local), service);
+    // the connection to the service was kept, and the service did not restart
+    let v: Vector = c.query_one("SELECT clip.embed_text('next')", &[]).unwrap().get(0);
+    assert_eq!(v.as_slice().len(), 64);
+    assert_eq!(service_pid(&mut admin), before);
+}

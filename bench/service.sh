@@ -35,12 +35,14 @@ CALL clip.refresh('refs');
 SQL
 
 # memory and first call: new sessions per path, their backends measured from /proc (the server
-# runs on this machine); medians of 5 sessions' first calls and of 15 warm calls
+# runs on this machine); each session's first call (after a plain read of the table, so that the
+# table's own first read is not counted) against the median of its next 3 calls (paired in the
+# session, so that drift between sessions cancels), the median over 9 sessions
 for path in service local; do
     python3 - "$path" "$OUT" <<'PY'
 import statistics, subprocess, sys
 path, out = sys.argv[1], sys.argv[2]
-SESSIONS, WARM = 5, 15
+SESSIONS, WARM = 9, 3
 
 def session():
     """One psql session driven through a pipe."""
@@ -64,25 +66,24 @@ def timed(ask):
                      "SELECT vector_dims(clip.embed_image(img, 'vit-b-32')) FROM bench_photos WHERE id = 1 \\gset\n"
                      "SELECT extract(epoch FROM clock_timestamp()) * 1000 - :t0;")[0])
 
-# the first call in each of several new sessions (the median), against warm calls in the last
-firsts, added = [], []
+firsts, warms, extra, added = [], [], [], []
 for _ in range(SESSIONS):
     p, ask = session()
     ask(f"SET pg_clip.inference = '{path}'; SET client_min_messages = warning;")
     pid = int(ask("SELECT pg_backend_pid();")[0])
+    ask("SELECT length(img) FROM bench_photos WHERE id = 1;")  # the table's first read is not ours
     before = mem(pid)
-    firsts.append(timed(ask))
+    first = timed(ask)
     after = mem(pid)
+    warm = statistics.median(timed(ask) for _ in range(WARM))
+    p.stdin.close(); p.wait()
+    firsts.append(first); warms.append(warm); extra.append(first - warm)
     added.append(((after[0] - before[0]) / 1024, (after[1] - before[1]) / 1024))
-    if len(firsts) < SESSIONS:
-        p.stdin.close(); p.wait()
-warm = statistics.median(timed(ask) for _ in range(WARM))
-p.stdin.close(); p.wait()
-first = statistics.median(firsts)
-pss, rss = statistics.median(a[0] for a in added), statistics.median(a[1] for a in added)
+med = statistics.median
+pss, rss = med(a[0] for a in added), med(a[1] for a in added)
 with open(out, "a") as f:
-    line = (f"service memory path={path} pss_added_mb={pss:.1f} rss_added_mb={rss:.1f} first_ms={first:.1f} "
-            f"warm_ms={warm:.1f} first_minus_warm_ms={first - warm:.1f}")
+    line = (f"service memory path={path} pss_added_mb={pss:.1f} rss_added_mb={rss:.1f} first_ms={med(firsts):.1f} "
+            f"warm_ms={med(warms):.1f} first_minus_warm_ms={med(extra):.1f}")
     print(line); f.write(line + "\n")
 PY
 done

@@ -462,3 +462,33 @@ BEGIN
         GROUP BY 2 ORDER BY 3 DESC, 2 $q$, clip._derived_name(c.name, 'embeddings'))
         USING threshold, neighbours, c.name, c.model;
 END $$;
+
+-- The source image of one row, read with the caller's rights (a role that may not read the
+-- source table gets its ERROR); a collection of paths reads the file under pg_clip.image_root
+-- with clip.read_image_file's checks. No such row: ERROR P0002.
+CREATE OR REPLACE FUNCTION clip.image(collection text, image_id bigint) RETURNS bytea LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    c clip.collection := clip._collection(collection);
+    v text;
+    b bytea;
+BEGIN
+    IF c.image_kind = 'bytea' THEN
+        EXECUTE format('SELECT %I FROM %s WHERE %I = $1', c.image_column, c.source, c.id_column) INTO b USING image_id;
+    ELSE
+        EXECUTE format('SELECT %I::text FROM %s WHERE %I = $1', c.image_column, c.source, c.id_column) INTO v USING image_id;
+        IF v IS NOT NULL THEN
+            b := clip.read_image_file(v);
+        END IF;
+    END IF;
+    IF b IS NULL THEN
+        RAISE EXCEPTION 'collection "%" has no image %', c.name, image_id USING ERRCODE = 'P0002';
+    END IF;
+    RETURN b;
+END $$;
+
+-- A JPEG thumbnail of one row's image, its longer side at most `size` pixels (16 to 1024).
+CREATE OR REPLACE FUNCTION clip.thumbnail(collection text, image_id bigint, size int DEFAULT 256) RETURNS bytea
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN clip.make_thumbnail(clip.image(collection, image_id), size);
+END $$;

@@ -13,7 +13,7 @@ GRANT USAGE ON SCHEMA clip TO PUBLIC;
 GRANT SELECT ON clip.model, clip.collection, clip.embedding, clip.embedding_error, clip.embedding_version,
     clip.refresh_state, clip.refresh_progress, clip.vocabulary, clip.vocabulary_attribute,
     clip.collection_vocabulary, clip.feature_image_attribute, clip.reference_set, clip.label, clip.classifier,
-    clip.classifier_weight, clip.clustering, clip.cluster_centroid, clip.cluster_assignment TO PUBLIC;
+    clip.classifier_weight, clip.clustering, clip.cluster_centroid, clip.cluster_assignment, clip.label_history TO PUBLIC;
 
 -- Row security on every table that holds a collection's data. (Made again by every version's
 -- script: a policy has no CREATE OR REPLACE.)
@@ -24,7 +24,7 @@ BEGIN
         SELECT u, 'collection IN (SELECT r FROM clip._readable_collections() r)'
         FROM unnest(ARRAY['embedding', 'embedding_error', 'embedding_version', 'refresh_queue', 'refresh_state',
                           'feature_image_attribute', 'collection_vocabulary', 'attribute_score_state',
-                          'image_score_state', 'label', 'classifier', 'classification', 'clustering',
+                          'image_score_state', 'label', 'label_history', 'classifier', 'classification', 'clustering',
                           'cluster_assignment']) u
         UNION ALL VALUES ('reference_set', 'name IN (SELECT r FROM clip._readable_collections() r)'),
                          ('classifier_weight', 'name IN (SELECT k.name FROM clip.classifier k)'),
@@ -70,7 +70,8 @@ END $$;
 -- Internal functions are not for PUBLIC: the triggers, the SECURITY DEFINER helpers, the batch
 -- embedders and file readers behind clip.refresh. (Triggers fire whoever writes; managers get
 -- EXECUTE from clip.grant_manager.) The helpers that public functions call stay callable and
--- are safe with any argument: they read through the row-security policies or compute only.
+-- are safe with any argument: they read through the row-security policies or compute only
+-- (clip._set_labels writes, with the caller's table privileges: a reader's call is refused).
 DO $$
 DECLARE f regprocedure;
 BEGIN
@@ -83,7 +84,7 @@ BEGIN
                                 '_reference_set', '_reference_labels_sql', '_probabilities', '_current_classifier',
                                 '_class_code', '_label_code', '_check_name', '_is_name', '_derived_name',
                                 '_sigmoid', '_softmax_term', '_calibration', '_clip_calibration', '_setting', '_in_transaction_block',
-                                '_read_vocabulary_file', '_vocabulary', '_group_classes', '_blend')
+                                '_read_vocabulary_file', '_vocabulary', '_group_classes', '_blend', '_set_labels')
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;

@@ -37,43 +37,163 @@ CREATE OR REPLACE FUNCTION clip._class_code(classifier text, label text) RETURNS
     SELECT left(classifier || '_' || clip._label_code(label), 63)
 $$;
 
--- Record (or change) one label. With pg_clip.refit_every > 0, the classifier is refitted once
--- that many labels were given since its last fit (a refit that cannot run yet, too few labels
--- say, is a NOTICE). Returns what it did.
-CREATE OR REPLACE FUNCTION clip.label(collection text, image_id bigint, classifier text, label text) RETURNS text
+-- The one writer of labels: set the labels of `ids` for `classifier` (a NULL label removes
+-- one), recording each change in clip.label_history with the labeller's name (the caller's
+-- role when NULL); the last of repeated ids wins, an unchanged label is no change. `undoes`:
+-- the history entry this change undoes. Returns how many labels changed.
+CREATE OR REPLACE FUNCTION clip._set_labels(collection text, classifier text, ids bigint[], labels text[],
+                                            labelled_by text, undoes bigint DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
 DECLARE
     c clip.collection := clip._collection(collection);
+    who text := coalesce(labelled_by, current_user);
+    n bigint;
+BEGIN
+    PERFORM clip._check_name('classifier', classifier);
+    IF cardinality(ids) IS DISTINCT FROM cardinality(labels) THEN
+        RAISE EXCEPTION '% image ids but % labels', cardinality(ids), cardinality(labels) USING ERRCODE = '22023';
+    END IF;
+    IF length(who) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a labeller''s name must have 1 to 200 characters' USING ERRCODE = '22023';
+    END IF;
+    IF '' = ANY (labels) THEN
+        RAISE EXCEPTION 'a label must be a non-empty text' USING ERRCODE = '22023';
+    END IF;
+    WITH input AS (
+        SELECT DISTINCT ON (u.id) u.id, u.label FROM unnest(ids, labels) WITH ORDINALITY u (id, label, o)
+        WHERE u.id IS NOT NULL ORDER BY u.id, u.o DESC
+    ),
+    changed AS (
+        SELECT i.id, i.label, l.label AS previous FROM input i
+        LEFT JOIN clip.label l ON l.collection = c.name AND l.classifier = classifier AND l.image_id = i.id
+        WHERE i.label IS DISTINCT FROM l.label
+    ),
+    put AS (
+        INSERT INTO clip.label AS l (collection, classifier, image_id, label, labelled_by)
+        SELECT c.name, classifier, ch.id, ch.label, who FROM changed ch WHERE ch.label IS NOT NULL
+        ON CONFLICT ON CONSTRAINT label_pkey DO UPDATE
+            SET label = EXCLUDED.label, labelled_by = EXCLUDED.labelled_by, labelled_at = EXCLUDED.labelled_at
+    ),
+    gone AS (
+        DELETE FROM clip.label l USING changed ch
+        WHERE l.collection = c.name AND l.classifier = classifier AND l.image_id = ch.id AND ch.label IS NULL
+    ),
+    logged AS (
+        INSERT INTO clip.label_history (collection, classifier, image_id, label, previous, labelled_by, undoes)
+        SELECT c.name, classifier, ch.id, ch.label, ch.previous, who, undoes FROM changed ch
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM logged;
+    RETURN n;
+END $$;
+
+-- With pg_clip.refit_every > 0, refit `classifier` once that many labels were given since its
+-- last fit; the new version, or NULL (not due, or a refit that cannot run yet, too few labels
+-- say, which is a NOTICE).
+CREATE OR REPLACE FUNCTION clip._refit_if_due(collection text, classifier text) RETURNS int LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
     every int := clip._setting('pg_clip.refit_every')::int;
     last clip.classifier;
     fresh bigint;
     refit record;
 BEGIN
-    PERFORM clip._check_name('classifier', classifier);
+    IF every = 0 THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO last FROM clip.classifier k WHERE k.name = classifier ORDER BY k.version DESC LIMIT 1;
+    SELECT count(*) INTO fresh FROM clip.label l
+    WHERE l.collection = collection AND l.classifier = classifier AND (last.fitted_at IS NULL OR l.labelled_at > last.fitted_at);
+    IF fresh < every THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        SELECT * INTO refit FROM clip.fit_classifier(name => classifier, collection => collection,
+                                                      options => coalesce(last.options, '{}'));
+    EXCEPTION WHEN OTHERS THEN
+        RAISE NOTICE 'clip.label: classifier "%" not refitted: %', classifier, SQLERRM;
+        RETURN NULL;
+    END;
+    RETURN refit.version;
+END $$;
+
+-- Record (or change) one label, given by `labelled_by` (the caller's role when NULL). With
+-- pg_clip.refit_every > 0, the classifier is refitted once that many labels were given since
+-- its last fit. Returns what it did.
+CREATE OR REPLACE FUNCTION clip.label(collection text, image_id bigint, classifier text, label text,
+                                      labelled_by text DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    c clip.collection := clip._collection(collection);
+    v int;
+BEGIN
+    IF label IS NULL OR label = '' THEN
+        RAISE EXCEPTION 'a label must be a non-empty text' USING ERRCODE = '22023',
+            HINT = 'clip.unlabel(collection, image_id, classifier) removes a label.';
+    END IF;
+    PERFORM clip._set_labels(c.name, classifier, ARRAY[image_id], ARRAY[label], labelled_by);
+    v := clip._refit_if_due(c.name, classifier);
+    IF v IS NULL THEN
+        RETURN 'labelled';
+    END IF;
+    RETURN format('labelled; classifier %s refitted as version %s', classifier, v);
+END $$;
+
+-- Give many images one label in one call (a review grid's bulk "label as"): how many labels
+-- changed, and the classifier's new version when the labels made a refit due (else NULL).
+CREATE OR REPLACE FUNCTION clip.label_many(collection text, classifier text, image_ids bigint[], label text,
+                                           labelled_by text DEFAULT NULL)
+RETURNS TABLE (changed bigint, refitted_version int) LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    c clip.collection := clip._collection(collection);
+BEGIN
     IF label IS NULL OR label = '' THEN
         RAISE EXCEPTION 'a label must be a non-empty text' USING ERRCODE = '22023';
     END IF;
-    INSERT INTO clip.label AS l (collection, classifier, image_id, label)
-    VALUES (c.name, label.classifier, label.image_id, label.label)
-    ON CONFLICT ON CONSTRAINT label_pkey DO UPDATE
-        SET label = EXCLUDED.label, labelled_by = EXCLUDED.labelled_by, labelled_at = EXCLUDED.labelled_at;
-    IF every = 0 THEN
-        RETURN 'labelled';
+    changed := clip._set_labels(c.name, classifier, image_ids, array_fill(label, ARRAY[cardinality(image_ids)]), labelled_by);
+    refitted_version := clip._refit_if_due(c.name, classifier);
+    RETURN NEXT;
+END $$;
+
+-- Remove a label (recorded in the history); whether there was one.
+CREATE OR REPLACE FUNCTION clip.unlabel(collection text, image_id bigint, classifier text, labelled_by text DEFAULT NULL)
+RETURNS boolean LANGUAGE sql AS $$
+    SELECT clip._set_labels(collection, classifier, ARRAY[image_id], ARRAY[NULL::text], labelled_by) > 0
+$$;
+
+-- Undo the last change `labelled_by` (the caller's role when NULL) made to `classifier`'s labels
+-- that is not undone yet: the label goes back to what it was. Repeated, it walks further back.
+-- Nothing to undo: no row. A label someone else changed since is not overwritten (55000).
+CREATE OR REPLACE FUNCTION clip.undo_label(collection text, classifier text, labelled_by text DEFAULT NULL)
+RETURNS TABLE (image_id bigint, label text, previous text) LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    c clip.collection := clip._collection(collection);
+    who text := coalesce(labelled_by, current_user);
+    h clip.label_history;
+    now_label text;
+BEGIN
+    SELECT * INTO h FROM clip.label_history x
+    WHERE x.collection = c.name AND x.classifier = classifier AND x.labelled_by = who AND x.undoes IS NULL
+      AND NOT EXISTS (SELECT 1 FROM clip.label_history u WHERE u.undoes = x.id)
+    ORDER BY x.id DESC LIMIT 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
     END IF;
-    SELECT * INTO last FROM clip.classifier k WHERE k.name = label.classifier ORDER BY k.version DESC LIMIT 1;
-    SELECT count(*) INTO fresh FROM clip.label l
-    WHERE l.collection = c.name AND l.classifier = label.classifier AND (last.fitted_at IS NULL OR l.labelled_at > last.fitted_at);
-    IF fresh < every THEN
-        RETURN 'labelled';
+    SELECT l.label INTO now_label FROM clip.label l
+    WHERE l.collection = c.name AND l.classifier = classifier AND l.image_id = h.image_id FOR UPDATE;
+    IF now_label IS DISTINCT FROM h.label THEN
+        RAISE EXCEPTION 'the label of image % was changed since (it is now %)', h.image_id, coalesce(quote_literal(now_label), 'removed')
+            USING ERRCODE = '55000', HINT = 'Label the image again instead.';
     END IF;
-    BEGIN
-        SELECT * INTO refit FROM clip.fit_classifier(name => label.classifier, collection => c.name,
-                                                      options => coalesce(last.options, '{}'));
-    EXCEPTION WHEN OTHERS THEN
-        RAISE NOTICE 'clip.label: classifier "%" not refitted: %', label.classifier, SQLERRM;
-        RETURN 'labelled';
-    END;
-    RETURN format('labelled; classifier %s refitted as version %s', label.classifier, refit.version);
+    PERFORM clip._set_labels(c.name, classifier, ARRAY[h.image_id], ARRAY[h.previous], who, h.id);
+    image_id := h.image_id;
+    label := h.previous;
+    previous := h.label;
+    RETURN NEXT;
 END $$;
 
 -- Labels from any query returning (image id, label), written into clip.label for classifier
@@ -82,25 +202,22 @@ END $$;
 CREATE OR REPLACE FUNCTION clip.import_labels(collection text, classifier text, query text) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     c clip.collection := clip._collection(collection);
-    n bigint;
+    ids bigint[];
+    labels text[];
 BEGIN
     PERFORM clip._check_name('classifier', classifier);
     BEGIN
         EXECUTE format($q$
-            WITH q AS (SELECT * FROM (%s) q (id, label)),
-            done AS (
-                INSERT INTO clip.label AS l (collection, classifier, image_id, label)
-                SELECT $1, $2, q.id::bigint, q.label::text FROM q WHERE q.label IS NOT NULL AND q.label::text <> ''
-                ON CONFLICT ON CONSTRAINT label_pkey DO UPDATE
-                    SET label = EXCLUDED.label, labelled_by = EXCLUDED.labelled_by, labelled_at = EXCLUDED.labelled_at
-                RETURNING 1)
-            SELECT count(*) FROM done $q$, query) INTO n USING c.name, classifier;
+            SELECT coalesce(array_agg(q.id::bigint), '{}'), coalesce(array_agg(q.label::text), '{}')
+            FROM (SELECT * FROM (%s) q (id, label)) q WHERE q.label IS NOT NULL AND q.label::text <> '' $q$, query)
+        INTO ids, labels;
     EXCEPTION WHEN syntax_error OR undefined_column OR invalid_column_reference OR datatype_mismatch
                    OR invalid_text_representation THEN
         RAISE EXCEPTION 'the labels query must return two columns, an image id and a label: %', SQLERRM
             USING ERRCODE = '22023', HINT = 'For example: SELECT id, category FROM my_labels';
     END;
-    RETURN n;
+    PERFORM clip._set_labels(c.name, classifier, ids, labels, NULL);
+    RETURN cardinality(ids);
 END $$;
 
 -- Fit classifier `name` on the labels of `collection` (clip.label) and the collection's current
@@ -276,43 +393,64 @@ BEGIN
     RETURN n;
 END $$;
 
--- Active learning: the `n` unlabelled images the current classifier is least sure of, with its
--- prediction. Two classes: smallest |p - 0.5| first; more: smallest margin between the two most
--- probable classes first. uncertainty = 1 - that margin (1 = a coin toss). With no classifier
--- yet, a seeded random sample (the same for the same classifier name), prediction NULL.
-CREATE OR REPLACE FUNCTION clip.next_to_label(collection text, classifier text, n int DEFAULT 20)
+-- Active learning: `n` unlabelled images, not in `exclude` (a labelling screen's prefetched
+-- queue), with the current classifier's prediction and uncertainty (1 - the margin between
+-- its two most probable classes: 1 is a coin toss). Modes: uncertain (the classifier is least
+-- sure of them first), likely (the most probable `class` first: finding more of a rare class),
+-- random (a seeded sample, the same for the same classifier name). Before a classifier is
+-- fitted every mode is random, prediction NULL.
+CREATE OR REPLACE FUNCTION clip.next_to_label(collection text, classifier text, n int DEFAULT 20,
+                                              mode text DEFAULT 'uncertain', class text DEFAULT NULL,
+                                              exclude bigint[] DEFAULT '{}')
 RETURNS TABLE (image_id bigint, prediction text, probability real, uncertainty real)
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
 DECLARE
     c clip.collection := clip._collection(collection);
     k clip.classifier;
+    seed int := hashtext(next_to_label.classifier);
 BEGIN
+    IF mode IS NULL OR mode NOT IN ('uncertain', 'likely', 'random') THEN
+        RAISE EXCEPTION 'mode must be uncertain, likely or random, not %', coalesce(quote_literal(mode), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF mode = 'likely' AND class IS NULL THEN
+        RAISE EXCEPTION 'mode likely needs a class' USING ERRCODE = '22023';
+    END IF;
     SELECT * INTO k FROM clip.classifier x WHERE x.name = next_to_label.classifier AND x.collection = c.name
     ORDER BY x.version DESC LIMIT 1;
+    IF FOUND AND mode = 'likely' AND NOT next_to_label.class = ANY (k.labels) THEN
+        RAISE EXCEPTION 'classifier "%" has no class %', k.name, quote_literal(next_to_label.class) USING ERRCODE = '22023',
+            HINT = format('Its classes: %s.', array_to_string(k.labels, ', '));
+    END IF;
     IF NOT FOUND THEN
         RETURN QUERY
         SELECT e.image_id, NULL::text, NULL::real, NULL::real FROM clip.embedding e
-        WHERE e.collection = c.name AND e.model = c.model
+        WHERE e.collection = c.name AND e.model = c.model AND e.image_id <> ALL (coalesce(exclude, '{}'))
           AND NOT EXISTS (SELECT 1 FROM clip.label l WHERE l.collection = c.name AND l.classifier = next_to_label.classifier
                               AND l.image_id = e.image_id)
-        ORDER BY hashtextextended(e.image_id::text, hashtext(next_to_label.classifier)), e.image_id LIMIT n;
+        ORDER BY hashtextextended(e.image_id::text, seed), e.image_id LIMIT n;
         RETURN;
     END IF;
     RETURN QUERY
     WITH p AS (
         SELECT q.image_id, q.label, q.probability,
-               row_number() OVER (PARTITION BY q.image_id ORDER BY q.probability DESC, q.class) AS r
+               row_number() OVER (PARTITION BY q.image_id ORDER BY q.probability DESC, q.class) AS r,
+               max(q.probability) FILTER (WHERE q.label = next_to_label.class) OVER (PARTITION BY q.image_id) AS of_class
         FROM clip._probabilities(k) q
-        WHERE NOT EXISTS (SELECT 1 FROM clip.label l WHERE l.collection = c.name AND l.classifier = k.name
+        WHERE q.image_id <> ALL (coalesce(exclude, '{}'))
+          AND NOT EXISTS (SELECT 1 FROM clip.label l WHERE l.collection = c.name AND l.classifier = k.name
                               AND l.image_id = q.image_id)
     ),
     top AS (
-        SELECT p1.image_id, p1.label, p1.probability, p1.probability - p2.probability AS margin
+        SELECT p1.image_id, p1.label, p1.probability, p1.probability - p2.probability AS margin, p1.of_class
         FROM p p1 JOIN p p2 ON p2.image_id = p1.image_id AND p2.r = 2 WHERE p1.r = 1
     )
     SELECT t.image_id, t.label, t.probability::real, (1 - t.margin)::real FROM top t
-    ORDER BY t.margin, t.image_id LIMIT n;
+    ORDER BY CASE mode WHEN 'uncertain' THEN t.margin WHEN 'likely' THEN -t.of_class END,
+             CASE WHEN mode = 'random' THEN hashtextextended(t.image_id::text, seed) END,
+             t.image_id
+    LIMIT n;
 END $$;
 
 -- For a labelling screen's header, per class: images labelled, images predicted (over the

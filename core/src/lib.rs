@@ -11,6 +11,7 @@ pub mod preprocess;
 pub mod reference;
 pub mod runtime;
 pub mod service;
+pub mod thumbnail;
 pub mod tokenize;
 pub mod vocab;
 

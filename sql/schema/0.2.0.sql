@@ -28,7 +28,9 @@ DECLARE f text;
 BEGIN
     FOREACH f IN ARRAY ARRAY['clip._index_name(text, text)', 'clip.register_model(text, text)', 'clip.try_embed_images(bytea[], text)',
                              'clip.try_embed_files(text[], text)', 'clip.file_sha256(text)',
-                             'clip.in_transaction_block()', 'clip.read_vocabulary_file(text)'] LOOP
+                             'clip.in_transaction_block()', 'clip.read_vocabulary_file(text)',
+                             -- (these two gained arguments: the labeller's name; a mode and an exclude list)
+                             'clip.label(text, bigint, text, text)', 'clip.next_to_label(text, text, integer)'] LOOP
         IF pg_catalog.to_regprocedure(f) IS NOT NULL THEN
             EXECUTE format('DROP FUNCTION %s', f);
         END IF;
@@ -51,3 +53,27 @@ COMMENT ON TABLE clip.model IS 'CLIP models registered with clip.register_model(
 -- recorded the model's refusal (38000) against each row as if its image were bad; such rows are
 -- put back in line (raised, not recorded, since 0.2.0)
 DELETE FROM clip.embedding_error WHERE sqlstate = '38000';
+
+-- Every change of a label, for a labelling screen's history and undo: the new label (NULL:
+-- removed), the one it replaced (NULL: none), who gave it (the name the caller passes: a web
+-- server connects as one role for many people; the caller's role when none) and as which role.
+-- An undo is a change too, naming the change it undid.
+CREATE TABLE clip.label_history (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    collection  text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
+    classifier  text NOT NULL,
+    image_id    bigint NOT NULL,
+    label       text,
+    previous    text,
+    labelled_by text NOT NULL CHECK (length(labelled_by) BETWEEN 1 AND 200),
+    role        text NOT NULL DEFAULT current_user,
+    labelled_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    undoes      bigint  -- (no foreign key: pg_dump warns of a table referencing itself)
+);
+CREATE INDEX label_history_image ON clip.label_history (collection, classifier, image_id);
+CREATE INDEX label_history_labeller ON clip.label_history (collection, classifier, labelled_by, id);
+CREATE INDEX label_history_undoes ON clip.label_history (undoes) WHERE undoes IS NOT NULL;
+COMMENT ON TABLE clip.label_history IS 'every change of a label: clip.label, clip.label_many, clip.unlabel, clip.undo_label, clip.import_labels';
+SELECT pg_catalog.pg_extension_config_dump('clip.label_history', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.label_history_id_seq', '');
+ALTER TABLE clip.label ADD CONSTRAINT label_labelled_by_check CHECK (length(labelled_by) BETWEEN 1 AND 200);

@@ -9,7 +9,7 @@ use pg_clip_core::{files, ClipError};
 use pgrx::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::errors;
+use crate::errors::{self, OrRaise};
 use crate::gucs;
 use crate::models;
 use crate::vector::Vector;
@@ -136,4 +136,12 @@ fn embed_rows(all: &[Option<Result<&[u8], ClipError>>], model: &str) -> Vec<Row>
 fn in_transaction_block() -> bool {
     // SAFETY: reads the transaction state of this backend, in its main thread.
     unsafe { pg_sys::IsTransactionBlock() }
+}
+
+/// A JPEG of `image` whose longer side is at most `size` pixels (16 to 1024), for browsing a
+/// collection; decoded under the same limits as embedding.
+#[pg_extern(create_or_replace, stable, parallel_safe, strict)]
+fn make_thumbnail(image: &[u8], size: default!(i32, 256)) -> Vec<u8> {
+    let size = u32::try_from(size).unwrap_or(0);
+    pg_clip_core::thumbnail::make(image, size, &gucs::image_limits()).or_raise()
 }

@@ -167,12 +167,19 @@ FROM clip.embedding_error x JOIN files f ON f.id = x.image_id ORDER BY f.id;
 SELECT f.path, round((e.embedding <=> clip.embed_image(pg_read_binary_file(:'root' || '/tests/images/photos/chelsea.png')))::numeric, 5) AS distance_to_bytes,
        e.content_sha256 = sha256(pg_read_binary_file(:'root' || '/tests/images/photos/chelsea.png')) AS hash_of_file
 FROM clip.embedding e JOIN files f ON f.id = e.image_id ORDER BY f.id;
+-- a row's image and its thumbnail, by id: the file under the root, the same bytes as reading it
+SELECT clip.image('files', 1) = pg_read_binary_file(:'root' || '/tests/images/photos/chelsea.png') AS image_is_file,
+       substr(clip.thumbnail('files', 1, 64), 1, 3) = '\xffd8ff'::bytea AS thumbnail_is_jpeg;
+SELECT try($$SELECT clip.image('files', 3)$$) AS outside_root, try($$SELECT clip.image('files', 8)$$) AS null_path,
+       try($$SELECT clip.image('files', 99)$$) AS no_row, try($$SELECT clip.thumbnail('files', 7)$$) AS truncated,
+       try($$SELECT clip.thumbnail('files', 1, 4096)$$) AS too_big;
 -- files that did not change on disk are not queued again (changed ones: see the client tests)
 SELECT clip.recheck_files('files') AS requeued;
 -- reading files is for roles granted pg_read_server_files; the batch helpers are internal
 CREATE ROLE clip_user;
 SET ROLE clip_user;
 SELECT try($$SELECT clip.read_image_file('photos/chelsea.png')$$) AS not_granted;
+SELECT try($$SELECT clip.image('files', 1)$$) AS image_not_granted;
 SELECT try($$SELECT * FROM clip._try_embed_files(ARRAY['photos/chelsea.png'], 'tiny')$$) AS internal;
 SELECT try($$SELECT clip._file_sha256('photos/chelsea.png')$$) AS hash_internal;
 RESET ROLE;

@@ -21,6 +21,7 @@
 \d+ clip.image_score_state
 \d+ clip.reference_set
 \d+ clip.label
+\d+ clip.label_history
 \d+ clip.classifier
 \d+ clip.classifier_weight
 \d+ clip.classification

@@ -114,6 +114,48 @@ SELECT clip.label('things', 93, 'kind3', 'a');
 SELECT max(version) AS kind3_versions FROM clip.classifier WHERE name = 'kind3';
 RESET pg_clip.refit_every;
 
+-- labelling from a screen: the labeller's name, the history, undo, many at once, the queue's modes
+SELECT clip.label('things', 201, 'screen', 'a', 'alice'), clip.label('things', 202, 'screen', 'b', 'alice'),
+       clip.label('things', 203, 'screen', 'c', 'bob');
+SELECT clip.label('things', 201, 'screen', 'b', 'alice') AS relabel, clip.label('things', 201, 'screen', 'b', 'alice') AS same;
+SELECT image_id, label, previous, labelled_by, role = current_user AS by_caller, undoes IS NULL AS plain
+FROM clip.label_history WHERE classifier = 'screen' ORDER BY id;
+-- undo walks back alice's own changes only; bob's stays
+SELECT * FROM clip.undo_label('things', 'screen', 'alice');
+SELECT * FROM clip.undo_label('things', 'screen', 'alice');
+SELECT image_id, label, labelled_by FROM clip.label WHERE classifier = 'screen' ORDER BY image_id;
+-- a label someone else changed since is not overwritten by an undo
+SELECT clip.label('things', 201, 'screen', 'c', 'bob');
+SELECT try($$SELECT * FROM clip.undo_label('things', 'screen', 'alice')$$) AS changed_since;
+SELECT count(*) AS nothing_left FROM (SELECT * FROM clip.undo_label('things', 'screen', 'carol')) x;
+SELECT clip.unlabel('things', 203, 'screen', 'bob') AS removed, clip.unlabel('things', 203, 'screen', 'bob') AS again;
+SELECT try($$SELECT clip.label('things', 1, 'screen', 'a', '')$$) AS empty_labeller,
+       try($$SELECT clip.label('things', 1, 'screen', 'a', repeat('x', 201))$$) AS long_labeller,
+       try($$SELECT clip.label('things', 1, 'screen', NULL)$$) AS null_label;
+-- many at once (repeated ids once), with the refit they make due
+SET pg_clip.refit_every = 50;
+SELECT * FROM clip.label_many('things', 'screen', (SELECT array_agg(id) FROM truth WHERE label = 'a' AND id <= 60), 'a', 'alice');
+SELECT * FROM clip.label_many('things', 'screen', ARRAY[2, 2, 5, 8, 11, 14, 17, 20], 'b', 'alice');
+SELECT changed, refitted_version FROM clip.label_many('things', 'screen',
+    (SELECT array_agg(id) FROM truth WHERE label <> 'a' AND id BETWEEN 21 AND 120), 'c', 'alice');
+RESET pg_clip.refit_every;
+SELECT label, count(*) FROM clip.label WHERE classifier = 'screen' GROUP BY 1 ORDER BY 1;
+-- the modes: likely gives the most probable of a class first, random is seeded, exclude is kept out
+WITH x AS (SELECT row_number() OVER () AS r, image_id FROM clip.next_to_label('things', 'screen', 20, 'likely', 'a')),
+p AS (SELECT x.r, (SELECT q.probability FROM clip.predict_proba('screen', x.image_id) q WHERE q.label = 'a') AS pa FROM x)
+SELECT count(*) AS n, bool_and(p.pa >= coalesce(n.pa, 0)) AS descending, min(p.pa) > 0.5 AS likely
+FROM p LEFT JOIN p n ON n.r = p.r + 1;
+SELECT (SELECT array_agg(image_id) FROM clip.next_to_label('things', 'screen', 5, 'random'))
+     = (SELECT array_agg(image_id) FROM clip.next_to_label('things', 'screen', 5, 'random')) AS random_repeats,
+       (SELECT array_agg(image_id) FROM clip.next_to_label('things', 'screen', 5, 'random'))
+    <> (SELECT array_agg(image_id) FROM clip.next_to_label('things', 'screen', 5)) AS not_uncertain;
+WITH first AS (SELECT array_agg(image_id) AS ids FROM clip.next_to_label('things', 'screen', 5))
+SELECT bool_and(x.image_id <> ALL (first.ids)) AS excluded, count(*) AS n
+FROM first, clip.next_to_label('things', 'screen', 5, exclude => first.ids) x;
+SELECT try($$SELECT * FROM clip.next_to_label('things', 'screen', 5, 'sideways')$$) AS bad_mode,
+       try($$SELECT * FROM clip.next_to_label('things', 'screen', 5, 'likely')$$) AS likely_without_class,
+       try($$SELECT * FROM clip.next_to_label('things', 'screen', 5, 'likely', 'zebra')$$) AS unknown_class;
+
 -- k-means: sizes add up, each image's cluster is its nearest centroid, the clusters find the
 -- three generating centres, and the same seed gives the same clustering
 SELECT cluster, size > 0 AS non_empty, inertia > 0 AS has_inertia FROM clip.kmeans('things', 'blobs', 3);

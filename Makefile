@@ -22,7 +22,7 @@ export PG_CLIP_ROOT := $(ROOT)
 # small random-weight models in every real export layout, and their Python reference embeddings
 export PG_CLIP_FIXTURES := $(ROOT)/.run/fixtures
 
-.PHONY: setup install fixtures run test test-export test-unit test-pg test-lint test-regress test-upgrade test-client test-semantic demo-model bench fuzz clean
+.PHONY: setup install fixtures demo-images web run test test-web test-export test-unit test-pg test-lint test-regress test-upgrade test-client test-semantic demo-model bench fuzz clean
 
 setup:
 	@./scripts/setup.sh
@@ -38,17 +38,20 @@ install: setup
 
 # Start the project's cluster; the demo model on generated images: descriptions, attribute
 # columns, a classifier from labels, identification (examples/demo.sql)
-run: install
+# the generated images make run and make web show (the same seeds every time)
+demo-images: setup
 	@.venv/bin/python models/synth/generate.py --seed 7 --count 240 --out .run/demo/images >/dev/null
 	@.venv/bin/python models/synth/generate.py --seed 8 --count 24 --kind frames --out .run/demo/frames >/dev/null
 	@.venv/bin/python models/synth/generate.py --seed 0 --count 0 --kind cards --out .run/demo/cards >/dev/null
+
+run: install demo-images
 	@./scripts/cluster.sh start
 	@eval "$$(./scripts/cluster.sh env)"; export PGDATABASE=pg_clip_demo; \
 	  ./scripts/cluster.sh recreate-db $$PGDATABASE && \
 	  psql -X -q -v ON_ERROR_STOP=1 -f examples/demo.sql; rc=$$?; \
 	  ./scripts/cluster.sh stop; exit $$rc
 
-test: setup test-unit test-pg test-lint test-regress test-upgrade test-client test-semantic
+test: setup test-unit test-pg test-lint test-regress test-upgrade test-client test-semantic test-web
 	@echo "==> all test tiers passed"
 
 # The model fixtures of every family (models/gen_fixtures.py) and the reference embeddings
@@ -57,6 +60,17 @@ fixtures: setup
 	@echo "==> model fixtures of every family, and their Python reference"
 	@.venv/bin/python models/gen_fixtures.py $(PG_CLIP_FIXTURES) >/dev/null
 	@.venv/bin/python tests/reference/families.py $(PG_CLIP_FIXTURES) >/dev/null
+
+# pg_clip web on the project cluster: database pg_clip_web (made with examples/web.sql the first
+# time; kept between runs, with its labels), http://127.0.0.1:8717/ until Ctrl-C.
+# WEB_ARGS: more flags for pg_clip-web (see docs/web.md).
+web: install demo-images
+	@cargo build --release -q -p pg_clip_web
+	@./scripts/cluster.sh start
+	@eval "$$(./scripts/cluster.sh env)"; export PGDATABASE=pg_clip_web; \
+	  if ! psql -X -d postgres -qAt -c "SELECT 1 FROM pg_database WHERE datname = 'pg_clip_web'" | grep -q 1; then \
+	    createdb pg_clip_web && psql -X -q -v ON_ERROR_STOP=1 -f examples/web.sql || exit 1; fi; \
+	  ./target/release/pg_clip-web $(WEB_ARGS); rc=$$?; ./scripts/cluster.sh stop; exit $$rc
 
 # tier 1: the core, without a server (includes the golden comparisons)
 test-unit: fixtures
@@ -121,6 +135,14 @@ test-client: install
 	  ./scripts/cluster.sh recreate-db $$PGDATABASE && \
 	  cargo test --release -p pg_clip_client_tests -- --test-threads=1; rc=$$?; \
 	  ./scripts/cluster.sh stop; exit $$rc
+
+# tier 6: pg_clip web: handler tests, then Debian's Chromium driven by playwright-core through
+# the pages (web/tests/run.sh)
+test-web: install demo-images
+	@echo "==> tier 6: pg_clip web (handlers, then the pages in Chromium)"
+	@cargo build --release -q -p pg_clip_web
+	@./scripts/cluster.sh start
+	@./web/tests/run.sh; rc=$$?; ./scripts/cluster.sh stop; exit $$rc
 
 # tier 5: the workflows give the right answers with the trained demo model on held-out
 # generated images, and every test fails with the random-weight model

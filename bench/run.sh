@@ -14,16 +14,19 @@
 #       against random picks, five seeds (bench/learning_curve.py; table and PNG in .run/bench)
 #   (10) the shared inference service against a model per session: memory per connection, first
 #       call, concurrent clip.identify callers, refresh (bench/service.sh)
+#   (11) pg_clip web: a label action, the labelling queue, an identify request and a thumbnail
+#       through HTTP against the same SQL call alone (bench/web.sh)
 # Environment: BENCH_IMAGES (default 200), BENCH_THREADS (default: all cores), BENCH_BATCH (32),
-# BENCH_PARTS (default "images batch1 vocab identify learn security curve service": (1)-(4) are "images",
-# (2b) "batch1", (5) "vocab", (6) "identify", (7) "learn", (8) "security", (9) "curve", (10) "service").
+# BENCH_PARTS (default "images batch1 vocab identify learn security curve service web": (1)-(4) are
+# "images", (2b) "batch1", (5) "vocab", (6) "identify", (7) "learn", (8) "security", (9) "curve",
+# (10) "service", (11) "web").
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 N="${BENCH_IMAGES:-200}"
 THREADS="${BENCH_THREADS:-$(nproc)}"
 BATCH="${BENCH_BATCH:-32}"
-PARTS="${BENCH_PARTS:-images batch1 vocab identify learn security curve service}"
+PARTS="${BENCH_PARTS:-images batch1 vocab identify learn security curve service web}"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 ORT_LIB="$ROOT/.deps/onnxruntime/libonnxruntime.so.1.32.0"
 OUT="$ROOT/.run/bench"; mkdir -p "$OUT"; : > "$OUT/results.txt"
@@ -182,6 +185,11 @@ if has service; then
     ./bench/service.sh "$OUT/results.txt"
 fi
 
+if has web; then
+    say "(11) pg_clip web: requests against their SQL calls"
+    ./bench/web.sh "$OUT/results.txt" > "$OUT/web.md"
+fi
+
 python3 - "$OUT/results.txt" "$N" "${MP:-0}" "$THREADS" "$BATCH" <<'PY'
 import re, sys
 rows = {}
@@ -337,4 +345,8 @@ if s and l:
     print(f"| CALL clip.refresh, {s['images']} photos (images/s) | {float(s['images_per_s']):.1f} | "
           f"{float(l['images_per_s']):.1f} | {float(s['images_per_s']) / float(l['images_per_s']):.2f} |")
 PY
+fi
+if has web; then
+    printf '\n(11) pg_clip web: one keep-alive client, the demo model (raw lines in %s)\n' "$OUT/results.txt"
+    sed -n '/^| request/,$p' "$OUT/web.md"
 fi

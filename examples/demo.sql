@@ -11,25 +11,7 @@ SET pg_clip.model = 'demo';
 DROP TABLE IF EXISTS demo_images, demo_prompts, demo_cards, demo_frames;
 RESET client_min_messages;
 
-\getenv root PG_CLIP_ROOT
-\set dir :root '/.run/demo/'
--- demo_images, demo_cards and demo_frames, one per folder make run wrote, with the generator's
--- labels (labels.csv) and the image files' bytes
-SET demo.dir = :'dir';
-DO $$
-DECLARE
-  kind text;
-BEGIN
-  FOREACH kind IN ARRAY ARRAY['images', 'cards', 'frames'] LOOP
-    EXECUTE format('CREATE TABLE %I (id serial PRIMARY KEY, file text, caption text, shape text, colour text,
-                    count int, background text, style text, packaged text, card text, image bytea)', 'demo_' || kind);
-    EXECUTE format('COPY %I (file, caption, shape, colour, count, background, style, packaged, card) FROM %L
-                    WITH (FORMAT csv, HEADER, FORCE_NOT_NULL (card))', 'demo_' || kind,
-                   current_setting('demo.dir') || kind || '/labels.csv');
-    EXECUTE format('UPDATE %I SET image = pg_read_binary_file(%L || file)', 'demo_' || kind,
-                   current_setting('demo.dir') || kind || '/');
-  END LOOP;
-END $$;
+\ir demo_tables.sql
 
 \echo
 \echo 'pg_clip demo: model "demo" (models/demo-clip), on generated images it was not trained on'

@@ -16,7 +16,10 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 mkdir -p "$DEPS"
 
 # 1. Debian packages: PostgreSQL 15 server + headers, clang for pgrx's bindgen, sudo for --runas
-PKGS="postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo curl unzip python3-venv"
+#    and Chromium with Node for the web app's browser tests
+PKGS="postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo curl unzip python3-venv chromium"
+command -v node >/dev/null || PKGS="$PKGS nodejs"
+command -v npm >/dev/null || PKGS="$PKGS npm"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -94,7 +97,16 @@ if ! cmp -s "$ROOT/bench/requirements.txt" "$ROOT/.venv/requirements.installed" 
     cp "$ROOT/bench/requirements.txt" "$ROOT/.venv/requirements.installed"
 fi
 
-# 8. rustfmt and clippy come with the machine's toolchain (no other can be fetched): say so
+# 8. playwright-core (pinned in web/tests/browser/package-lock.json) drives Debian's Chromium
+#    in the web app's browser tests; it downloads no browser
+B="$ROOT/web/tests/browser"
+if ! cmp -s "$B/package-lock.json" "$B/node_modules/.package-lock.installed" 2>/dev/null; then
+    say "npm ci in web/tests/browser (playwright-core)"
+    (cd "$B" && npm ci --silent --no-audit --no-fund)
+    cp "$B/package-lock.json" "$B/node_modules/.package-lock.installed"
+fi
+
+# 9. rustfmt and clippy come with the machine's toolchain (no other can be fetched): say so
 #    plainly if they are missing rather than fail inside make test-lint
 for tool in fmt clippy; do
     cargo "$tool" --version >/dev/null 2>&1 || { echo "setup: cargo $tool is missing: install the toolchain's $tool component" >&2; exit 1; }

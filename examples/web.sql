@@ -1,0 +1,15 @@
+-- make web: a database to label and identify in from the browser: the demo model on the
+-- generated images (collection "demo", the vocabulary attached) and the 48 cards (reference
+-- set "demo_cards"). The images come from models/synth/generate.py under .run/demo/.
+\set QUIET on
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_clip CASCADE;
+SELECT name AS registered FROM clip.register_model('demo', 'demo-clip') \gset
+SET pg_clip.model = 'demo';
+\ir demo_tables.sql
+SELECT clip.add_collection('demo', 'demo_images', 'id', 'image') \gset
+SELECT count(*) AS attributes FROM clip.load_vocabulary_file('demo', 'demo.yaml') \gset
+SELECT clip.attach_vocabulary('demo', 'demo') \gset
+CALL clip.refresh('demo');
+SELECT clip.add_reference_set('demo_cards', 'demo_cards', 'id', 'image', 'card') \gset
+CALL clip.refresh('demo_cards');

@@ -1,0 +1,328 @@
+//! The labelling calls the pages use: the queue, labels (one or many), undo, history, stats.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::{image_url, AppState, Shared};
+use crate::problem::{Doing, Path, Problem, Query, Result};
+
+fn db(e: tokio_postgres::Error) -> Problem {
+    Problem::db(&e, Doing::Labels)
+}
+
+async fn conn(s: &Arc<AppState>) -> Result<deadpool_postgres::Object> {
+    s.pool.get().await.map_err(Problem::pool)
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CollectionInfo {
+    pub name: String,
+    pub model: String,
+    pub embedded: i64,
+    pub reference_set: bool,
+    /// Classifiers with labels or fits in this collection
+    pub classifiers: Vec<String>,
+}
+
+/// The collections the database role may read, with their classifiers.
+#[utoipa::path(get, path = "/api/v1/collections", responses((status = 200, body = Vec<CollectionInfo>)))]
+pub async fn collections(State(s): Shared) -> Result<Json<Vec<CollectionInfo>>> {
+    let c = conn(&s).await?;
+    let rows = c
+        .query(
+            "SELECT c.name, c.model,
+                    (SELECT count(*) FROM clip.embedding e WHERE e.collection = c.name AND e.model = c.model),
+                    EXISTS (SELECT 1 FROM clip.reference_set r WHERE r.name = c.name),
+                    ARRAY(SELECT l.classifier FROM clip.label l WHERE l.collection = c.name
+                          UNION SELECT k.name FROM clip.classifier k WHERE k.collection = c.name ORDER BY 1)
+             FROM clip.collection c ORDER BY c.name",
+            &[],
+        )
+        .await
+        .map_err(db)?;
+    Ok(Json(
+        rows.iter()
+            .map(|r| CollectionInfo {
+                name: r.get(0),
+                model: r.get(1),
+                embedded: r.get(2),
+                reference_set: r.get(3),
+                classifiers: r.get(4),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClassStats {
+    pub label: String,
+    pub labelled: i64,
+    pub predicted: Option<i64>,
+    pub predicted_share: Option<f32>,
+    pub confident_share: Option<f32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClassifierInfo {
+    pub collection: String,
+    pub classifier: String,
+    /// The current fitted version, if any
+    pub version: Option<i32>,
+    /// The classes: the fitted ones, then labels given since
+    pub classes: Vec<String>,
+    pub stats: Vec<ClassStats>,
+    pub labelled: i64,
+}
+
+/// A classifier's classes, version and label stats (for a labelling screen's header).
+#[utoipa::path(get, path = "/api/v1/collections/{collection}/classifiers/{classifier}",
+    params(("collection" = String, Path), ("classifier" = String, Path)),
+    responses((status = 200, body = ClassifierInfo), (status = 404, body = Problem)))]
+pub async fn classifier(
+    State(s): Shared,
+    Path((collection, classifier)): Path<(String, String)>,
+) -> Result<Json<ClassifierInfo>> {
+    let c = conn(&s).await?;
+    let head = c
+        .query_one(
+            "SELECT (clip._collection($1)).name,
+                    (SELECT max(k.version) FROM clip.classifier k WHERE k.name = $2 AND k.collection = $1),
+                    ARRAY(SELECT x FROM (SELECT u.x, u.o FROM clip.classifier k, unnest(k.labels) WITH ORDINALITY u (x, o)
+                                         WHERE k.name = $2 AND k.collection = $1
+                                           AND k.version = (SELECT max(version) FROM clip.classifier WHERE name = $2)
+                                         UNION ALL
+                                         SELECT DISTINCT l.label, 1000000 FROM clip.label l WHERE l.collection = $1 AND l.classifier = $2) y
+                          GROUP BY x ORDER BY min(o), x),
+                    (SELECT count(*) FROM clip.label l WHERE l.collection = $1 AND l.classifier = $2)",
+            &[&collection, &classifier],
+        )
+        .await
+        .map_err(db)?;
+    let stats = c
+        .query("SELECT label, labelled, predicted, predicted_share, confident_share FROM clip.label_stats($1, $2)", &[&collection, &classifier])
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| ClassStats {
+            label: r.get(0),
+            labelled: r.get(1),
+            predicted: r.get(2),
+            predicted_share: r.get(3),
+            confident_share: r.get(4),
+        })
+        .collect();
+    Ok(Json(ClassifierInfo {
+        collection: head.get(0),
+        classifier,
+        version: head.get(1),
+        classes: head.get(2),
+        stats,
+        labelled: head.get(3),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct NextParams {
+    /// How many (1 to 200, default 20)
+    pub n: Option<i32>,
+    /// uncertain (default), likely or random
+    pub mode: Option<String>,
+    /// The class for mode likely
+    pub class: Option<String>,
+    /// Ids to leave out, comma-separated (those a page already holds)
+    pub exclude: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ToLabel {
+    pub image_id: i64,
+    pub prediction: Option<String>,
+    pub probability: Option<f32>,
+    pub uncertainty: Option<f32>,
+    pub image_url: String,
+    pub thumbnail_url: String,
+}
+
+/// The next images to label (clip.next_to_label).
+#[utoipa::path(get, path = "/api/v1/collections/{collection}/classifiers/{classifier}/next",
+    params(("collection" = String, Path), ("classifier" = String, Path), NextParams),
+    responses((status = 200, body = Vec<ToLabel>), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn next(
+    State(s): Shared,
+    Path((collection, classifier)): Path<(String, String)>,
+    Query(p): Query<NextParams>,
+) -> Result<Json<Vec<ToLabel>>> {
+    let n = p.n.unwrap_or(20).clamp(1, 200);
+    let exclude: Vec<i64> = match p.exclude.as_deref().filter(|e| !e.is_empty()) {
+        None => Vec::new(),
+        Some(e) => {
+            e.split(',').map(|x| x.trim().parse()).collect::<std::result::Result<_, _>>().map_err(|_| {
+                Problem::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "exclude must be comma-separated ids",
+                )
+            })?
+        }
+    };
+    let mode = p.mode.unwrap_or_else(|| "uncertain".into());
+    let c = conn(&s).await?;
+    let rows = c
+        .query(
+            "SELECT n.image_id, n.prediction, n.probability, n.uncertainty,
+                    (SELECT encode(e.content_sha256, 'hex') FROM clip.embedding e JOIN clip.collection c
+                       ON c.name = e.collection AND c.model = e.model WHERE e.collection = $1 AND e.image_id = n.image_id)
+             FROM clip.next_to_label($1, $2, $3, $4, $5, $6) n",
+            &[&collection, &classifier, &n, &mode, &p.class, &exclude],
+        )
+        .await
+        .map_err(db)?;
+    Ok(Json(
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.get(0);
+                let (image_url, thumbnail_url) =
+                    image_url("images", &collection, id, r.get::<_, Option<&str>>(4));
+                ToLabel {
+                    image_id: id,
+                    prediction: r.get(1),
+                    probability: r.get(2),
+                    uncertainty: r.get(3),
+                    image_url,
+                    thumbnail_url,
+                }
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LabelRequest {
+    pub image_ids: Vec<i64>,
+    pub label: String,
+    /// The person labelling (recorded in clip.label_history)
+    pub labelled_by: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Labelled {
+    pub changed: i64,
+    /// The classifier's new version when these labels made a refit due
+    pub refitted_version: Option<i32>,
+}
+
+/// Label one or many images (clip.label_many); refits when pg_clip.refit_every labels were given.
+#[utoipa::path(post, path = "/api/v1/collections/{collection}/classifiers/{classifier}/labels",
+    params(("collection" = String, Path), ("classifier" = String, Path)), request_body = LabelRequest,
+    responses((status = 200, body = Labelled), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn label(
+    State(s): Shared,
+    Path((collection, classifier)): Path<(String, String)>,
+    crate::problem::Json(r): crate::problem::Json<LabelRequest>,
+) -> Result<Json<Labelled>> {
+    let c = conn(&s).await?;
+    let row = c
+        .query_one(
+            "SELECT changed, refitted_version FROM clip.label_many($1, $2, $3, $4, $5)",
+            &[&collection, &classifier, &r.image_ids, &r.label, &r.labelled_by],
+        )
+        .await
+        .map_err(db)?;
+    Ok(Json(Labelled { changed: row.get(0), refitted_version: row.get(1) }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UndoRequest {
+    pub labelled_by: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Undone {
+    pub image_id: i64,
+    /// The label now (null: none)
+    pub label: Option<String>,
+    /// The label that was undone (null: it had been removed)
+    pub previous: Option<String>,
+}
+
+/// Undo the labeller's last change not undone yet (clip.undo_label); null when there is none.
+#[utoipa::path(post, path = "/api/v1/collections/{collection}/classifiers/{classifier}/undo",
+    params(("collection" = String, Path), ("classifier" = String, Path)), request_body = UndoRequest,
+    responses((status = 200, body = Option<Undone>), (status = 409, body = Problem)))]
+pub async fn undo(
+    State(s): Shared,
+    Path((collection, classifier)): Path<(String, String)>,
+    crate::problem::Json(r): crate::problem::Json<UndoRequest>,
+) -> Result<Json<Option<Undone>>> {
+    let c = conn(&s).await?;
+    let row = c
+        .query_opt(
+            "SELECT image_id, label, previous FROM clip.undo_label($1, $2, $3)",
+            &[&collection, &classifier, &r.labelled_by],
+        )
+        .await
+        .map_err(db)?;
+    Ok(Json(row.map(|r| Undone { image_id: r.get(0), label: r.get(1), previous: r.get(2) })))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct HistoryParams {
+    pub labelled_by: Option<String>,
+    /// How many, newest first (1 to 500, default 10)
+    pub n: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Change {
+    pub image_id: i64,
+    pub label: Option<String>,
+    pub previous: Option<String>,
+    pub labelled_by: String,
+    /// When, as RFC 3339
+    pub labelled_at: String,
+    pub undo: bool,
+    pub thumbnail_url: String,
+}
+
+/// The latest label changes (clip.label_history), newest first.
+#[utoipa::path(get, path = "/api/v1/collections/{collection}/classifiers/{classifier}/history",
+    params(("collection" = String, Path), ("classifier" = String, Path), HistoryParams),
+    responses((status = 200, body = Vec<Change>)))]
+pub async fn history(
+    State(s): Shared,
+    Path((collection, classifier)): Path<(String, String)>,
+    Query(p): Query<HistoryParams>,
+) -> Result<Json<Vec<Change>>> {
+    let n = p.n.unwrap_or(10).clamp(1, 500);
+    let c = conn(&s).await?;
+    let rows = c
+        .query(
+            "SELECT h.image_id, h.label, h.previous, h.labelled_by,
+                    to_char(h.labelled_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), h.undoes IS NOT NULL
+             FROM clip.label_history h
+             WHERE h.collection = $1 AND h.classifier = $2 AND ($3::text IS NULL OR h.labelled_by = $3)
+             ORDER BY h.id DESC LIMIT $4",
+            &[&collection, &classifier, &p.labelled_by, &n],
+        )
+        .await
+        .map_err(db)?;
+    Ok(Json(
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.get(0);
+                Change {
+                    image_id: id,
+                    label: r.get(1),
+                    previous: r.get(2),
+                    labelled_by: r.get(3),
+                    labelled_at: r.get(4),
+                    undo: r.get(5),
+                    thumbnail_url: image_url("images", &collection, id, None).1,
+                }
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,95 @@
+// End-to-end: pg_clip web in Debian's Chromium (playwright-core drives it; no browser is
+// downloaded). Run by web/tests/run.sh, which starts the server on a test database.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+
+const url = process.env.PG_CLIP_WEB_URL;
+const screens = process.env.PG_CLIP_WEB_SCREENS;
+let browser;
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+           `--use-file-for-fake-video-capture=${process.env.PG_CLIP_WEB_VIDEO}`],
+  });
+});
+after(async () => { await browser?.close(); });
+
+async function page() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  await context.addInitScript(() => localStorage.setItem("pg_clip.labeller", "tester"));
+  await context.grantPermissions(["camera"], { origin: url });
+  const p = await context.newPage();
+  p.on("pageerror", (e) => { throw e; });
+  return p;
+}
+
+async function json(path) {
+  const r = await fetch(url + path);
+  assert.equal(r.status, 200, path);
+  return r.json();
+}
+
+test("label five images with the keyboard, undo one, see the refit notice", async () => {
+  const p = await page();
+  await p.goto(`${url}/label?collection=demo&classifier=packaging&classes=packaged,loose`);
+  await p.waitForSelector("body[data-ready=true]");
+  const seen = [];
+  for (const key of ["a", "x", "1", "2", "a"]) {
+    const id = await p.getAttribute("#current", "data-image-id");
+    seen.push(Number(id));
+    await p.keyboard.press(key);
+    // auto-advance: the next image replaces this one
+    await p.waitForFunction((old) => document.querySelector("#current").dataset.imageId !== old, id);
+  }
+  // the fifth label made the refit due (the test database refits every 19 labels; 14 were given)
+  await p.waitForSelector(".notice:text('refitted to version 1')");
+  await p.waitForSelector("#version:text('classifier version 1')");
+  assert.equal(new Set(seen).size, 5, "five different images");
+  assert.equal(await p.locator("#recent figure").count(), 5);
+  if (screens) await p.screenshot({ path: `${screens}/label.png` });
+
+  await p.keyboard.press("?");
+  await p.waitForSelector("#overlay:not(.hidden) kbd:text('Backspace')");
+  await p.keyboard.press("Escape");
+
+  await p.keyboard.press("Backspace");
+  await p.waitForSelector(`.notice:text('undid packaged of image ${seen[4]}')`);
+  assert.equal(Number(await p.getAttribute("#current", "data-image-id")), seen[4], "the undone image is shown again");
+  assert.equal(await p.locator("#recent figure").count(), 4);
+
+  const history = await json("/api/v1/collections/demo/classifiers/packaging/history?labelled_by=tester&n=20");
+  assert.deepEqual(history.map((h) => [h.image_id, h.label, h.undo]), [
+    [seen[4], null, true],
+    [seen[4], "packaged", false], [seen[3], "loose", false], [seen[2], "packaged", false],
+    [seen[1], "loose", false], [seen[0], "packaged", false],
+  ]);
+  const info = await json("/api/v1/collections/demo/classifiers/packaging");
+  assert.equal(info.version, 1);
+  assert.equal(info.labelled, 14 + 4);
+});
+
+test("identify a card through the camera and add it to the deck", async () => {
+  const p = await page();
+  await p.goto(`${url}/identify?set=demo_cards`);
+  await p.waitForSelector("body[data-ready=true]");
+  await p.click("#camera");
+  // three frames in a row with the same best label above the margin threshold
+  const row = await p.waitForSelector("#deck tbody tr", { timeout: 30000 });
+  assert.equal(await row.getAttribute("data-label"), process.env.PG_CLIP_WEB_CARD);
+  assert.equal(await p.getAttribute("#match", "data-label"), process.env.PG_CLIP_WEB_CARD);
+  assert.equal(await p.locator("#deck tbody tr").count(), 1, "one card, counted once");
+  if (screens) await p.screenshot({ path: `${screens}/identify.png` });
+  await p.click("#undo");
+  assert.equal(await p.locator("#deck tbody tr").count(), 0);
+});
+
+test("the collections page lists the collections and links their pages", async () => {
+  const p = await page();
+  await p.goto(url + "/");
+  await p.waitForSelector("a[href='/identify?set=demo_cards']");
+  await p.waitForSelector("a[href='/label?collection=demo&classifier=packaging']");
+  if (screens) await p.screenshot({ path: `${screens}/collections.png` });
+});

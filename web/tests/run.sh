@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# make test-web: pg_clip web against the project cluster (started by the caller): a test
+# database made with examples/web.sql plus 14 seeded labels, the handler tests (cargo test
+# -p pg_clip_web), then the server started and the browser tests in Debian's Chromium.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+eval "$(./scripts/cluster.sh env)"
+export PGDATABASE=pg_clip_web_test PG_CLIP_ROOT="$ROOT"
+OUT="$ROOT/.run/web-test"
+rm -rf "$OUT" && mkdir -p "$OUT/screens"
+./scripts/cluster.sh recreate-db "$PGDATABASE"
+psql -X -q -v ON_ERROR_STOP=1 -f examples/web.sql
+# 7 + 7 labels given before the browser's: with refits every 19 labels, its fifth label refits
+psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+SET pg_clip.refit_every = 0;
+SELECT clip.label_many('demo', 'packaging', ARRAY(SELECT id FROM demo_images WHERE packaged = k ORDER BY id LIMIT 7), k, 'seed')
+FROM unnest(ARRAY['packaged', 'loose']) k;
+SELECT format('ALTER DATABASE %I SET pg_clip.refit_every = 19', current_database()) \gexec
+SQL
+# a camera frame the demo model identifies with a clear margin, as the fake camera's video
+read -r frame card < <(psql -X -qAt -F ' ' -c "
+    SELECT f.file, f.card FROM demo_frames f CROSS JOIN LATERAL clip.identify(f.image, 'demo_cards') r
+    WHERE r.label = f.card AND r.margin > 0.3 ORDER BY f.id LIMIT 1")
+[ -n "$card" ] || { echo "test-web: no frame the demo model identifies clearly" >&2; exit 1; }
+.venv/bin/python web/tests/browser/make_video.py ".run/demo/frames/$frame" "$OUT/camera.y4m"
+
+echo "--- handler tests"
+cargo test --release -q -p pg_clip_web
+
+echo "--- browser tests (Chromium $(chromium --version 2>/dev/null | awk '{print $2}'))"
+./target/release/pg_clip-web --listen 127.0.0.1:0 --pool 3 >"$OUT/server.out" 2>"$OUT/server.err" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q "^pg_clip web: http" "$OUT/server.out" && break; sleep 0.1; done
+url=$(sed -n 's|^pg_clip web: \(http://[^/]*\)/.*|\1|p' "$OUT/server.out")
+[ -n "$url" ] || { cat "$OUT/server.err" >&2; exit 1; }
+PG_CLIP_WEB_URL="$url" PG_CLIP_WEB_VIDEO="$OUT/camera.y4m" PG_CLIP_WEB_CARD="$card" PG_CLIP_WEB_SCREENS="$OUT/screens" \
+    node --test --test-concurrency=1 web/tests/browser/

@@ -393,12 +393,41 @@ BEGIN
     RETURN n;
 END $$;
 
+-- Every embedded image's prediction by the current classifier: the most probable class, its
+-- probability, the uncertainty (1 - the margin between the two most probable classes: 1 is a
+-- coin toss), and the probability of `class` when one is named. What a review screen sorts and
+-- filters by, and what clip.next_to_label ranks.
+CREATE OR REPLACE FUNCTION clip.predictions(collection text, classifier text, class text DEFAULT NULL)
+RETURNS TABLE (image_id bigint, prediction text, probability real, uncertainty real, class_probability real)
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+DECLARE
+    c clip.collection := clip._collection(collection);
+    k clip.classifier := clip._current_classifier(classifier);
+BEGIN
+    IF k.collection <> c.name THEN
+        RAISE EXCEPTION 'classifier "%" is of collection "%", not "%"', k.name, k.collection, c.name USING ERRCODE = '22023';
+    END IF;
+    IF predictions.class IS NOT NULL AND NOT predictions.class = ANY (k.labels) THEN
+        RAISE EXCEPTION 'classifier "%" has no class %', k.name, quote_literal(predictions.class) USING ERRCODE = '22023',
+            HINT = format('Its classes: %s.', array_to_string(k.labels, ', '));
+    END IF;
+    RETURN QUERY
+    WITH p AS (
+        SELECT q.image_id, q.label, q.probability,
+               row_number() OVER (PARTITION BY q.image_id ORDER BY q.probability DESC, q.class) AS r,
+               max(q.probability) FILTER (WHERE q.label = predictions.class) OVER (PARTITION BY q.image_id) AS of_class
+        FROM clip._probabilities(k) q
+    )
+    SELECT p1.image_id, p1.label, p1.probability::real, (1 - (p1.probability - p2.probability))::real, p1.of_class::real
+    FROM p p1 JOIN p p2 ON p2.image_id = p1.image_id AND p2.r = 2 WHERE p1.r = 1;
+END $$;
+
 -- Active learning: `n` unlabelled images, not in `exclude` (a labelling screen's prefetched
--- queue), with the current classifier's prediction and uncertainty (1 - the margin between
--- its two most probable classes: 1 is a coin toss). Modes: uncertain (the classifier is least
--- sure of them first), likely (the most probable `class` first: finding more of a rare class),
--- random (a seeded sample, the same for the same classifier name). Before a classifier is
--- fitted every mode is random, prediction NULL.
+-- queue), with the current classifier's prediction and uncertainty (clip.predictions). Modes:
+-- uncertain (the classifier is least sure of them first), likely (the most probable `class`
+-- first: finding more of a rare class), random (a seeded sample, the same for the same
+-- classifier name). Before a classifier is fitted every mode is random, prediction NULL.
 CREATE OR REPLACE FUNCTION clip.next_to_label(collection text, classifier text, n int DEFAULT 20,
                                               mode text DEFAULT 'uncertain', class text DEFAULT NULL,
                                               exclude bigint[] DEFAULT '{}')
@@ -407,7 +436,6 @@ LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
 DECLARE
     c clip.collection := clip._collection(collection);
-    k clip.classifier;
     seed int := hashtext(next_to_label.classifier);
 BEGIN
     IF mode IS NULL OR mode NOT IN ('uncertain', 'likely', 'random') THEN
@@ -417,13 +445,7 @@ BEGIN
     IF mode = 'likely' AND class IS NULL THEN
         RAISE EXCEPTION 'mode likely needs a class' USING ERRCODE = '22023';
     END IF;
-    SELECT * INTO k FROM clip.classifier x WHERE x.name = next_to_label.classifier AND x.collection = c.name
-    ORDER BY x.version DESC LIMIT 1;
-    IF FOUND AND mode = 'likely' AND NOT next_to_label.class = ANY (k.labels) THEN
-        RAISE EXCEPTION 'classifier "%" has no class %', k.name, quote_literal(next_to_label.class) USING ERRCODE = '22023',
-            HINT = format('Its classes: %s.', array_to_string(k.labels, ', '));
-    END IF;
-    IF NOT FOUND THEN
+    IF NOT EXISTS (SELECT 1 FROM clip.classifier x WHERE x.name = next_to_label.classifier AND x.collection = c.name) THEN
         RETURN QUERY
         SELECT e.image_id, NULL::text, NULL::real, NULL::real FROM clip.embedding e
         WHERE e.collection = c.name AND e.model = c.model AND e.image_id <> ALL (coalesce(exclude, '{}'))
@@ -433,21 +455,12 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY
-    WITH p AS (
-        SELECT q.image_id, q.label, q.probability,
-               row_number() OVER (PARTITION BY q.image_id ORDER BY q.probability DESC, q.class) AS r,
-               max(q.probability) FILTER (WHERE q.label = next_to_label.class) OVER (PARTITION BY q.image_id) AS of_class
-        FROM clip._probabilities(k) q
-        WHERE q.image_id <> ALL (coalesce(exclude, '{}'))
-          AND NOT EXISTS (SELECT 1 FROM clip.label l WHERE l.collection = c.name AND l.classifier = k.name
-                              AND l.image_id = q.image_id)
-    ),
-    top AS (
-        SELECT p1.image_id, p1.label, p1.probability, p1.probability - p2.probability AS margin, p1.of_class
-        FROM p p1 JOIN p p2 ON p2.image_id = p1.image_id AND p2.r = 2 WHERE p1.r = 1
-    )
-    SELECT t.image_id, t.label, t.probability::real, (1 - t.margin)::real FROM top t
-    ORDER BY CASE mode WHEN 'uncertain' THEN t.margin WHEN 'likely' THEN -t.of_class END,
+    SELECT t.image_id, t.prediction, t.probability, t.uncertainty
+    FROM clip.predictions(c.name, next_to_label.classifier, CASE WHEN mode = 'likely' THEN next_to_label.class END) t
+    WHERE t.image_id <> ALL (coalesce(exclude, '{}'))
+      AND NOT EXISTS (SELECT 1 FROM clip.label l WHERE l.collection = c.name AND l.classifier = next_to_label.classifier
+                          AND l.image_id = t.image_id)
+    ORDER BY CASE mode WHEN 'uncertain' THEN -t.uncertainty WHEN 'likely' THEN -t.class_probability END,
              CASE WHEN mode = 'random' THEN hashtextextended(t.image_id::text, seed) END,
              t.image_id
     LIMIT n;

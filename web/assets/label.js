@@ -116,7 +116,7 @@ async function undo() {
   if (busy) return;
   busy = true;
   try {
-    const u = await call("POST", `${base}/undo`, { labelled_by: who });
+    const [u] = await call("POST", `${base}/undo`, { labelled_by: who });
     if (!u) { show(msg, "nothing to undo", "notice"); return; }
     show(msg, `undid ${u.previous ?? "removal"} of image ${u.image_id}`, "notice");
     const back = recent.find((r) => r.image_id === u.image_id);

@@ -237,6 +237,9 @@ pub async fn label(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UndoRequest {
     pub labelled_by: Option<String>,
+    /// How many changes to take back, newest first (1 to 500, default 1): a bulk label is one
+    /// change per image
+    pub steps: Option<i32>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -248,24 +251,41 @@ pub struct Undone {
     pub previous: Option<String>,
 }
 
-/// Undo the labeller's last change not undone yet (clip.undo_label); null when there is none.
+/// Undo the labeller's last changes not undone yet (clip.undo_label, `steps` times, in one
+/// transaction): what was undone, newest first; empty when there was nothing.
 #[utoipa::path(post, path = "/api/v1/collections/{collection}/classifiers/{classifier}/undo",
     params(("collection" = String, Path), ("classifier" = String, Path)), request_body = UndoRequest,
-    responses((status = 200, body = Option<Undone>), (status = 409, body = Problem)))]
+    responses((status = 200, body = Vec<Undone>), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn undo(
     State(s): Shared,
     Path((collection, classifier)): Path<(String, String)>,
     crate::problem::Json(r): crate::problem::Json<UndoRequest>,
-) -> Result<Json<Option<Undone>>> {
-    let c = conn(&s).await?;
-    let row = c
-        .query_opt(
-            "SELECT image_id, label, previous FROM clip.undo_label($1, $2, $3)",
-            &[&collection, &classifier, &r.labelled_by],
-        )
-        .await
-        .map_err(db)?;
-    Ok(Json(row.map(|r| Undone { image_id: r.get(0), label: r.get(1), previous: r.get(2) })))
+) -> Result<Json<Vec<Undone>>> {
+    let steps = r.steps.unwrap_or(1);
+    if !(1..=500).contains(&steps) {
+        return Err(Problem::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            format!("steps must be 1 to 500, not {steps}"),
+        ));
+    }
+    let mut c = conn(&s).await?;
+    let tx = c.transaction().await.map_err(db)?;
+    let mut undone = Vec::new();
+    for _ in 0..steps {
+        let row = tx
+            .query_opt(
+                "SELECT image_id, label, previous FROM clip.undo_label($1, $2, $3)",
+                &[&collection, &classifier, &r.labelled_by],
+            )
+            .await
+            .map_err(db)?;
+        match row {
+            Some(r) => undone.push(Undone { image_id: r.get(0), label: r.get(1), previous: r.get(2) }),
+            None => break,
+        }
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(Json(undone))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

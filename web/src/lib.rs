@@ -13,6 +13,7 @@ pub mod db;
 pub mod health;
 pub mod labels;
 pub mod problem;
+pub mod review;
 
 use std::sync::Arc;
 
@@ -56,9 +57,13 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("index.html", "text/html; charset=utf-8", include_str!("../assets/index.html")),
     ("label.html", "text/html; charset=utf-8", include_str!("../assets/label.html")),
     ("identify.html", "text/html; charset=utf-8", include_str!("../assets/identify.html")),
+    ("review.html", "text/html; charset=utf-8", include_str!("../assets/review.html")),
+    ("duplicates.html", "text/html; charset=utf-8", include_str!("../assets/duplicates.html")),
     ("common.js", "text/javascript; charset=utf-8", include_str!("../assets/common.js")),
     ("label.js", "text/javascript; charset=utf-8", include_str!("../assets/label.js")),
     ("identify.js", "text/javascript; charset=utf-8", include_str!("../assets/identify.js")),
+    ("review.js", "text/javascript; charset=utf-8", include_str!("../assets/review.js")),
+    ("duplicates.js", "text/javascript; charset=utf-8", include_str!("../assets/duplicates.js")),
     ("style.css", "text/css; charset=utf-8", include_str!("../assets/style.css")),
 ];
 
@@ -77,6 +82,8 @@ pub fn app(state: Arc<api::AppState>, max_body: usize) -> Router {
         .route("/", get(|| async { asset("index.html") }))
         .route("/label", get(|| async { asset("label.html") }))
         .route("/identify", get(|| async { asset("identify.html") }))
+        .route("/review", get(|| async { asset("review.html") }))
+        .route("/duplicates", get(|| async { asset("duplicates.html") }))
         .route("/assets/{name}", get(|Path(name): Path<String>| async move { asset(&name) }))
         .route(
             "/openapi.json",
@@ -93,6 +100,8 @@ pub fn app(state: Arc<api::AppState>, max_body: usize) -> Router {
         .route("/api/v1/identify", post(api::identify))
         .route("/api/v1/identify/batch", post(api::identify_batch))
         .route("/api/v1/collections", get(labels::collections))
+        .route("/api/v1/collections/{collection}/grid", get(review::grid))
+        .route("/api/v1/collections/{collection}/duplicates", get(review::duplicates))
         .route(v1, get(labels::classifier))
         .route(&format!("{v1}/next"), get(labels::next))
         .route(&format!("{v1}/labels"), post(labels::label))

@@ -259,7 +259,7 @@ async fn labels_from_the_api_queue_undo_history_and_conflicts() {
     let r = router();
     let base = "/api/v1/collections/demo/classifiers/api_test";
     let cols = get(&r, "/api/v1/collections").await.json();
-    assert!(cols.as_array().unwrap().iter().any(|c| c["name"] == "demo" && c["embedded"] == 240));
+    assert!(cols.as_array().unwrap().iter().any(|c| c["name"] == "demo" && c["embedded"] == 242));
     let next = get(&r, &format!("{base}/next?n=5")).await.json();
     let ids: Vec<i64> = next.as_array().unwrap().iter().map(|n| n["image_id"].as_i64().unwrap()).collect();
     assert_eq!(ids.len(), 5);
@@ -284,7 +284,7 @@ async fn labels_from_the_api_queue_undo_history_and_conflicts() {
     assert_eq!(info["classes"], json!(["keep", "trash"]));
     assert_eq!(info["labelled"], 3);
     let u = post_json(&r, &format!("{base}/undo"), json!({"labelled_by": "ann"})).await.json();
-    assert_eq!(u, json!({"image_id": ids[2], "label": null, "previous": "trash"}));
+    assert_eq!(u, json!([{"image_id": ids[2], "label": null, "previous": "trash"}]));
     let h = get(&r, &format!("{base}/history?labelled_by=ann")).await.json();
     assert_eq!(h.as_array().unwrap().len(), 4);
     assert_eq!(h[0]["undo"], true);
@@ -301,8 +301,11 @@ async fn labels_from_the_api_queue_undo_history_and_conflicts() {
     assert_eq!(p["sqlstate"], "55000");
     assert_eq!(
         post_json(&r, &format!("{base}/undo"), json!({"labelled_by": "nobody"})).await.json(),
-        Value::Null
+        json!([])
     );
+    post_json(&r, &format!("{base}/undo"), json!({"labelled_by": "ann", "steps": 0}))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
     post_json(&r, &format!("{base}/labels"), json!({"image_ids": [1], "label": ""}))
         .await
         .problem(StatusCode::UNPROCESSABLE_ENTITY);
@@ -335,4 +338,87 @@ async fn the_openapi_document_describes_the_routes() {
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not documented");
     }
+}
+
+#[tokio::test]
+async fn the_grid_filters_and_sorts_by_prediction_label_and_similarity() {
+    let (r, pool) = router_with(&config(|_| {}));
+    let grid = |q: &str| format!("/api/v1/collections/demo/grid?{q}");
+    let all = get(&r, &grid("limit=500")).await.json();
+    assert_eq!(all["total"], 242);
+    assert_eq!(all["fitted"], false);
+    let ids: Vec<i64> =
+        all["tiles"].as_array().unwrap().iter().map(|t| t["image_id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "by id without a classifier");
+
+    let red = get(&r, &grid("text=a%20red%20star&limit=20")).await.json();
+    let sims: Vec<f64> =
+        red["tiles"].as_array().unwrap().iter().map(|t| t["similarity"].as_f64().unwrap()).collect();
+    assert_eq!(sims.len(), 20);
+    assert!(sims.windows(2).all(|w| w[0] >= w[1]), "most similar first: {sims:?}");
+    let like = get(&r, &grid("like=5&limit=3")).await.json();
+    assert_eq!(like["tiles"][0]["image_id"], 241, "the exact copy of image 5 is the most like it");
+
+    // a classifier fitted on 12 labels: its predictions filter and sort the grid
+    let c = pool.get().await.unwrap();
+    let truth =
+        c.query("SELECT id, packaged FROM demo_images WHERE id <= 240 ORDER BY id", &[]).await.unwrap();
+    let pick = |k: &str| -> Vec<i64> {
+        truth
+            .iter()
+            .filter(|t| t.get::<_, &str>(1) == k)
+            .take(6)
+            .map(|t| i64::from(t.get::<_, i32>(0)))
+            .collect()
+    };
+    for k in ["packaged", "loose"] {
+        let body = json!({"image_ids": pick(k), "label": k, "labelled_by": "grid"});
+        assert_eq!(
+            post_json(&r, "/api/v1/collections/demo/classifiers/grid_test/labels", body).await.status,
+            StatusCode::OK
+        );
+    }
+    c.execute("SELECT * FROM clip.fit_classifier('demo', 'grid_test', '{\"folds\": 3}')", &[]).await.unwrap();
+    let packaged =
+        get(&r, &grid("classifier=grid_test&class=packaged&sort=probability_desc&limit=500")).await.json();
+    let tiles = packaged["tiles"].as_array().unwrap();
+    assert!(!tiles.is_empty() && tiles.iter().all(|t| t["prediction"] == "packaged"));
+    let ps: Vec<f64> = tiles.iter().map(|t| t["probability"].as_f64().unwrap()).collect();
+    assert!(ps.windows(2).all(|w| w[0] >= w[1]));
+    let sure =
+        get(&r, &grid("classifier=grid_test&class=packaged&min_probability=0.8&limit=500")).await.json();
+    assert_eq!(sure["total"].as_u64().unwrap() as usize, ps.iter().filter(|p| **p >= 0.8 - 1e-6).count());
+    let labelled = get(&r, &grid("classifier=grid_test&labelled=yes&limit=500")).await.json();
+    assert_eq!(labelled["total"], 12);
+    assert!(labelled["tiles"].as_array().unwrap().iter().all(|t| t["label"].is_string()));
+    let unsure = get(&r, &grid("classifier=grid_test&sort=uncertainty&limit=5")).await.json();
+    let us: Vec<f64> =
+        unsure["tiles"].as_array().unwrap().iter().map(|t| t["uncertainty"].as_f64().unwrap()).collect();
+    assert!(us.windows(2).all(|w| w[0] >= w[1]));
+
+    get(&r, &grid("sort=sideways")).await.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    get(&r, &grid("text=x&like=1")).await.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    get(&r, &grid("labelled=maybe")).await.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    get(&r, &grid("classifier=grid_test&class=zebra")).await.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    get(&r, "/api/v1/collections/nope/grid").await.problem(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn duplicates_come_in_groups_with_their_sizes() {
+    let r = router();
+    let groups = get(&r, "/api/v1/collections/demo/duplicates").await.json();
+    let groups = groups.as_array().unwrap();
+    let ids = |g: &Value| -> Vec<i64> {
+        g["images"].as_array().unwrap().iter().map(|m| m["image_id"].as_i64().unwrap()).collect()
+    };
+    let exact = groups.iter().find(|g| g["kind"] == "exact").expect("an exact group");
+    assert_eq!(ids(exact), vec![5, 241]);
+    assert_eq!(exact["images"][0]["bytes"], exact["images"][1]["bytes"]);
+    let near =
+        groups.iter().find(|g| g["kind"] == "near" && ids(g) == vec![7, 242]).expect("the re-encoded copy");
+    assert!(
+        near["images"][0]["bytes"].as_i64() > near["images"][1]["bytes"].as_i64(),
+        "the original is larger"
+    );
+    assert!(near["similarity"].as_f64().unwrap() >= 0.95);
 }

@@ -152,6 +152,19 @@ SELECT (SELECT array_agg(image_id) FROM clip.next_to_label('things', 'screen', 5
 WITH first AS (SELECT array_agg(image_id) AS ids FROM clip.next_to_label('things', 'screen', 5))
 SELECT bool_and(x.image_id <> ALL (first.ids)) AS excluded, count(*) AS n
 FROM first, clip.next_to_label('things', 'screen', 5, exclude => first.ids) x;
+-- every image's prediction, as predict_proba gives it
+WITH p AS (SELECT * FROM clip.predictions('things', 'screen', 'b')),
+q AS (SELECT p.image_id, array_agg(x.probability ORDER BY x.probability DESC) AS ps,
+             max(x.probability) FILTER (WHERE x.label = 'b') AS pb,
+             (array_agg(x.label ORDER BY x.probability DESC))[1] AS top
+      FROM p CROSS JOIN LATERAL clip.predict_proba('screen', p.image_id) x GROUP BY p.image_id)
+SELECT count(*) AS images, bool_and(p.prediction = q.top) AS same_prediction,
+       bool_and(abs(p.probability - q.ps[1]) < 1e-5) AS same_probability,
+       bool_and(abs(p.uncertainty - (1 - (q.ps[1] - q.ps[2]))) < 1e-5) AS uncertainty_is_margin,
+       bool_and(abs(p.class_probability - q.pb) < 1e-5) AS class_probability
+FROM p JOIN q ON q.image_id = p.image_id;
+SELECT try($$SELECT * FROM clip.predictions('things', 'screen', 'zebra')$$) AS unknown_class,
+       try($$SELECT * FROM clip.predictions('things', 'nope')$$) AS unknown_classifier;
 SELECT try($$SELECT * FROM clip.next_to_label('things', 'screen', 5, 'sideways')$$) AS bad_mode,
        try($$SELECT * FROM clip.next_to_label('things', 'screen', 5, 'likely')$$) AS likely_without_class,
        try($$SELECT * FROM clip.next_to_label('things', 'screen', 5, 'likely', 'zebra')$$) AS unknown_class;

@@ -86,10 +86,54 @@ test("identify a card through the camera and add it to the deck", async () => {
   assert.equal(await p.locator("#deck tbody tr").count(), 0);
 });
 
+test("bulk-label in the review grid with click and shift-click, then undo", async () => {
+  const p = await page();
+  await p.goto(`${url}/review?collection=demo&classifier=keep_trash&classes=keep,trash`);
+  await p.waitForSelector("body[data-ready=true]");
+  const tiles = p.locator(".tile");
+  const ids = await tiles.evaluateAll((ts) => ts.slice(0, 6).map((t) => Number(t.dataset.imageId)));
+  await tiles.nth(1).click();
+  await tiles.nth(4).click({ modifiers: ["Shift"] });
+  await p.waitForSelector("#count:text('4 selected')");
+  if (screens) await p.screenshot({ path: `${screens}/review.png` });
+  await p.click("#classes button[data-label=trash]");
+  await p.waitForSelector(".notice:text('labelled 4 as trash')");
+  const badges = await p.locator(".tile").evaluateAll((ts) => ts.slice(0, 6).map((t) => t.querySelector(".badge")?.textContent ?? null));
+  assert.deepEqual(badges, [null, "trash", "trash", "trash", "trash", null]);
+  const labelled = await json(`/api/v1/collections/demo/grid?classifier=keep_trash&labelled=yes`);
+  assert.deepEqual(labelled.tiles.map((t) => t.image_id).sort((a, b) => a - b), ids.slice(1, 5).sort((a, b) => a - b));
+
+  await p.click("#undo");
+  await p.waitForSelector(".notice:text('undid 4 labels')");
+  assert.equal((await json(`/api/v1/collections/demo/grid?classifier=keep_trash&labelled=yes`)).total, 0);
+  // a text search sorts by similarity and shows it on each tile
+  await p.fill("#text", "a red star");
+  await p.click("#filters button");
+  await p.waitForSelector(".tile .score:text('sim ')");
+});
+
+test("find a duplicate: the larger file is kept, the copy trashed, the group saved", async () => {
+  const p = await page();
+  await p.goto(`${url}/duplicates?collection=demo`);
+  await p.waitForSelector("body[data-ready=true]");
+  const near = p.locator(".group", { has: p.locator("figure[data-image-id='242']") });
+  assert.equal(await near.locator("figure[data-image-id='7']").getAttribute("data-decision"), "keep");
+  assert.equal(await near.locator("figure[data-image-id='242']").getAttribute("data-decision"), "trash");
+  if (screens) await p.screenshot({ path: `${screens}/duplicates.png` });
+  await near.locator("button", { hasText: "save" }).click();
+  await p.waitForSelector(".notice:text('1 kept, 1 trashed')");
+  const h = await json("/api/v1/collections/demo/classifiers/dedupe/history?labelled_by=tester");
+  assert.deepEqual(h.map((x) => [x.image_id, x.label]).sort(), [[242, "trash"], [7, "keep"]].sort());
+  // keys: k keeps the whole current group
+  await p.keyboard.press("k");
+  assert.equal(await p.locator(".group.current figure[data-decision=trash]").count(), 0);
+});
+
 test("the collections page lists the collections and links their pages", async () => {
   const p = await page();
   await p.goto(url + "/");
   await p.waitForSelector("a[href='/identify?set=demo_cards']");
   await p.waitForSelector("a[href='/label?collection=demo&classifier=packaging']");
+  await p.waitForSelector("a[href='/review?collection=demo']");
   if (screens) await p.screenshot({ path: `${screens}/collections.png` });
 });

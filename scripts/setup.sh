@@ -106,7 +106,14 @@ if ! cmp -s "$B/package-lock.json" "$B/node_modules/.package-lock.installed" 2>/
     cp "$B/package-lock.json" "$B/node_modules/.package-lock.installed"
 fi
 
-# 9. rustfmt and clippy come with the machine's toolchain (no other can be fetched): say so
+# 9. Schemathesis (pinned) fuzzes the web app's API from its OpenAPI description
+if ! "$DEPS/schemathesis-venv/bin/schemathesis" --version 2>/dev/null | grep -q "4.32.5"; then
+    say "python venv .deps/schemathesis-venv with schemathesis 4.32.5"
+    rm -rf "$DEPS/schemathesis-venv" && python3 -m venv "$DEPS/schemathesis-venv"
+    "$DEPS/schemathesis-venv/bin/pip" install -q schemathesis==4.32.5
+fi
+
+# 10. rustfmt and clippy come with the machine's toolchain (no other can be fetched): say so
 #    plainly if they are missing rather than fail inside make test-lint
 for tool in fmt clippy; do
     cargo "$tool" --version >/dev/null 2>&1 || { echo "setup: cargo $tool is missing: install the toolchain's $tool component" >&2; exit 1; }

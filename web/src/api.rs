@@ -12,7 +12,7 @@ use deadpool_postgres::{Object, Pool};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::problem::{Doing, Path, Problem, Query, Result};
+use crate::problem::{Doing, Path, Problem, ProblemResponses, Query, Result};
 
 pub struct AppState {
     pub pool: Pool,
@@ -34,7 +34,8 @@ fn db(doing: Doing) -> impl Fn(tokio_postgres::Error) -> Problem {
 pub struct IdentifyParams {
     /// The reference set to match against
     pub set: String,
-    /// How many matches (1 to 100)
+    /// How many matches
+    #[param(minimum = 1, maximum = 100)]
     pub k: Option<i32>,
     /// Leave out matches scoring below this (cosine similarity)
     pub min_score: Option<f32>,
@@ -63,6 +64,21 @@ pub struct Identified {
     /// Whether any reference matched within the thresholds
     pub recognised: bool,
     pub matches: Vec<Match>,
+}
+
+/// Image bytes (for the OpenAPI description: a binary string, not an array of numbers).
+#[allow(dead_code)]
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct ImageBytes(Vec<u8>);
+
+/// A form of images (for the OpenAPI description; the handlers read the fields themselves).
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub struct ImageForm {
+    /// One field `image` per image, in order
+    #[schema(value_type = Vec<String>, format = Binary)]
+    image: Vec<Vec<u8>>,
 }
 
 /// The images of a request: the multipart fields named `image`, or the whole body.
@@ -173,10 +189,9 @@ async fn identify_frames(s: &AppState, p: &IdentifyParams, images: Vec<Bytes>) -
 
 /// Identify one image: a multipart field `image` or the raw image as the body.
 #[utoipa::path(post, path = "/api/v1/identify", params(IdentifyParams),
-    request_body(content = Vec<u8>, description = "the image (JPEG, PNG, WebP, GIF, BMP, TIFF), raw or as multipart field `image`",
+    request_body(content = ImageBytes, description = "the image (JPEG, PNG, WebP, GIF, BMP, TIFF), raw or as multipart field `image`",
                  content_type = "application/octet-stream"),
-    responses((status = 200, body = Identified), (status = 404, body = Problem), (status = 413, body = Problem),
-              (status = 422, body = Problem), (status = 503, body = Problem), (status = 504, body = Problem)))]
+    responses((status = 200, body = Identified), ProblemResponses))]
 pub async fn identify(
     State(s): Shared,
     Query(p): Query<IdentifyParams>,
@@ -189,10 +204,8 @@ pub async fn identify(
 
 /// Identify many frames at once (multipart fields `image`, in order): one answer per frame.
 #[utoipa::path(post, path = "/api/v1/identify/batch", params(IdentifyParams),
-    request_body(content = Vec<u8>, description = "multipart/form-data with one or more fields `image`",
-                 content_type = "multipart/form-data"),
-    responses((status = 200, body = Vec<Identified>), (status = 404, body = Problem), (status = 413, body = Problem),
-              (status = 422, body = Problem), (status = 503, body = Problem), (status = 504, body = Problem)))]
+    request_body(content = ImageForm, description = "one or more fields `image`", content_type = "multipart/form-data"),
+    responses((status = 200, body = Vec<Identified>), ProblemResponses))]
 pub async fn identify_batch(
     State(s): Shared,
     Query(p): Query<IdentifyParams>,
@@ -278,7 +291,7 @@ async fn serve_image(
 
 /// A row's image, by collection and id (never by a path a client gives).
 #[utoipa::path(get, path = "/images/{collection}/{id}", params(("collection" = String, Path), ("id" = i64, Path), ImageParams),
-    responses((status = 200, content_type = "image/*", body = Vec<u8>), (status = 304), (status = 404, body = Problem)))]
+    responses((status = 200, content_type = "image/*", body = ImageBytes), (status = 304), ProblemResponses))]
 pub async fn image(
     State(s): Shared,
     Path((collection, id)): Path<(String, i64)>,
@@ -290,7 +303,7 @@ pub async fn image(
 
 /// A row's thumbnail (JPEG), by collection and id.
 #[utoipa::path(get, path = "/images/{collection}/{id}/thumbnail", params(("collection" = String, Path), ("id" = i64, Path), ImageParams),
-    responses((status = 200, content_type = "image/jpeg", body = Vec<u8>), (status = 304), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, content_type = "image/jpeg", body = ImageBytes), (status = 304), ProblemResponses))]
 pub async fn thumbnail(
     State(s): Shared,
     Path((collection, id)): Path<(String, i64)>,
@@ -302,7 +315,7 @@ pub async fn thumbnail(
 
 /// A reference's image (a reference set is a collection).
 #[utoipa::path(get, path = "/refs/{set}/{reference_id}", params(("set" = String, Path), ("reference_id" = i64, Path), ImageParams),
-    responses((status = 200, content_type = "image/*", body = Vec<u8>), (status = 304), (status = 404, body = Problem)))]
+    responses((status = 200, content_type = "image/*", body = ImageBytes), (status = 304), ProblemResponses))]
 pub async fn reference(
     State(s): Shared,
     Path((set, id)): Path<(String, i64)>,
@@ -314,7 +327,7 @@ pub async fn reference(
 
 /// A reference's thumbnail (JPEG).
 #[utoipa::path(get, path = "/refs/{set}/{reference_id}/thumbnail", params(("set" = String, Path), ("reference_id" = i64, Path), ImageParams),
-    responses((status = 200, content_type = "image/jpeg", body = Vec<u8>), (status = 304), (status = 404, body = Problem)))]
+    responses((status = 200, content_type = "image/jpeg", body = ImageBytes), (status = 304), ProblemResponses))]
 pub async fn reference_thumbnail(
     State(s): Shared,
     Path((set, id)): Path<(String, i64)>,

@@ -97,7 +97,7 @@ async fn check(s: &crate::api::AppState) -> Result<Health, String> {
 }
 
 /// Ready to serve: the database answers, pg_clip is installed, every model runs. 503 otherwise.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = Health)))]
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = Health, headers(("Retry-After" = u32, description = "seconds")))))]
 pub async fn readyz(axum::extract::State(s): Shared) -> Response {
     let h = check(&s).await.unwrap_or_else(|e| Health {
         status: "not_ready".into(),

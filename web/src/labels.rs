@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{image_url, AppState, Shared};
-use crate::problem::{Doing, Path, Problem, Query, Result};
+use crate::problem::{Doing, Path, Problem, ProblemResponses, Query, Result};
 
 fn db(e: tokio_postgres::Error) -> Problem {
     Problem::db(&e, Doing::Labels)
@@ -29,7 +29,7 @@ pub struct CollectionInfo {
 }
 
 /// The collections the database role may read, with their classifiers.
-#[utoipa::path(get, path = "/api/v1/collections", responses((status = 200, body = Vec<CollectionInfo>)))]
+#[utoipa::path(get, path = "/api/v1/collections", responses((status = 200, body = Vec<CollectionInfo>), ProblemResponses))]
 pub async fn collections(State(s): Shared) -> Result<Json<Vec<CollectionInfo>>> {
     let c = conn(&s).await?;
     let rows = c
@@ -80,8 +80,8 @@ pub struct ClassifierInfo {
 
 /// A classifier's classes, version and label stats (for a labelling screen's header).
 #[utoipa::path(get, path = "/api/v1/collections/{collection}/classifiers/{classifier}",
-    params(("collection" = String, Path), ("classifier" = String, Path)),
-    responses((status = 200, body = ClassifierInfo), (status = 404, body = Problem)))]
+    params(("collection" = String, Path), ("classifier" = String, Path, pattern = r"^[a-z][a-z0-9_]{0,39}$")),
+    responses((status = 200, body = ClassifierInfo), ProblemResponses))]
 pub async fn classifier(
     State(s): Shared,
     Path((collection, classifier)): Path<(String, String)>,
@@ -149,8 +149,8 @@ pub struct ToLabel {
 
 /// The next images to label (clip.next_to_label).
 #[utoipa::path(get, path = "/api/v1/collections/{collection}/classifiers/{classifier}/next",
-    params(("collection" = String, Path), ("classifier" = String, Path), NextParams),
-    responses((status = 200, body = Vec<ToLabel>), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    params(("collection" = String, Path), ("classifier" = String, Path, pattern = r"^[a-z][a-z0-9_]{0,39}$"), NextParams),
+    responses((status = 200, body = Vec<ToLabel>), ProblemResponses))]
 pub async fn next(
     State(s): Shared,
     Path((collection, classifier)): Path<(String, String)>,
@@ -202,8 +202,10 @@ pub async fn next(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LabelRequest {
     pub image_ids: Vec<i64>,
+    #[schema(min_length = 1, max_length = 1000)]
     pub label: String,
     /// The person labelling (recorded in clip.label_history)
+    #[schema(min_length = 1, max_length = 200)]
     pub labelled_by: Option<String>,
 }
 
@@ -216,8 +218,8 @@ pub struct Labelled {
 
 /// Label one or many images (clip.label_many); refits when pg_clip.refit_every labels were given.
 #[utoipa::path(post, path = "/api/v1/collections/{collection}/classifiers/{classifier}/labels",
-    params(("collection" = String, Path), ("classifier" = String, Path)), request_body = LabelRequest,
-    responses((status = 200, body = Labelled), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    params(("collection" = String, Path), ("classifier" = String, Path, pattern = r"^[a-z][a-z0-9_]{0,39}$")), request_body = LabelRequest,
+    responses((status = 200, body = Labelled), ProblemResponses))]
 pub async fn label(
     State(s): Shared,
     Path((collection, classifier)): Path<(String, String)>,
@@ -236,9 +238,11 @@ pub async fn label(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UndoRequest {
+    #[schema(min_length = 1, max_length = 200)]
     pub labelled_by: Option<String>,
-    /// How many changes to take back, newest first (1 to 500, default 1): a bulk label is one
-    /// change per image
+    /// How many changes to take back, newest first (default 1): a bulk label is one change per
+    /// image
+    #[schema(minimum = 1, maximum = 500)]
     pub steps: Option<i32>,
 }
 
@@ -254,8 +258,8 @@ pub struct Undone {
 /// Undo the labeller's last changes not undone yet (clip.undo_label, `steps` times, in one
 /// transaction): what was undone, newest first; empty when there was nothing.
 #[utoipa::path(post, path = "/api/v1/collections/{collection}/classifiers/{classifier}/undo",
-    params(("collection" = String, Path), ("classifier" = String, Path)), request_body = UndoRequest,
-    responses((status = 200, body = Vec<Undone>), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    params(("collection" = String, Path), ("classifier" = String, Path, pattern = r"^[a-z][a-z0-9_]{0,39}$")), request_body = UndoRequest,
+    responses((status = 200, body = Vec<Undone>), ProblemResponses))]
 pub async fn undo(
     State(s): Shared,
     Path((collection, classifier)): Path<(String, String)>,
@@ -309,8 +313,8 @@ pub struct Change {
 
 /// The latest label changes (clip.label_history), newest first.
 #[utoipa::path(get, path = "/api/v1/collections/{collection}/classifiers/{classifier}/history",
-    params(("collection" = String, Path), ("classifier" = String, Path), HistoryParams),
-    responses((status = 200, body = Vec<Change>)))]
+    params(("collection" = String, Path), ("classifier" = String, Path, pattern = r"^[a-z][a-z0-9_]{0,39}$"), HistoryParams),
+    responses((status = 200, body = Vec<Change>), ProblemResponses))]
 pub async fn history(
     State(s): Shared,
     Path((collection, classifier)): Path<(String, String)>,

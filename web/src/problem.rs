@@ -25,6 +25,67 @@ pub struct Problem {
     pub retry_after: Option<u32>,
 }
 
+/// The error answers every API route may give, as problem documents (for the OpenAPI
+/// description: a client reads the status and the document).
+#[allow(dead_code)] // (only described, never built: handlers answer with Problem)
+#[derive(utoipa::IntoResponses)]
+pub enum ProblemResponses {
+    #[response(
+        status = 400,
+        description = "a malformed request: query string, path or JSON body",
+        content_type = "application/problem+json"
+    )]
+    BadRequest(#[to_schema] Problem),
+    #[response(
+        status = 403,
+        description = "the database role may not do this",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(#[to_schema] Problem),
+    #[response(
+        status = 404,
+        description = "no such collection, reference set, classifier, model or row",
+        content_type = "application/problem+json"
+    )]
+    NotFound(#[to_schema] Problem),
+    #[response(
+        status = 409,
+        description = "the labels changed since (an undo)",
+        content_type = "application/problem+json"
+    )]
+    Conflict(#[to_schema] Problem),
+    #[response(
+        status = 413,
+        description = "too large a body, or an image with too many pixels",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(#[to_schema] Problem),
+    #[response(
+        status = 415,
+        description = "a JSON route called without Content-Type: application/json",
+        content_type = "application/problem+json"
+    )]
+    UnsupportedMediaType(#[to_schema] Problem),
+    #[response(
+        status = 422,
+        description = "a bad image or argument",
+        content_type = "application/problem+json"
+    )]
+    Unprocessable(#[to_schema] Problem),
+    #[response(
+        status = 503,
+        description = "the database, the model or its library is not available now (see Retry-After)",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(#[to_schema] Problem),
+    #[response(
+        status = 504,
+        description = "the statement timeout ended the request",
+        content_type = "application/problem+json"
+    )]
+    Timeout(#[to_schema] Problem),
+}
+
 /// What a request was doing when the database refused it: the same SQLSTATE can mean a
 /// conflict with other labels (409) or a model that cannot run now (503).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

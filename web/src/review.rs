@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{image_url, Shared};
-use crate::problem::{Doing, Path, Problem, Query, Result};
+use crate::problem::{Doing, Path, Problem, ProblemResponses, Query, Result};
 
 fn db(e: tokio_postgres::Error) -> Problem {
     Problem::db(&e, Doing::Labels)
@@ -73,7 +73,7 @@ fn unprocessable(m: impl Into<String>) -> Problem {
 /// and sorted as asked.
 #[utoipa::path(get, path = "/api/v1/collections/{collection}/grid",
     params(("collection" = String, Path), GridParams),
-    responses((status = 200, body = Grid), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Grid), ProblemResponses))]
 pub async fn grid(
     State(s): Shared,
     Path(collection): Path<String>,
@@ -226,7 +226,7 @@ pub struct DuplicateGroup {
 /// Groups of duplicate images (clip.duplicates), each image with its size.
 #[utoipa::path(get, path = "/api/v1/collections/{collection}/duplicates",
     params(("collection" = String, Path), DuplicateParams),
-    responses((status = 200, body = Vec<DuplicateGroup>), (status = 404, body = Problem)))]
+    responses((status = 200, body = Vec<DuplicateGroup>), ProblemResponses))]
 pub async fn duplicates(
     State(s): Shared,
     Path(collection): Path<String>,

@@ -98,6 +98,8 @@ test("bulk-label in the review grid with click and shift-click, then undo", asyn
   if (screens) await p.screenshot({ path: `${screens}/review.png` });
   await p.click("#classes button[data-label=trash]");
   await p.waitForSelector(".notice:text('labelled 4 as trash')");
+  // the grid is shown again with the labels
+  await p.waitForFunction(() => document.querySelectorAll(".tile .badge").length === 4);
   const badges = await p.locator(".tile").evaluateAll((ts) => ts.slice(0, 6).map((t) => t.querySelector(".badge")?.textContent ?? null));
   assert.deepEqual(badges, [null, "trash", "trash", "trash", "trash", null]);
   const labelled = await json(`/api/v1/collections/demo/grid?classifier=keep_trash&labelled=yes`);

@@ -65,6 +65,8 @@ function display() {
   document.querySelector("#prediction").textContent = current.prediction ?? "-";
   document.querySelector("#probability").textContent = pct(current.probability);
   document.querySelector("#uncertainty").textContent = current.uncertainty == null ? "-" : current.uncertainty.toFixed(3);
+  const z = current.zero_shot || [];
+  document.querySelector("#zero-shot").textContent = z.length ? z.map((x) => `${x.class} ${pct(x.confidence)}`).join(", ") : "-";
 }
 
 async function advance() {

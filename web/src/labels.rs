@@ -143,8 +143,17 @@ pub struct ToLabel {
     pub prediction: Option<String>,
     pub probability: Option<f32>,
     pub uncertainty: Option<f32>,
+    /// The zero-shot confidences of the vocabulary attributes whose codes are the classes' (a
+    /// softmax group such as packaged / loose), by class
+    pub zero_shot: Vec<ZeroShot>,
     pub image_url: String,
     pub thumbnail_url: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ZeroShot {
+    pub class: String,
+    pub confidence: f32,
 }
 
 /// The next images to label (clip.next_to_label).
@@ -174,8 +183,15 @@ pub async fn next(
         .query(
             "SELECT n.image_id, n.prediction, n.probability, n.uncertainty,
                     (SELECT encode(e.content_sha256, 'hex') FROM clip.embedding e JOIN clip.collection c
-                       ON c.name = e.collection AND c.model = e.model WHERE e.collection = $1 AND e.image_id = n.image_id)
-             FROM clip.next_to_label($1, $2, $3, $4, $5, $6) n",
+                       ON c.name = e.collection AND c.model = e.model WHERE e.collection = $1 AND e.image_id = n.image_id),
+                    z.classes, z.confidences
+             FROM clip.next_to_label($1, $2, $3, $4, $5, $6) n
+             CROSS JOIN LATERAL (
+                 SELECT coalesce(array_agg(k.label ORDER BY k.label), '{}') AS classes,
+                        coalesce(array_agg(f.confidence ORDER BY k.label), '{}') AS confidences
+                 FROM (SELECT DISTINCT l.label FROM clip.label l WHERE l.collection = $1 AND l.classifier = $2) k
+                 JOIN clip.feature_image_attribute f ON f.collection = $1 AND f.image_id = n.image_id
+                  AND f.source = 'zero_shot' AND f.attribute_code = clip._label_code(k.label)) z",
             &[&collection, &classifier, &n, &mode, &p.class, &exclude],
         )
         .await
@@ -186,11 +202,17 @@ pub async fn next(
                 let id: i64 = r.get(0);
                 let (image_url, thumbnail_url) =
                     image_url("images", &collection, id, r.get::<_, Option<&str>>(4));
+                let (classes, confidences): (Vec<String>, Vec<f32>) = (r.get(5), r.get(6));
                 ToLabel {
                     image_id: id,
                     prediction: r.get(1),
                     probability: r.get(2),
                     uncertainty: r.get(3),
+                    zero_shot: classes
+                        .into_iter()
+                        .zip(confidences)
+                        .map(|(class, confidence)| ZeroShot { class, confidence })
+                        .collect(),
                     image_url,
                     thumbnail_url,
                 }

@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod attributes;
 pub mod config;
 pub mod db;
 pub mod health;
@@ -59,11 +60,13 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("identify.html", "text/html; charset=utf-8", include_str!("../assets/identify.html")),
     ("review.html", "text/html; charset=utf-8", include_str!("../assets/review.html")),
     ("duplicates.html", "text/html; charset=utf-8", include_str!("../assets/duplicates.html")),
+    ("attributes.html", "text/html; charset=utf-8", include_str!("../assets/attributes.html")),
     ("common.js", "text/javascript; charset=utf-8", include_str!("../assets/common.js")),
     ("label.js", "text/javascript; charset=utf-8", include_str!("../assets/label.js")),
     ("identify.js", "text/javascript; charset=utf-8", include_str!("../assets/identify.js")),
     ("review.js", "text/javascript; charset=utf-8", include_str!("../assets/review.js")),
     ("duplicates.js", "text/javascript; charset=utf-8", include_str!("../assets/duplicates.js")),
+    ("attributes.js", "text/javascript; charset=utf-8", include_str!("../assets/attributes.js")),
     ("style.css", "text/css; charset=utf-8", include_str!("../assets/style.css")),
 ];
 
@@ -84,6 +87,7 @@ pub fn app(state: Arc<api::AppState>, max_body: usize) -> Router {
         .route("/identify", get(|| async { asset("identify.html") }))
         .route("/review", get(|| async { asset("review.html") }))
         .route("/duplicates", get(|| async { asset("duplicates.html") }))
+        .route("/attributes", get(|| async { asset("attributes.html") }))
         .route("/assets/{name}", get(|Path(name): Path<String>| async move { asset(&name) }))
         .route(
             "/openapi.json",
@@ -102,6 +106,11 @@ pub fn app(state: Arc<api::AppState>, max_body: usize) -> Router {
         .route("/api/v1/collections", get(labels::collections))
         .route("/api/v1/collections/{collection}/grid", get(review::grid))
         .route("/api/v1/collections/{collection}/duplicates", get(review::duplicates))
+        .route("/api/v1/collections/{collection}/attributes", get(attributes::attributes))
+        .route(
+            "/api/v1/collections/{collection}/attributes/{attribute}/histogram",
+            get(attributes::histogram),
+        )
         .route(v1, get(labels::classifier))
         .route(&format!("{v1}/next"), get(labels::next))
         .route(&format!("{v1}/labels"), post(labels::label))

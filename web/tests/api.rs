@@ -422,3 +422,34 @@ async fn duplicates_come_in_groups_with_their_sizes() {
     );
     assert!(near["similarity"].as_f64().unwrap() >= 0.95);
 }
+
+#[tokio::test]
+async fn attributes_come_with_their_calibration_and_histogram() {
+    let (r, pool) = router_with(&config(|_| {}));
+    let a = get(&r, "/api/v1/collections/demo/attributes").await.json();
+    assert_eq!(a["vocabulary"], "demo");
+    let card =
+        a["attributes"].as_array().unwrap().iter().find(|x| x["code"] == "card").expect("the card attribute");
+    let c = pool.get().await.unwrap();
+    let accepted: i64 = c
+        .query_one(
+            "SELECT count(*) FROM clip.feature_image_attribute WHERE collection = 'demo' AND attribute_code = 'card'
+             AND confidence >= $1::float8",
+            &[&card["threshold"].as_f64().unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(card["accepted"], accepted);
+    assert_eq!(card["percentiles"].as_array().unwrap().len(), 6);
+    let bins = get(&r, "/api/v1/collections/demo/attributes/card/histogram?bins=10").await.json();
+    let bins = bins.as_array().unwrap();
+    assert_eq!(bins.len(), 10);
+    assert_eq!(
+        bins.iter().map(|b| b["images"].as_i64().unwrap()).sum::<i64>(),
+        242,
+        "every scored image in a bin"
+    );
+    get(&r, "/api/v1/collections/demo_cards/attributes").await.problem(StatusCode::NOT_FOUND);
+    get(&r, "/api/v1/collections/demo/attributes/nope/histogram").await.problem(StatusCode::NOT_FOUND);
+}

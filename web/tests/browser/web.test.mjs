@@ -48,6 +48,8 @@ test("label five images with the keyboard, undo one, see the refit notice", asyn
   await p.waitForSelector(".notice:text('refitted to version 1')");
   await p.waitForSelector("#version:text('classifier version 1')");
   assert.equal(new Set(seen).size, 5, "five different images");
+  // the vocabulary's packaging group scores the classes zero-shot
+  assert.match(await p.textContent("#zero-shot"), /^loose \d+\.\d%, packaged \d+\.\d%$/);
   assert.equal(await p.locator("#recent figure").count(), 5);
   if (screens) await p.screenshot({ path: `${screens}/label.png` });
 
@@ -131,11 +133,28 @@ test("find a duplicate: the larger file is kept, the copy trashed, the group sav
   assert.equal(await p.locator(".group.current figure[data-decision=trash]").count(), 0);
 });
 
+test("the attributes page draws the histogram under the calibration curve", async () => {
+  const p = await page();
+  await p.goto(`${url}/attributes?collection=demo`);
+  await p.waitForSelector("body[data-ready=true]");
+  await p.click("#list tr[data-code=card] a");
+  await p.waitForSelector("body[data-shown=card]");
+  const counts = await p.locator("#chart rect.bar").evaluateAll((bs) => bs.map((b) => Number(b.dataset.images)));
+  assert.equal(counts.length, 40);
+  assert.equal(counts.reduce((a, b) => a + b, 0), 242, "every scored image in a bar");
+  assert.ok((await p.getAttribute("#curve", "d")).startsWith("M"));
+  const api = await json("/api/v1/collections/demo/attributes");
+  const card = api.attributes.find((a) => a.code === "card");
+  await p.waitForSelector(`#accepted:text('${card.accepted} images accepted')`);
+  if (screens) await p.screenshot({ path: `${screens}/attributes.png` });
+});
+
 test("the collections page lists the collections and links their pages", async () => {
   const p = await page();
   await p.goto(url + "/");
   await p.waitForSelector("a[href='/identify?set=demo_cards']");
   await p.waitForSelector("a[href='/label?collection=demo&classifier=packaging']");
   await p.waitForSelector("a[href='/review?collection=demo']");
+  await p.waitForSelector("a[href='/attributes?collection=demo']");
   if (screens) await p.screenshot({ path: `${screens}/collections.png` });
 });

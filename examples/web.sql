@@ -13,6 +13,9 @@ INSERT INTO demo_images (file, caption, shape, colour, count, background, style,
 SELECT 'copy of ' || file, caption, shape, colour, count, background, style, packaged, card,
        CASE WHEN id = 5 THEN image ELSE clip.make_thumbnail(image, 128) END
 FROM demo_images WHERE id IN (5, 7) ORDER BY id;
+-- refresh stores a 256 px thumbnail of each image (here and in the auto-refresh worker)
+SELECT format('ALTER DATABASE %I SET pg_clip.thumbnail_size = 256', current_database()) \gexec
+SET pg_clip.thumbnail_size = 256;
 SELECT clip.add_collection('demo', 'demo_images', 'id', 'image') \gset
 SELECT count(*) AS attributes FROM clip.load_vocabulary_file('demo', 'demo.yaml') \gset
 SELECT clip.attach_vocabulary('demo', 'demo') \gset

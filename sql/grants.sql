@@ -13,7 +13,7 @@ GRANT USAGE ON SCHEMA clip TO PUBLIC;
 GRANT SELECT ON clip.model, clip.collection, clip.embedding, clip.embedding_error, clip.embedding_version,
     clip.refresh_state, clip.refresh_progress, clip.vocabulary, clip.vocabulary_attribute,
     clip.collection_vocabulary, clip.feature_image_attribute, clip.reference_set, clip.label, clip.classifier,
-    clip.classifier_weight, clip.clustering, clip.cluster_centroid, clip.cluster_assignment, clip.label_history TO PUBLIC;
+    clip.classifier_weight, clip.clustering, clip.cluster_centroid, clip.cluster_assignment, clip.label_history, clip.thumbnail TO PUBLIC;
 
 -- Row security on every table that holds a collection's data. (Made again by every version's
 -- script: a policy has no CREATE OR REPLACE.)
@@ -24,7 +24,7 @@ BEGIN
         SELECT u, 'collection IN (SELECT r FROM clip._readable_collections() r)'
         FROM unnest(ARRAY['embedding', 'embedding_error', 'embedding_version', 'refresh_queue', 'refresh_state',
                           'feature_image_attribute', 'collection_vocabulary', 'attribute_score_state',
-                          'image_score_state', 'label', 'label_history', 'classifier', 'classification', 'clustering',
+                          'image_score_state', 'label', 'label_history', 'thumbnail', 'classifier', 'classification', 'clustering',
                           'cluster_assignment']) u
         UNION ALL VALUES ('reference_set', 'name IN (SELECT r FROM clip._readable_collections() r)'),
                          ('classifier_weight', 'name IN (SELECT k.name FROM clip.classifier k)'),

@@ -58,6 +58,13 @@ BEGIN
         cleared AS (
             DELETE FROM clip.embedding_error x USING ok WHERE x.collection = $1 AND x.image_id = ok.image_id
         ),
+        -- (thumbnails by content: one per distinct image and size)
+        thumbs AS (
+            INSERT INTO clip.thumbnail (collection, content_sha256, size, jpeg)
+            SELECT $1, content_sha256, greatest(clip._setting('pg_clip.thumbnail_size')::int, 16), thumbnail
+            FROM res WHERE embedding IS NOT NULL AND thumbnail IS NOT NULL
+            ON CONFLICT DO NOTHING
+        ),
         bad AS (
             INSERT INTO clip.embedding_error (collection, image_id, content_sha256, sqlstate, message)
             SELECT $1, id, content_sha256, coalesce(error_sqlstate, '22004'),
@@ -198,6 +205,9 @@ BEGIN
                         AND NOT EXISTS (SELECT 1 FROM %s s WHERE s.%I = e.image_id)', c.source, c.id_column) USING c.name;
     EXECUTE format('DELETE FROM clip.refresh_queue q WHERE q.collection = $1
                         AND NOT EXISTS (SELECT 1 FROM %s s WHERE s.%I = q.image_id)', c.source, c.id_column) USING c.name;
+    -- thumbnails of content no embedding has any more
+    DELETE FROM clip.thumbnail t WHERE t.collection = c.name
+        AND NOT EXISTS (SELECT 1 FROM clip.embedding e WHERE e.collection = c.name AND e.content_sha256 = t.content_sha256);
     RETURN n;
 END $$;
 

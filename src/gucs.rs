@@ -56,6 +56,8 @@ static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(32);
 /// Largest image, in pixels, that is decoded; larger ones are refused from their header,
 /// before any pixel is decoded (decompression bombs). Superuser only, as the next one.
 static MAX_IMAGE_PIXELS: GucSetting<i32> = GucSetting::<i32>::new(100_000_000);
+/// The longer side of the thumbnails refresh stores (clip.thumbnail); 0: none.
+static THUMBNAIL_SIZE: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// Megabytes one backend may hold for decoding and resizing images at once (all its decoding
 /// threads together); an image whose buffers alone need more is refused from its header.
 static MAX_IMAGE_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(1024);
@@ -229,6 +231,16 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"pg_clip.thumbnail_size",
+        c"Longer side in pixels of the JPEG thumbnails refresh stores in clip.thumbnail; 0: none.",
+        c"Made from the decode that embeds each image; 1 to 15 mean 16.",
+        &THUMBNAIL_SIZE,
+        0,
+        pg_clip_core::thumbnail::MAX_SIZE as i32,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"pg_clip.max_image_pixels",
         c"Largest image (width x height) that is decoded.",
         c"Checked from the image header before decoding, so a decompression bomb costs nothing.",
@@ -362,6 +374,14 @@ pub fn batch_size() -> usize {
 }
 
 /// What one image may cost, from pg_clip.max_image_pixels and pg_clip.max_image_memory.
+/// The thumbnail size refresh makes, if any.
+pub fn thumbnail_size() -> Option<u32> {
+    match THUMBNAIL_SIZE.get() {
+        0 => None,
+        n => Some((n as u32).max(16)),
+    }
+}
+
 pub fn image_limits() -> ImageLimits {
     ImageLimits {
         max_pixels: MAX_IMAGE_PIXELS.get().max(1) as u64,

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use pg_clip_core::model::{ModelFolder, ModelOptions};
 use pg_clip_core::preprocess::PreprocessConfig;
-use pg_clip_core::runtime::{self, ClipModel, Device, SessionOptions};
+use pg_clip_core::runtime::{self, ClipModel, Device, Embedded, SessionOptions};
 use pg_clip_core::service::{images_per_request, Input, ModelInfo, ModelSpec, Priority, Reply, Request};
 use pg_clip_core::{ClipError, ErrorKind};
 use pgrx::prelude::*;
@@ -260,14 +260,30 @@ pub fn embed_texts(name: &str, texts: &[&str], priority: Priority) -> Vec<Vec<f3
 }
 
 /// Embed images with model `name`: one result per image (a bad image is its own error), the
-/// model's failure an ERROR. Through the service, this backend decodes and resizes each
-/// chunk while the service runs the previous one.
+/// model's failure an ERROR.
 pub fn embed_images(name: &str, images: &[&[u8]], priority: Priority) -> Vec<pg_clip_core::Result<Vec<f32>>> {
+    embed_images_with_thumbnails(name, images, priority, None)
+        .into_iter()
+        .map(|r| r.map(|e| e.vector))
+        .collect()
+}
+
+/// As [`embed_images`], with a thumbnail of `thumbnail` pixels made from each image's decode.
+/// Through the service, this backend decodes and resizes each chunk while the service runs the
+/// previous one.
+pub fn embed_images_with_thumbnails(
+    name: &str,
+    images: &[&[u8]],
+    priority: Priority,
+    thumbnail: Option<u32>,
+) -> Vec<pg_clip_core::Result<Embedded>> {
     let (batch, limits) = (gucs::batch_size(), gucs::image_limits());
     let results = if !service::use_service() {
-        with_model(name, |m| m.embed_images(images, batch, &limits, errors::INTERRUPT))
-            .map_err(|e| refused(name, e))
-            .or_raise()
+        with_model(name, |m| {
+            m.embed_images_with_thumbnails(images, batch, &limits, errors::INTERRUPT, thumbnail)
+        })
+        .map_err(|e| refused(name, e))
+        .or_raise()
     } else {
         let (spec, cfg) = remote(name);
         // (and within one message to the service: a chunk of pg_clip.batch_size images may be
@@ -275,9 +291,10 @@ pub fn embed_images(name: &str, images: &[&[u8]], priority: Priority) -> Vec<pg_
         let chunk = runtime::batch_limit(batch, &cfg, &limits).min(images_per_request(&cfg));
         service::with_client(|c| {
             let mut out = Vec::with_capacity(images.len());
-            let mut in_flight: Option<(Option<u64>, Vec<pg_clip_core::Result<()>>)> = None;
+            let mut in_flight: Option<(Option<u64>, Decoded)> = None;
             for part in images.chunks(chunk) {
-                let (tensor, decoded) = runtime::preprocess_batch(part, &cfg, &limits, errors::INTERRUPT);
+                let (tensor, decoded) =
+                    runtime::preprocess_batch(part, &cfg, &limits, errors::INTERRUPT, thumbnail);
                 errors::stop_if_cancelled(&decoded);
                 let good = decoded.iter().filter(|r| r.is_ok()).count();
                 let id = if good > 0 {
@@ -300,12 +317,15 @@ pub fn embed_images(name: &str, images: &[&[u8]], priority: Priority) -> Vec<pg_
     results
 }
 
+/// Each image's decoding outcome, with its thumbnail when one was asked for.
+type Decoded = Vec<pg_clip_core::Result<Option<Vec<u8>>>>;
+
 /// The service's reply to one chunk, matched to its images' decoding outcomes.
 fn collect(
     c: &mut pg_clip_core::service::Client,
     name: &str,
-    (id, decoded): (Option<u64>, Vec<pg_clip_core::Result<()>>),
-    out: &mut Vec<pg_clip_core::Result<Vec<f32>>>,
+    (id, decoded): (Option<u64>, Decoded),
+    out: &mut Vec<pg_clip_core::Result<Embedded>>,
 ) -> pg_clip_core::Result<()> {
     let good = decoded.iter().filter(|r| r.is_ok()).count();
     let rows = match id {
@@ -316,10 +336,7 @@ fn collect(
             _ => return Err(pg_clip_core::service::client::lost("an unexpected reply to an embedding")),
         },
     };
-    let mut rows = rows.into_iter();
-    for r in decoded {
-        out.push(r.map(|()| rows.next().expect("one embedding per decoded image")));
-    }
+    out.extend(runtime::pair(decoded, rows));
     Ok(())
 }
 

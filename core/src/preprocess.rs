@@ -493,6 +493,19 @@ pub fn preprocess_into(
     budget: Option<&Budget>,
     out: &mut [f32],
 ) -> Result<()> {
+    preprocess_with_thumbnail(bytes, cfg, limits, budget, out, None).map(|_| ())
+}
+
+/// As [`preprocess_into`], and a JPEG thumbnail of `thumbnail` pixels made from the same decode
+/// (the image as the model's flavour decodes it).
+pub fn preprocess_with_thumbnail(
+    bytes: &[u8],
+    cfg: &PreprocessConfig,
+    limits: &ImageLimits,
+    budget: Option<&Budget>,
+    out: &mut [f32],
+    thumbnail: Option<u32>,
+) -> Result<Option<Vec<u8>>> {
     let (decoder, format, w, h) = open(bytes, limits)?;
     // (orientation may swap the sides: the larger of both targets is counted)
     let (a, b) = (resize_target(w, h, cfg, limits.max_bytes)?, resize_target(h, w, cfg, limits.max_bytes)?);
@@ -502,7 +515,7 @@ pub fn preprocess_into(
     let decoded = finish(decoder, format, bytes, cfg.flavour.exif())?;
     let crop = resize_crop(&decoded, cfg, limits)?;
     normalize_into(&crop, cfg, out);
-    Ok(())
+    thumbnail.map(|size| crate::thumbnail::of_image(&decoded.image, size)).transpose()
 }
 
 #[cfg(test)]

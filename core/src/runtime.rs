@@ -264,20 +264,31 @@ impl ClipModel {
         limits: &preprocess::ImageLimits,
         interrupt: Interrupt,
     ) -> Result<Vec<Result<Vec<f32>>>> {
+        let all = self.embed_images_with_thumbnails(images, batch_size, limits, interrupt, None)?;
+        Ok(all.into_iter().map(|r| r.map(|e| e.vector)).collect())
+    }
+
+    /// As [`ClipModel::embed_images`], with a thumbnail of `thumbnail` pixels made from each
+    /// image's decode.
+    pub fn embed_images_with_thumbnails(
+        &mut self,
+        images: &[&[u8]],
+        batch_size: usize,
+        limits: &preprocess::ImageLimits,
+        interrupt: Interrupt,
+        thumbnail: Option<u32>,
+    ) -> Result<Vec<Result<Embedded>>> {
         let cfg = self.folder.preprocess.clone();
-        let mut results: Vec<Result<Vec<f32>>> = Vec::with_capacity(images.len());
+        let mut results: Vec<Result<Embedded>> = Vec::with_capacity(images.len());
         for chunk in images.chunks(batch_limit(batch_size, &cfg, limits)) {
             if interrupt.is_set() {
                 results.extend(chunk.iter().map(|_| Err(ClipError::cancelled())));
                 continue;
             }
-            let (tensor, decoded) = preprocess_batch(chunk, &cfg, limits, interrupt);
+            let (tensor, decoded) = preprocess_batch(chunk, &cfg, limits, interrupt, thumbnail);
             let good = decoded.iter().filter(|r| r.is_ok()).count();
-            let mut embedded =
-                if good > 0 { self.run_visual(&tensor, good, interrupt)? } else { Vec::new() }.into_iter();
-            for r in decoded {
-                results.push(r.map(|()| embedded.next().expect("one embedding per decoded image")));
-            }
+            let embedded = if good > 0 { self.run_visual(&tensor, good, interrupt)? } else { Vec::new() };
+            results.extend(pair(decoded, embedded));
         }
         Ok(results)
     }
@@ -312,15 +323,39 @@ pub fn batch_limit(
     batch_size.clamp(1, (limits.max_bytes / bytes).max(1) as usize)
 }
 
+/// An image's embedding, and its thumbnail when one was asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    pub vector: Vec<f32>,
+    pub thumbnail: Option<Vec<u8>>,
+}
+
+/// Each image's decoding outcome with its embedding: the model's rows are those of the images
+/// that decoded, in order.
+pub fn pair(decoded: Vec<Result<Option<Vec<u8>>>>, rows: Vec<Vec<f32>>) -> Vec<Result<Embedded>> {
+    let mut rows = rows.into_iter();
+    decoded
+        .into_iter()
+        .map(|r| {
+            r.map(|thumbnail| Embedded {
+                vector: rows.next().expect("one embedding per decoded image"),
+                thumbnail,
+            })
+        })
+        .collect()
+}
+
 /// Decode and preprocess `images` in parallel (the decoding threads share one budget of
 /// `limits.max_bytes`): one tensor of the images that succeeded, in order, and each image's
-/// outcome. The model runs elsewhere: here (embed_images) or in the inference service.
+/// outcome (with its thumbnail of `thumbnail` pixels, when asked). The model runs elsewhere:
+/// here (embed_images) or in the inference service.
 pub fn preprocess_batch(
     images: &[&[u8]],
     cfg: &preprocess::PreprocessConfig,
     limits: &preprocess::ImageLimits,
     interrupt: Interrupt,
-) -> (Vec<f32>, Vec<Result<()>>) {
+    thumbnail: Option<u32>,
+) -> (Vec<f32>, Vec<Result<Option<Vec<u8>>>>) {
     let len = cfg.tensor_len();
     let mut tensor = Vec::new();
     if tensor.try_reserve_exact(images.len() * len).is_err() {
@@ -331,7 +366,7 @@ pub fn preprocess_batch(
     }
     tensor.resize(images.len() * len, 0f32);
     let budget = preprocess::Budget::new(limits.max_bytes);
-    let decoded: Vec<Result<()>> = decode_pool().install(|| {
+    let decoded: Vec<Result<Option<Vec<u8>>>> = decode_pool().install(|| {
         tensor
             .par_chunks_mut(len)
             .zip(images.par_iter())
@@ -339,7 +374,7 @@ pub fn preprocess_batch(
                 if interrupt.is_set() {
                     return Err(ClipError::cancelled());
                 }
-                preprocess::preprocess_into(bytes, cfg, limits, Some(&budget), out)
+                preprocess::preprocess_with_thumbnail(bytes, cfg, limits, Some(&budget), out, thumbnail)
             })
             .collect()
     });

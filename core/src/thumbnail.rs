@@ -5,6 +5,7 @@ use std::io::Cursor;
 
 use image::codecs::jpeg::JpegEncoder;
 use image::imageops::FilterType;
+use image::DynamicImage;
 
 use crate::error::{ClipError, ErrorKind, Result};
 use crate::preprocess::{self, ImageLimits};
@@ -14,25 +15,34 @@ pub const MAX_SIZE: u32 = 1024;
 
 /// A JPEG whose longer side is at most `size` pixels (16 to [`MAX_SIZE`]).
 pub fn make(bytes: &[u8], size: u32, limits: &ImageLimits) -> Result<Vec<u8>> {
-    if !(16..=MAX_SIZE).contains(&size) {
-        return Err(ClipError::new(
-            ErrorKind::InvalidImage,
-            format!("a thumbnail size must be between 16 and {MAX_SIZE} pixels, not {size}"),
-        ));
+    check_size(size)?;
+    of_image(&preprocess::decode(bytes, limits)?.image, size)
+}
+
+pub fn check_size(size: u32) -> Result<()> {
+    if (16..=MAX_SIZE).contains(&size) {
+        return Ok(());
     }
-    let decoded = preprocess::decode(bytes, limits)?;
-    let img = decoded.image.to_rgb8();
-    let (w, h) = img.dimensions();
+    Err(ClipError::new(
+        ErrorKind::InvalidImage,
+        format!("a thumbnail size must be between 16 and {MAX_SIZE} pixels, not {size}"),
+    ))
+}
+
+/// The thumbnail of an image already decoded (refresh makes it from the decode it embeds):
+/// the output is allocated, not a copy of the whole image.
+pub fn of_image(img: &DynamicImage, size: u32) -> Result<Vec<u8>> {
+    let (w, h) = (img.width(), img.height());
     let long = w.max(h);
-    let img = if long > size {
+    let small = if long > size {
         // (u64: a 1 x 20,000,000 image must not overflow; at least one pixel each way)
         let scale = |x: u32| ((u64::from(x) * u64::from(size)).div_ceil(u64::from(long)) as u32).max(1);
-        image::imageops::resize(&img, scale(w), scale(h), FilterType::Triangle)
+        img.resize_exact(scale(w), scale(h), FilterType::Triangle).to_rgb8()
     } else {
-        img
+        img.to_rgb8()
     };
     let mut out = Vec::new();
-    JpegEncoder::new_with_quality(&mut Cursor::new(&mut out), 85).encode_image(&img).map_err(|e| {
+    JpegEncoder::new_with_quality(&mut Cursor::new(&mut out), 85).encode_image(&small).map_err(|e| {
         ClipError::new(ErrorKind::InvalidImage, format!("could not encode the thumbnail: {e}"))
     })?;
     Ok(out)

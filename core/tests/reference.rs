@@ -194,3 +194,30 @@ fn batches_equal_single_calls_and_bad_elements_stay_local() {
         assert!((norm - 1.0).abs() < 1e-5);
     }
 }
+
+#[test]
+fn thumbnails_made_while_embedding_equal_those_made_alone() {
+    let mut model = load_tiny();
+    let photos = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png"];
+    let bytes: Vec<Vec<u8>> =
+        photos.iter().map(|p| std::fs::read(root().join("tests/images/photos").join(p)).unwrap()).collect();
+    let mut images: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+    images.push(b"not an image");
+    let limits = preprocess::ImageLimits::TRUSTED;
+    let plain = model.embed_images(&images, 8, &limits, pg_clip_core::Interrupt::NEVER).unwrap();
+    let with = model
+        .embed_images_with_thumbnails(&images, 8, &limits, pg_clip_core::Interrupt::NEVER, Some(64))
+        .unwrap();
+    assert_eq!(with.len(), images.len());
+    for ((image, p), w) in images.iter().zip(&plain).zip(&with) {
+        match (p, w) {
+            (Ok(v), Ok(e)) => {
+                assert_eq!(&e.vector, v, "the same embedding");
+                let alone = pg_clip_core::thumbnail::make(image, 64, &limits).unwrap();
+                assert_eq!(e.thumbnail.as_deref(), Some(alone.as_slice()), "the same thumbnail");
+            }
+            (Err(a), Err(b)) => assert_eq!(a.kind, b.kind),
+            _ => panic!("one path failed where the other did not"),
+        }
+    }
+}

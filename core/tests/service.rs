@@ -59,7 +59,8 @@ fn photos() -> Vec<Vec<u8>> {
 fn tensor_of(images: &[Vec<u8>], folder: &Path) -> Input {
     let cfg = ModelFolder::open(folder, &ModelOptions::default()).unwrap().preprocess;
     let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
-    let (tensor, outcome) = runtime::preprocess_batch(&refs, &cfg, &ImageLimits::TRUSTED, Interrupt::NEVER);
+    let (tensor, outcome) =
+        runtime::preprocess_batch(&refs, &cfg, &ImageLimits::TRUSTED, Interrupt::NEVER, None);
     assert!(outcome.iter().all(Result::is_ok));
     Input::Images { n: images.len(), tensor }
 }

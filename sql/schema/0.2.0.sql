@@ -77,3 +77,16 @@ COMMENT ON TABLE clip.label_history IS 'every change of a label: clip.label, cli
 SELECT pg_catalog.pg_extension_config_dump('clip.label_history', '');
 SELECT pg_catalog.pg_extension_config_dump('clip.label_history_id_seq', '');
 ALTER TABLE clip.label ADD CONSTRAINT label_labelled_by_check CHECK (length(labelled_by) BETWEEN 1 AND 200);
+
+-- Thumbnails refresh makes where it decodes each image (pg_clip.thumbnail_size > 0), by
+-- content: an unchanged image keeps its thumbnail, and a browsing application its cached URL
+CREATE TABLE clip.thumbnail (
+    collection     text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
+    content_sha256 bytea NOT NULL,
+    size           integer NOT NULL CHECK (size BETWEEN 16 AND 1024),
+    jpeg           bytea NOT NULL,
+    made_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (collection, content_sha256, size)
+);
+COMMENT ON TABLE clip.thumbnail IS 'JPEG thumbnails by content, made by refresh when pg_clip.thumbnail_size > 0';
+SELECT pg_catalog.pg_extension_config_dump('clip.thumbnail', '');

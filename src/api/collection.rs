@@ -14,7 +14,7 @@ use crate::gucs;
 use crate::models;
 use crate::vector::Vector;
 
-type Row = (i32, Option<Vec<u8>>, Option<Vector>, Option<String>, Option<String>);
+type Row = (i32, Option<Vec<u8>>, Option<Vector>, Option<String>, Option<String>, Option<Vec<u8>>);
 
 /// One row per array element (1-based `ord`): its SHA-256 and either an embedding or the
 /// SQLSTATE and message it would have raised. NULL elements give a row with everything NULL.
@@ -31,6 +31,7 @@ fn try_embed_images(
         name!(embedding, Option<Vector>),
         name!(error_sqlstate, Option<String>),
         name!(error_message, Option<String>),
+        name!(thumbnail, Option<Vec<u8>>),
     ),
 > {
     let all: Vec<Option<Result<&[u8], ClipError>>> = images.iter().map(|b| b.map(Ok)).collect();
@@ -52,6 +53,7 @@ fn try_embed_files(
         name!(embedding, Option<Vector>),
         name!(error_sqlstate, Option<String>),
         name!(error_message, Option<String>),
+        name!(thumbnail, Option<Vec<u8>>),
     ),
 > {
     let root = readable_image_root();
@@ -103,24 +105,27 @@ pub(crate) fn readable_image_root() -> String {
     root
 }
 
-/// Embed the readable elements in batches; every element gets a row, in order.
+/// Embed the readable elements in batches; every element gets a row, in order, with its
+/// thumbnail when pg_clip.thumbnail_size asks for them.
 fn embed_rows(all: &[Option<Result<&[u8], ClipError>>], model: &str) -> Vec<Row> {
     let present: Vec<&[u8]> = all.iter().filter_map(|b| b.as_ref()?.as_ref().ok()).copied().collect();
-    let mut results = models::embed_images(model, &present, Priority::Bulk).into_iter();
+    let mut results =
+        models::embed_images_with_thumbnails(model, &present, Priority::Bulk, gucs::thumbnail_size())
+            .into_iter();
     let failed = |ord, sha, e: &ClipError| {
-        (ord, sha, None, Some(errors::sqlstate(e.kind).1.to_string()), Some(e.to_string()))
+        (ord, sha, None, Some(errors::sqlstate(e.kind).1.to_string()), Some(e.to_string()), None)
     };
     all.iter()
         .enumerate()
         .map(|(i, b)| {
             let ord = i as i32 + 1;
             match b {
-                None => (ord, None, None, None, None),
+                None => (ord, None, None, None, None, None),
                 Some(Err(e)) => failed(ord, None, e),
                 Some(Ok(bytes)) => {
                     let sha = Some(Sha256::digest(bytes).to_vec());
                     match results.next().expect("one result per image") {
-                        Ok(v) => (ord, sha, Some(Vector(v)), None, None),
+                        Ok(e) => (ord, sha, Some(Vector(e.vector)), None, None, e.thumbnail),
                         Err(e) => failed(ord, sha, &e),
                     }
                 }

@@ -254,7 +254,8 @@ async fn serve_image(
 ) -> Result<Response> {
     let size = p.size.unwrap_or(256);
     let c = conn(s).await?;
-    // the hash of the bytes as read now; the thumbnail is made only when the browser's copy is old
+    // the hash of the bytes as read now; the thumbnail (the one refresh stored for this content,
+    // else made now) only when the browser's copy is old
     let seen = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -263,8 +264,12 @@ async fn serve_image(
         .to_string();
     let row = c
         .query_one(
-            "WITH i AS (SELECT clip.image($1, $2) AS b), h AS (SELECT b, encode(sha256(b), 'hex') AS hash FROM i)
-             SELECT h.hash, CASE WHEN h.hash || $5 = $4 THEN NULL WHEN $3 THEN clip.make_thumbnail(h.b, $6) ELSE h.b END FROM h",
+            "WITH i AS (SELECT clip.image($1, $2) AS b), h AS (SELECT b, sha256(b) AS sha, encode(sha256(b), 'hex') AS hash FROM i)
+             SELECT h.hash, CASE WHEN h.hash || $5 = $4 THEN NULL
+                                 WHEN $3 THEN coalesce((SELECT t.jpeg FROM clip.thumbnail t WHERE t.collection = $1
+                                                          AND t.content_sha256 = h.sha AND t.size = $6),
+                                                       clip.make_thumbnail(h.b, $6))
+                                 ELSE h.b END FROM h",
             &[&collection, &id, &thumb, &seen, &(if thumb { format!("-{size}") } else { String::new() }), &size],
         )
         .await

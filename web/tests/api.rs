@@ -250,6 +250,21 @@ async fn images_carry_etags_and_a_changed_version_is_not_cached_for_long() {
     let thumb = get(&r, "/refs/demo_cards/1/thumbnail?size=64").await;
     assert_eq!(thumb.headers[header::CONTENT_TYPE], "image/jpeg");
     assert_ne!(thumb.headers[header::ETAG].to_str().unwrap(), etag, "a thumbnail has its own tag");
+    // the thumbnail refresh stored for this content (examples/web.sql asks for 256 px)
+    let (r2, pool) = router_with(&config(|_| {}));
+    let stored: Vec<u8> = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT t.jpeg FROM clip.thumbnail t JOIN clip.embedding e ON e.collection = t.collection
+             AND e.content_sha256 = t.content_sha256 WHERE t.collection = 'demo_cards' AND e.image_id = 1 AND t.size = 256",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(get(&r2, "/refs/demo_cards/1/thumbnail").await.body, stored);
     let stale = get(&r, "/refs/demo_cards/1?v=0000000000000000").await;
     assert_eq!(stale.headers[header::CACHE_CONTROL], "no-cache");
 }

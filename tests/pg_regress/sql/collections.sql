@@ -173,6 +173,29 @@ SELECT clip.image('files', 1) = pg_read_binary_file(:'root' || '/tests/images/ph
 SELECT try($$SELECT clip.image('files', 3)$$) AS outside_root, try($$SELECT clip.image('files', 8)$$) AS null_path,
        try($$SELECT clip.image('files', 99)$$) AS no_row, try($$SELECT clip.thumbnail('files', 7)$$) AS truncated,
        try($$SELECT clip.thumbnail('files', 1, 4096)$$) AS too_big;
+-- thumbnails stored by refresh where it decodes: one per content, equal to one made on demand,
+-- gone with the content
+CREATE TABLE thumbs (id bigint PRIMARY KEY, img bytea);
+INSERT INTO thumbs SELECT i, clip.image('files', 1) FROM generate_series(1, 2) i;
+INSERT INTO thumbs VALUES (3, pg_read_binary_file(:'root' || '/tests/images/photos/rocket.jpg'));
+SELECT clip.add_collection('thumbs', 'thumbs', 'id', 'img');
+SET pg_clip.thumbnail_size = 64;
+SET client_min_messages = warning;
+CALL clip.refresh('thumbs');
+RESET client_min_messages;
+SELECT count(*) AS thumbnails, bool_and(t.size = 64) AS size_64,
+       bool_and(t.jpeg = (SELECT clip.make_thumbnail(s.img, 64) FROM thumbs s
+                          JOIN clip.embedding e ON e.collection = 'thumbs' AND e.image_id = s.id
+                          WHERE e.content_sha256 = t.content_sha256 LIMIT 1)) AS same_as_on_demand
+FROM clip.thumbnail t WHERE t.collection = 'thumbs';
+DELETE FROM thumbs WHERE id = 3;
+SET client_min_messages = warning;
+CALL clip.refresh('thumbs');
+RESET client_min_messages;
+RESET pg_clip.thumbnail_size;
+SELECT count(*) AS thumbnails_left FROM clip.thumbnail WHERE collection = 'thumbs';
+SELECT clip.drop_collection('thumbs');
+DROP TABLE thumbs;
 -- files that did not change on disk are not queued again (changed ones: see the client tests)
 SELECT clip.recheck_files('files') AS requeued;
 -- reading files is for roles granted pg_read_server_files; the batch helpers are internal

@@ -22,6 +22,7 @@
 \d+ clip.reference_set
 \d+ clip.label
 \d+ clip.label_history
+\d+ clip.thumbnail
 \d+ clip.classifier
 \d+ clip.classifier_weight
 \d+ clip.classification

@@ -20,12 +20,11 @@ pub struct AppState {
 
 pub type Shared = State<Arc<AppState>>;
 
-async fn conn(s: &AppState) -> Result<Object> {
-    s.pool.get().await.map_err(Problem::pool)
-}
-
-fn db(doing: Doing) -> impl Fn(tokio_postgres::Error) -> Problem {
-    move |e| Problem::db(&e, doing)
+impl AppState {
+    /// A connection from the pool, or 503 when none comes free in time.
+    pub async fn conn(&self) -> Result<Object> {
+        self.pool.get().await.map_err(Problem::pool)
+    }
 }
 
 // --- identification -----------------------------------------------------------------------
@@ -119,7 +118,7 @@ async fn set_model(c: &Object, set: &str) -> Result<(String, String)> {
             &[&set],
         )
         .await
-        .map_err(db(Doing::Model))?;
+        .map_err(Problem::of_db(Doing::Model))?;
     let row = row.ok_or_else(|| Problem::not_found(format!("reference set \"{set}\" does not exist")))?;
     Ok((row.get(0), row.get(1)))
 }
@@ -150,13 +149,13 @@ const IDENTIFY_SQL: &str = "
 
 async fn identify_frames(s: &AppState, p: &IdentifyParams, images: Vec<Bytes>) -> Result<Vec<Identified>> {
     let k = check_k(p.k)?;
-    let c = conn(s).await?;
+    let c = s.conn().await?;
     let (model, stamp) = set_model(&c, &p.set).await?;
     let frames: Vec<&[u8]> = images.iter().map(|b| b.as_ref()).collect();
     let rows = c
         .query(IDENTIFY_SQL, &[&frames, &p.set, &k, &p.min_score, &p.min_margin, &model])
         .await
-        .map_err(db(Doing::Model))?;
+        .map_err(Problem::of_db(Doing::Model))?;
     let mut out: Vec<Identified> = (0..frames.len())
         .map(|_| Identified {
             set: p.set.clone(),
@@ -253,7 +252,7 @@ async fn serve_image(
     headers: &HeaderMap,
 ) -> Result<Response> {
     let size = p.size.unwrap_or(256);
-    let c = conn(s).await?;
+    let c = s.conn().await?;
     // the hash of the bytes as read now; the thumbnail (the one refresh stored for this content,
     // else made now) only when the browser's copy is old
     let seen = headers
@@ -273,7 +272,7 @@ async fn serve_image(
             &[&collection, &id, &thumb, &seen, &(if thumb { format!("-{size}") } else { String::new() }), &size],
         )
         .await
-        .map_err(db(Doing::Model))?;
+        .map_err(Problem::of_db(Doing::Model))?;
     let hash: String = row.get(0);
     let etag = if thumb { format!("\"{hash}-{size}\"") } else { format!("\"{hash}\"") };
     let cache = if p.v.as_deref().is_some_and(|v| !v.is_empty() && hash.starts_with(v)) {

@@ -10,10 +10,6 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api::Shared;
 use crate::problem::{Doing, Path, Problem, ProblemResponses, Query, Result};
 
-fn db(e: tokio_postgres::Error) -> Problem {
-    Problem::db(&e, Doing::Model)
-}
-
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Attribute {
     pub code: String,
@@ -40,14 +36,14 @@ pub struct Attributes {
 #[utoipa::path(get, path = "/api/v1/collections/{collection}/attributes",
     params(("collection" = String, Path)), responses((status = 200, body = Attributes), ProblemResponses))]
 pub async fn attributes(State(s): Shared, Path(collection): Path<String>) -> Result<Json<Attributes>> {
-    let c = s.pool.get().await.map_err(Problem::pool)?;
+    let c = s.conn().await?;
     let v = c
         .query_opt(
             "SELECT cv.vocabulary FROM clip.collection_vocabulary cv WHERE cv.collection = (clip._collection($1)).name",
             &[&collection],
         )
         .await
-        .map_err(db)?
+        .map_err(Problem::of_db(Doing::Model))?
         .ok_or_else(|| Problem::not_found(format!("collection \"{collection}\" has no vocabulary attached")))?;
     let vocabulary: String = v.get(0);
     let rows = c
@@ -62,7 +58,7 @@ pub async fn attributes(State(s): Shared, Path(collection): Path<String>) -> Res
             &[&collection, &vocabulary],
         )
         .await
-        .map_err(db)?;
+        .map_err(Problem::of_db(Doing::Model))?;
     let attributes = rows
         .iter()
         .map(|r| Attribute {
@@ -104,13 +100,13 @@ pub async fn histogram(
     Query(p): Query<HistogramParams>,
 ) -> Result<Json<Vec<Bin>>> {
     let bins = p.bins.unwrap_or(40).clamp(1, 200);
-    let c = s.pool.get().await.map_err(Problem::pool)?;
+    let c = s.conn().await?;
     let rows = c
         .query(
             "SELECT lower, upper, images FROM clip.logit_histogram($1, $2, $3)",
             &[&collection, &attribute, &bins],
         )
         .await
-        .map_err(db)?;
+        .map_err(Problem::of_db(Doing::Model))?;
     Ok(Json(rows.iter().map(|r| Bin { lower: r.get(0), upper: r.get(1), images: r.get(2) }).collect()))
 }

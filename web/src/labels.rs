@@ -1,22 +1,12 @@
 //! The labelling calls the pages use: the queue, labels (one or many), undo, history, stats.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{image_url, AppState, Shared};
+use crate::api::{image_url, Shared};
 use crate::problem::{Doing, Path, Problem, ProblemResponses, Query, Result};
-
-fn db(e: tokio_postgres::Error) -> Problem {
-    Problem::db(&e, Doing::Labels)
-}
-
-async fn conn(s: &Arc<AppState>) -> Result<deadpool_postgres::Object> {
-    s.pool.get().await.map_err(Problem::pool)
-}
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CollectionInfo {
@@ -31,7 +21,7 @@ pub struct CollectionInfo {
 /// The collections the database role may read, with their classifiers.
 #[utoipa::path(get, path = "/api/v1/collections", responses((status = 200, body = Vec<CollectionInfo>), ProblemResponses))]
 pub async fn collections(State(s): Shared) -> Result<Json<Vec<CollectionInfo>>> {
-    let c = conn(&s).await?;
+    let c = s.conn().await?;
     let rows = c
         .query(
             "SELECT c.name, c.model,
@@ -43,7 +33,7 @@ pub async fn collections(State(s): Shared) -> Result<Json<Vec<CollectionInfo>>> 
             &[],
         )
         .await
-        .map_err(db)?;
+        .map_err(Problem::of_db(Doing::Labels))?;
     Ok(Json(
         rows.iter()
             .map(|r| CollectionInfo {
@@ -86,7 +76,7 @@ pub async fn classifier(
     State(s): Shared,
     Path((collection, classifier)): Path<(String, String)>,
 ) -> Result<Json<ClassifierInfo>> {
-    let c = conn(&s).await?;
+    let c = s.conn().await?;
     let head = c
         .query_one(
             "SELECT (clip._collection($1)).name,
@@ -101,11 +91,11 @@ pub async fn classifier(
             &[&collection, &classifier],
         )
         .await
-        .map_err(db)?;
+        .map_err(Problem::of_db(Doing::Labels))?;
     let stats = c
         .query("SELECT label, labelled, predicted, predicted_share, confident_share FROM clip.label_stats($1, $2)", &[&collection, &classifier])
         .await
-        .map_err(db)?
+        .map_err(Problem::of_db(Doing::Labels))?
         .iter()
         .map(|r| ClassStats {
             label: r.get(0),
@@ -178,7 +168,7 @@ pub async fn next(
         }
     };
     let mode = p.mode.unwrap_or_else(|| "uncertain".into());
-    let c = conn(&s).await?;
+    let c = s.conn().await?;
     let rows = c
         .query(
             "SELECT n.image_id, n.prediction, n.probability, n.uncertainty,
@@ -195,7 +185,7 @@ pub async fn next(
             &[&collection, &classifier, &n, &mode, &p.class, &exclude],
         )
         .await
-        .map_err(db)?;
+        .map_err(Problem::of_db(Doing::Labels))?;
     Ok(Json(
         rows.iter()
             .map(|r| {
@@ -247,14 +237,14 @@ pub async fn label(
     Path((collection, classifier)): Path<(String, String)>,
     crate::problem::Json(r): crate::problem::Json<LabelRequest>,
 ) -> Result<Json<Labelled>> {
-    let c = conn(&s).await?;
+    let c = s.conn().await?;
     let row = c
         .query_one(
             "SELECT changed, refitted_version FROM clip.label_many($1, $2, $3, $4, $5)",
             &[&collection, &classifier, &r.image_ids, &r.label, &r.labelled_by],
         )
         .await
-        .map_err(db)?;
+        .map_err(Problem::of_db(Doing::Labels))?;
     Ok(Json(Labelled { changed: row.get(0), refitted_version: row.get(1) }))
 }
 
@@ -294,8 +284,8 @@ pub async fn undo(
             format!("steps must be 1 to 500, not {steps}"),
         ));
     }
-    let mut c = conn(&s).await?;
-    let tx = c.transaction().await.map_err(db)?;
+    let mut c = s.conn().await?;
+    let tx = c.transaction().await.map_err(Problem::of_db(Doing::Labels))?;
     let mut undone = Vec::new();
     for _ in 0..steps {
         let row = tx
@@ -304,13 +294,13 @@ pub async fn undo(
                 &[&collection, &classifier, &r.labelled_by],
             )
             .await
-            .map_err(db)?;
+            .map_err(Problem::of_db(Doing::Labels))?;
         match row {
             Some(r) => undone.push(Undone { image_id: r.get(0), label: r.get(1), previous: r.get(2) }),
             None => break,
         }
     }
-    tx.commit().await.map_err(db)?;
+    tx.commit().await.map_err(Problem::of_db(Doing::Labels))?;
     Ok(Json(undone))
 }
 
@@ -343,7 +333,7 @@ pub async fn history(
     Query(p): Query<HistoryParams>,
 ) -> Result<Json<Vec<Change>>> {
     let n = p.n.unwrap_or(10).clamp(1, 500);
-    let c = conn(&s).await?;
+    let c = s.conn().await?;
     let rows = c
         .query(
             "SELECT h.image_id, h.label, h.previous, h.labelled_by,
@@ -354,7 +344,7 @@ pub async fn history(
             &[&collection, &classifier, &p.labelled_by, &n],
         )
         .await
-        .map_err(db)?;
+        .map_err(Problem::of_db(Doing::Labels))?;
     Ok(Json(
         rows.iter()
             .map(|r| {

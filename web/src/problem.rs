@@ -156,6 +156,11 @@ impl Problem {
         }
     }
 
+    /// What `map_err` takes for a database call made while `doing`.
+    pub fn of_db(doing: Doing) -> impl Fn(tokio_postgres::Error) -> Self {
+        move |e| Self::db(&e, doing)
+    }
+
     pub fn pool(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => Self::db(&e, Doing::Model),

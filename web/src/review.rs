@@ -10,10 +10,6 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api::{image_url, Shared};
 use crate::problem::{Doing, Path, Problem, ProblemResponses, Query, Result};
 
-fn db(e: tokio_postgres::Error) -> Problem {
-    Problem::db(&e, Doing::Labels)
-}
-
 #[derive(Debug, Default, Deserialize, IntoParams)]
 pub struct GridParams {
     /// The classifier whose predictions and labels are shown
@@ -88,9 +84,11 @@ pub async fn grid(
         return Err(unprocessable("give text or like, not both"));
     }
     let searching = p.text.is_some() || p.like.is_some();
-    let c = s.pool.get().await.map_err(Problem::pool)?;
+    let c = s.conn().await?;
     // (an unknown or unreadable collection is its 42704, not an empty grid)
-    c.query_one("SELECT (clip._collection($1)).name", &[&collection]).await.map_err(db)?;
+    c.query_one("SELECT (clip._collection($1)).name", &[&collection])
+        .await
+        .map_err(Problem::of_db(Doing::Labels))?;
     let fitted: bool = match &p.classifier {
         None => false,
         Some(k) => c
@@ -99,7 +97,7 @@ pub async fn grid(
                 &[k, &collection],
             )
             .await
-            .map_err(db)?
+            .map_err(Problem::of_db(Doing::Labels))?
             .get(0),
     };
     let sort = p.sort.as_deref().unwrap_or(if searching {
@@ -175,7 +173,7 @@ pub async fn grid(
             ],
         )
         .await
-        .map_err(db)?;
+        .map_err(Problem::of_db(Doing::Labels))?;
     let total = rows.first().map_or(0, |r| r.get(9));
     let tiles = rows
         .iter()
@@ -232,7 +230,7 @@ pub async fn duplicates(
     Path(collection): Path<String>,
     Query(p): Query<DuplicateParams>,
 ) -> Result<Json<Vec<DuplicateGroup>>> {
-    let c = s.pool.get().await.map_err(Problem::pool)?;
+    let c = s.conn().await?;
     let rows = c
         .query(
             "SELECT d.g, d.kind, d.similarity, i.id, length(clip.image($1, i.id))::bigint
@@ -241,7 +239,7 @@ pub async fn duplicates(
             &[&collection, &p.threshold],
         )
         .await
-        .map_err(db)?;
+        .map_err(Problem::of_db(Doing::Labels))?;
     let mut groups: Vec<DuplicateGroup> = Vec::new();
     let mut current = None;
     for r in rows {

@@ -411,6 +411,36 @@ async fn the_grid_filters_and_sorts_by_prediction_label_and_similarity() {
         unsure["tiles"].as_array().unwrap().iter().map(|t| t["uncertainty"].as_f64().unwrap()).collect();
     assert!(us.windows(2).all(|w| w[0] >= w[1]));
 
+    // an attribute's confidence and a cluster filter the grid and show on each tile
+    let card: i64 = c
+        .query_one(
+            "SELECT count(*) FROM clip.feature_image_attribute WHERE collection = 'demo' AND attribute_code = 'card'
+             AND confidence >= 0.5",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let cards = get(&r, &grid("attribute=card&min_confidence=0.5&limit=500")).await.json();
+    assert_eq!(cards["total"], card);
+    assert!(cards["tiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["attribute_confidence"].as_f64().unwrap() >= 0.5));
+    c.execute("SELECT count(*) FROM clip.kmeans('demo', 'grid_k', 3)", &[]).await.unwrap();
+    let in_1: i64 = c
+        .query_one(
+            "SELECT count(*) FROM clip.cluster_assignment WHERE clustering = 'grid_k' AND cluster = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let one = get(&r, &grid("clustering=grid_k&cluster=1&limit=500")).await.json();
+    assert_eq!(one["total"], in_1);
+    assert!(one["tiles"].as_array().unwrap().iter().all(|t| t["cluster"] == 1));
+
     get(&r, &grid("sort=sideways")).await.problem(StatusCode::UNPROCESSABLE_ENTITY);
     get(&r, &grid("text=x&like=1")).await.problem(StatusCode::UNPROCESSABLE_ENTITY);
     get(&r, &grid("labelled=maybe")).await.problem(StatusCode::UNPROCESSABLE_ENTITY);

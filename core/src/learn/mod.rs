@@ -1,11 +1,13 @@
 //! Learning over stored embeddings: standardised L2 logistic regression (binary and
-//! multinomial) with stratified cross-validation, and k-means. Plain Rust over `ndarray`,
+//! multinomial) with stratified cross-validation, k-means, and a projection head for
+//! identification (SupCon). Plain Rust over `ndarray`,
 //! checked against scikit-learn's figures on committed data (core/tests/learn.rs).
 
 pub mod fusion;
 pub mod kmeans;
 pub mod logreg;
 pub mod metrics;
+pub mod projection;
 
 use ndarray::{Array2, ArrayView2};
 

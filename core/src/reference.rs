@@ -134,12 +134,20 @@ fn rotate(img: &RgbImage, angle: f32) -> RgbImage {
     let (w, h) = img.dimensions();
     let (cx, cy) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
     let (sin, cos) = angle.sin_cos();
+    // the source pixel that lands on (x, y): rotate back by -angle
+    warp(img, |x, y| {
+        let (dx, dy) = (x - cx, y - cy);
+        (cos * dx + sin * dy + cx, -sin * dx + cos * dy + cy)
+    })
+}
+
+/// The image seen through `source`, which maps each output pixel to the source point it shows
+/// (bilinear; black outside the image).
+fn warp(img: &RgbImage, source: impl Fn(f32, f32) -> (f32, f32)) -> RgbImage {
+    let (w, h) = img.dimensions();
     RgbImage::from_fn(w, h, |x, y| {
-        // the source pixel that lands on (x, y): rotate back by -angle
-        let (dx, dy) = (x as f32 - cx, y as f32 - cy);
-        let sx = cos * dx + sin * dy + cx;
-        let sy = -sin * dx + cos * dy + cy;
-        if sx < 0.0 || sy < 0.0 || sx > (w - 1) as f32 || sy > (h - 1) as f32 {
+        let (sx, sy) = source(x as f32, y as f32);
+        if !(sx >= 0.0 && sy >= 0.0 && sx <= (w - 1) as f32 && sy <= (h - 1) as f32) {
             return Rgb([0, 0, 0]);
         }
         let (x0, y0) = (sx.floor() as u32, sy.floor() as u32);
@@ -154,9 +162,108 @@ fn rotate(img: &RgbImage, angle: f32) -> RgbImage {
     })
 }
 
+/// The homography (row-major 3 x 3, last entry 1) taking each `from` point to its `to` point;
+/// None when the points are degenerate. Solved by Gaussian elimination with partial pivoting
+/// (an 8 x 8 system: no linear-algebra crate needed for it).
+fn homography(from: [(f64, f64); 4], to: [(f64, f64); 4]) -> Option<[f64; 9]> {
+    let mut a = [[0f64; 9]; 8];
+    for (k, ((x, y), (u, v))) in from.iter().zip(to.iter()).enumerate() {
+        a[2 * k] = [*x, *y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y, *u];
+        a[2 * k + 1] = [0.0, 0.0, 0.0, *x, *y, 1.0, -v * x, -v * y, *v];
+    }
+    for col in 0..8 {
+        let pivot = (col..8).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(col, pivot);
+        let p = a[col];
+        for (_, row) in a.iter_mut().enumerate().filter(|(r, _)| *r != col) {
+            let f = row[col] / p[col];
+            for (x, y) in row[col..].iter_mut().zip(&p[col..]) {
+                *x -= f * y;
+            }
+        }
+    }
+    let mut hm = [1f64; 9];
+    for (i, row) in a.iter().enumerate() {
+        hm[i] = row[8] / row[i];
+    }
+    Some(hm)
+}
+
+/// One random training copy of an image, the same for the same seed: a random resized crop
+/// (60-100% of the area, aspect 3:4 to 4:3), a rotation up to 20 degrees either way, a
+/// perspective warp (each corner moved up to 8% of the side), brightness, contrast and hue
+/// jitter, a Gaussian blur three times in ten and greyscale one time in ten: the copies a
+/// projection head is trained and evaluated on.
+pub fn random_augmentation(img: &RgbImage, seed: u64) -> RgbImage {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (w, h) = img.dimensions();
+    let area = f64::from(w) * f64::from(h) * rng.random_range(0.6..=1.0);
+    let aspect = rng.random_range((0.75f64).ln()..=(4.0f64 / 3.0).ln()).exp();
+    let cw = ((area * aspect).sqrt().round() as u32).clamp(1, w);
+    let ch = ((area / aspect).sqrt().round() as u32).clamp(1, h);
+    let (x0, y0) = (rng.random_range(0..=w - cw), rng.random_range(0..=h - ch));
+    let mut out = imageops::crop_imm(img, x0, y0, cw, ch).to_image();
+    out = rotate(&out, rng.random_range(-20f32..=20f32).to_radians());
+    let (fw, fh) = (f64::from(cw - 1), f64::from(ch - 1));
+    let corners = [(0.0, 0.0), (fw, 0.0), (fw, fh), (0.0, fh)];
+    let mut moved = corners;
+    for c in moved.iter_mut() {
+        c.0 += rng.random_range(-0.08..=0.08) * fw;
+        c.1 += rng.random_range(-0.08..=0.08) * fh;
+    }
+    // (the map from each output pixel back to the source: the moved corners to the original)
+    if let Some(m) = homography(moved, corners) {
+        out = warp(&out, |x, y| {
+            let (x, y) = (f64::from(x), f64::from(y));
+            let d = m[6] * x + m[7] * y + m[8];
+            (((m[0] * x + m[1] * y + m[2]) / d) as f32, ((m[3] * x + m[4] * y + m[5]) / d) as f32)
+        });
+    }
+    out = imageops::colorops::brighten(&out, rng.random_range(-25..=25));
+    out = imageops::colorops::contrast(&out, rng.random_range(-20f32..=20f32));
+    out = imageops::colorops::huerotate(&out, rng.random_range(-15..=15));
+    if rng.random_bool(0.3) {
+        out = imageops::blur(&out, (cw.min(ch) as f32 / 100.0 * rng.random_range(0.5f32..=1.5)).max(0.5));
+    }
+    if rng.random_bool(0.1) {
+        out = DynamicImage::ImageLuma8(imageops::grayscale(&out)).to_rgb8();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_homography_maps_its_points_and_a_random_copy_repeats_for_its_seed() {
+        let from = [(0.0, 0.0), (10.0, 0.0), (10.0, 8.0), (0.0, 8.0)];
+        let to = [(1.0, 0.5), (9.0, 1.0), (11.0, 9.0), (-1.0, 7.0)];
+        let m = homography(from, to).unwrap();
+        for ((x, y), (u, v)) in from.iter().zip(to.iter()) {
+            let d = m[6] * x + m[7] * y + m[8];
+            assert!(((m[0] * x + m[1] * y + m[2]) / d - u).abs() < 1e-9);
+            assert!(((m[3] * x + m[4] * y + m[5]) / d - v).abs() < 1e-9);
+        }
+        assert!(homography(from, [(0.0, 0.0); 4]).is_none(), "degenerate");
+
+        let img = RgbImage::from_fn(64, 48, |x, y| Rgb([(x * 4) as u8, (y * 5) as u8, 90]));
+        assert_eq!(rotate(&img, 0.0), img, "no rotation, no change");
+        let a = random_augmentation(&img, 7);
+        assert_eq!(a, random_augmentation(&img, 7));
+        assert_ne!(a, random_augmentation(&img, 8));
+        let grey = (0..100u64).filter(|s| {
+            let c = random_augmentation(&img, *s);
+            c.pixels().all(|p| p[0] == p[1] && p[1] == p[2])
+        });
+        let n = grey.count();
+        assert!((3..=25).contains(&n), "greyscale one time in ten: {n} of 100");
+    }
 
     /// pg_clip.identify_variants' default: trading-card scans are named
     /// `<set code>_<card name>_<rarity>.jpg`.

@@ -141,19 +141,27 @@ pub fn image_url(under: &str, collection: &str, id: i64, hash: Option<&str>) -> 
     (format!("/{under}/{collection}/{id}{v}"), format!("/{under}/{collection}/{id}/thumbnail{v}"))
 }
 
-const IDENTIFY_SQL: &str = "
-    SELECT i.frame, i.rank, i.reference_id, i.label, i.variant, i.score, i.margin,
-           (SELECT encode(e.content_sha256, 'hex') FROM clip.embedding e
-            WHERE e.collection = $2 AND e.image_id = i.reference_id AND e.model = $6) AS hash
-    FROM clip.identify_many($1::bytea[], $2, $3, $4::real, $5::real) i ORDER BY i.frame, i.rank";
+/// SQL for the stored content hash (hex) of row `id` of collection `collection` (both SQL
+/// expressions) under the collection's current model: what versions the row's image URLs.
+pub fn content_hash_sql(collection: &str, id: &str) -> String {
+    format!(
+        "(SELECT encode(e.content_sha256, 'hex') FROM clip.embedding e JOIN clip.collection c
+           ON c.name = e.collection AND c.model = e.model WHERE e.collection = {collection} AND e.image_id = {id})"
+    )
+}
 
 async fn identify_frames(s: &AppState, p: &IdentifyParams, images: Vec<Bytes>) -> Result<Vec<Identified>> {
     let k = check_k(p.k)?;
     let c = s.conn().await?;
     let (model, stamp) = set_model(&c, &p.set).await?;
     let frames: Vec<&[u8]> = images.iter().map(|b| b.as_ref()).collect();
+    let sql = format!(
+        "SELECT i.frame, i.rank, i.reference_id, i.label, i.variant, i.score, i.margin, {}
+         FROM clip.identify_many($1::bytea[], $2, $3, $4::real, $5::real) i ORDER BY i.frame, i.rank",
+        content_hash_sql("$2", "i.reference_id")
+    );
     let rows = c
-        .query(IDENTIFY_SQL, &[&frames, &p.set, &k, &p.min_score, &p.min_margin, &model])
+        .query(&sql, &[&frames, &p.set, &k, &p.min_score, &p.min_margin])
         .await
         .map_err(Problem::of_db(Doing::Model))?;
     let mut out: Vec<Identified> = (0..frames.len())

@@ -5,7 +5,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{image_url, Shared};
+use crate::api::{content_hash_sql, image_url, Shared};
 use crate::problem::{Doing, Path, Problem, ProblemResponses, Query, Result};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -171,17 +171,17 @@ pub async fn next(
     let c = s.conn().await?;
     let rows = c
         .query(
-            "SELECT n.image_id, n.prediction, n.probability, n.uncertainty,
-                    (SELECT encode(e.content_sha256, 'hex') FROM clip.embedding e JOIN clip.collection c
-                       ON c.name = e.collection AND c.model = e.model WHERE e.collection = $1 AND e.image_id = n.image_id),
-                    z.classes, z.confidences
+            &format!(
+                "SELECT n.image_id, n.prediction, n.probability, n.uncertainty, {hash}, z.classes, z.confidences
              FROM clip.next_to_label($1, $2, $3, $4, $5, $6) n
              CROSS JOIN LATERAL (
-                 SELECT coalesce(array_agg(k.label ORDER BY k.label), '{}') AS classes,
-                        coalesce(array_agg(f.confidence ORDER BY k.label), '{}') AS confidences
+                 SELECT coalesce(array_agg(k.label ORDER BY k.label), '{{}}') AS classes,
+                        coalesce(array_agg(f.confidence ORDER BY k.label), '{{}}') AS confidences
                  FROM (SELECT DISTINCT l.label FROM clip.label l WHERE l.collection = $1 AND l.classifier = $2) k
                  JOIN clip.feature_image_attribute f ON f.collection = $1 AND f.image_id = n.image_id
                   AND f.source = 'zero_shot' AND f.attribute_code = clip._label_code(k.label)) z",
+                hash = content_hash_sql("$1", "n.image_id")
+            ),
             &[&collection, &classifier, &n, &mode, &p.class, &exclude],
         )
         .await

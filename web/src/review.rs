@@ -7,7 +7,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{image_url, Shared};
+use crate::api::{content_hash_sql, image_url, Shared};
 use crate::problem::{Doing, Path, Problem, ProblemResponses, Query, Result};
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -131,13 +131,12 @@ pub async fn grid(
         "(SELECT NULL::bigint AS image_id, NULL::text AS prediction, NULL::real AS probability,
                  NULL::real AS uncertainty, NULL::real AS class_probability WHERE false)"
     };
+    let hash = content_hash_sql("$1", "b.image_id");
     let sql = format!(
         "WITH args AS (SELECT $9::text AS text, $10::bigint AS like_id),
         t AS (
             SELECT b.image_id, b.similarity, p.prediction, coalesce(p.class_probability, p.probability) AS probability,
-                   p.uncertainty, l.label, fa.confidence AS attribute_confidence, ca.cluster,
-                   (SELECT encode(e.content_sha256, 'hex') FROM clip.embedding e JOIN clip.collection c
-                      ON c.name = e.collection AND c.model = e.model WHERE e.collection = $1 AND e.image_id = b.image_id) AS hash
+                   p.uncertainty, l.label, fa.confidence AS attribute_confidence, ca.cluster, {hash} AS hash
             FROM ({base}) b
             LEFT JOIN {predictions} p ON p.image_id = b.image_id
             LEFT JOIN clip.label l ON l.collection = $1 AND l.classifier = $2 AND l.image_id = b.image_id

@@ -30,12 +30,8 @@ echo "--- handler tests"
 cargo test --release -q -p pg_clip_web
 
 echo "--- browser tests (Chromium $(chromium --version 2>/dev/null | awk '{print $2}'))"
-./target/release/pg_clip-web --listen 127.0.0.1:0 --pool 3 >"$OUT/server.out" 2>"$OUT/server.err" &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q "^pg_clip web: http" "$OUT/server.out" && break; sleep 0.1; done
-url=$(sed -n 's|^pg_clip web: \(http://[^/]*\)/.*|\1|p' "$OUT/server.out")
-[ -n "$url" ] || { cat "$OUT/server.err" >&2; exit 1; }
+. web/tests/start-server.sh
+start_web "$OUT" --pool 3
 PG_CLIP_WEB_URL="$url" PG_CLIP_WEB_VIDEO="$OUT/camera.y4m" PG_CLIP_WEB_CARD="$card" PG_CLIP_WEB_SCREENS="$OUT/screens" \
     node --test --test-concurrency=1 web/tests/browser/
 

@@ -13,7 +13,7 @@ RELEASED := 0.1.0
 DB_USER ?= pgclip
 ORT_LIB := $(ROOT)/.deps/onnxruntime/libonnxruntime.so.1.32.0
 PG_REGRESS = $(shell $(PG_CONFIG) --pkglibdir 2>/dev/null)/pgxs/src/test/regress/pg_regress
-REGRESS_TESTS := setup contents embed errors collections vocabulary identify learn security limits families
+REGRESS_TESTS := setup contents embed errors collections vocabulary identify projection learn security limits families
 # example vocabularies, for clip.load_vocabulary_file('space', 'space.yaml'). PG_REGRESS and
 # VOCAB_DIR are expanded when used (=, not :=): on a fresh machine pg_config exists only after setup
 VOCAB_DIR = $(EXTDIR)/pg_clip/vocab
@@ -60,6 +60,7 @@ fixtures: setup
 	@echo "==> model fixtures of every family, and their Python reference"
 	@.venv/bin/python models/gen_fixtures.py $(PG_CLIP_FIXTURES) >/dev/null
 	@.venv/bin/python tests/reference/families.py $(PG_CLIP_FIXTURES) >/dev/null
+	@.venv/bin/python models/synth/generate.py --seed 3 --count 24 --kind lookalikes --out .run/lookalikes >/dev/null
 
 # pg_clip web on the project cluster: database pg_clip_web (made with examples/web.sql the first
 # time; kept between runs, with its labels), http://127.0.0.1:8717/ until Ctrl-C.

@@ -13,7 +13,8 @@ END $$;
 
 -- The names of what pg_clip makes at run time for collection `c`: its views (`embeddings`,
 -- `attributes`), the HNSW index of model `arg` (`index`, with a pattern matching all of them:
--- `index_pattern`), the source table's trigger for event suffix `arg` (`trigger`).
+-- `index_pattern`), the HNSW index of a reference set's projected references (`head_index`),
+-- the source table's trigger for event suffix `arg` (`trigger`).
 CREATE OR REPLACE FUNCTION clip._derived_name(c text, kind text, arg text DEFAULT NULL) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE kind
@@ -21,6 +22,7 @@ LANGUAGE sql IMMUTABLE AS $$
         WHEN 'attributes' THEN c || '_attributes'
         WHEN 'index' THEN 'pg_clip_' || c || '_' || left(md5(arg), 8) || '_hnsw'
         WHEN 'index_pattern' THEN '^pg_clip_' || c || '_[0-9a-f]{8}_hnsw$'
+        WHEN 'head_index' THEN 'pg_clip_' || c || '_head_hnsw'
         WHEN 'trigger' THEN 'pg_clip_' || c || '_' || arg
     END
 $$;
@@ -232,6 +234,9 @@ BEGIN
                                                 AND clip._may_read(co) ORDER BY co.name LOOP
         PERFORM clip._index_collection(c.name);
         RETURN QUERY SELECT clip._derived_name(c.name, 'index', c.model);
+        IF clip._index_projection(c.name) THEN
+            RETURN QUERY SELECT clip._derived_name(c.name, 'head_index');
+        END IF;
     END LOOP;
 END $$;
 
@@ -259,6 +264,9 @@ BEGIN
         LOOP
             EXECUTE format('DROP INDEX clip.%I', idx);
         END LOOP;
+        IF to_regclass(format('clip.%I', clip._derived_name(name, 'head_index'))) IS NOT NULL THEN
+            EXECUTE format('DROP INDEX clip.%I', clip._derived_name(name, 'head_index'));
+        END IF;
     END IF;
 END $$;
 

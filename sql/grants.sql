@@ -13,7 +13,8 @@ GRANT USAGE ON SCHEMA clip TO PUBLIC;
 GRANT SELECT ON clip.model, clip.collection, clip.embedding, clip.embedding_error, clip.embedding_version,
     clip.refresh_state, clip.refresh_progress, clip.vocabulary, clip.vocabulary_attribute,
     clip.collection_vocabulary, clip.feature_image_attribute, clip.reference_set, clip.label, clip.classifier,
-    clip.classifier_weight, clip.clustering, clip.cluster_centroid, clip.cluster_assignment, clip.label_history, clip.thumbnail TO PUBLIC;
+    clip.classifier_weight, clip.clustering, clip.cluster_centroid, clip.cluster_assignment, clip.label_history, clip.thumbnail,
+    clip.projection, clip.projection_embedding, clip.projection_copy TO PUBLIC;
 
 -- Row security on every table that holds a collection's data. (Made again by every version's
 -- script: a policy has no CREATE OR REPLACE.)
@@ -25,8 +26,10 @@ BEGIN
         FROM unnest(ARRAY['embedding', 'embedding_error', 'embedding_version', 'refresh_queue', 'refresh_state',
                           'feature_image_attribute', 'collection_vocabulary', 'attribute_score_state',
                           'image_score_state', 'label', 'label_history', 'thumbnail', 'classifier', 'classification', 'clustering',
-                          'cluster_assignment']) u
+                          'cluster_assignment', 'projection_copy']) u
         UNION ALL VALUES ('reference_set', 'name IN (SELECT r FROM clip._readable_collections() r)'),
+                         ('projection', 'reference_set IN (SELECT r FROM clip._readable_collections() r)'),
+                         ('projection_embedding', 'reference_set IN (SELECT r FROM clip._readable_collections() r)'),
                          ('classifier_weight', 'name IN (SELECT k.name FROM clip.classifier k)'),
                          ('cluster_centroid', 'clustering IN (SELECT z.name FROM clip.clustering z)')
     LOOP
@@ -84,7 +87,8 @@ BEGIN
                                 '_reference_set', '_reference_labels_sql', '_probabilities', '_current_classifier',
                                 '_class_code', '_label_code', '_check_name', '_is_name', '_derived_name',
                                 '_sigmoid', '_softmax_term', '_calibration', '_clip_calibration', '_setting', '_in_transaction_block',
-                                '_read_vocabulary_file', '_vocabulary', '_group_classes', '_blend', '_set_labels')
+                                '_read_vocabulary_file', '_vocabulary', '_group_classes', '_blend', '_set_labels',
+                                '_projection_for', '_project', '_project_rows')
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;

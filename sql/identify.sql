@@ -72,13 +72,22 @@ END $$;
 -- or exactly when the set has fewer than pg_clip.identify_exact_limit references. With
 -- min_score / min_margin, rows below them are left out, so a frame that matches nothing well
 -- returns no row rather than a wrong one.
+--
+-- When the set has a projection head (clip.train_projection) and pg_clip.identify_projection
+-- is on, the query is projected through the newest head and compared with the projected
+-- references (their own HNSW index): scores and margins are cosines in the head's space, and
+-- `head` says which version answered (NULL: none). A head trained for another model, or
+-- before the model was registered again, is stale: a NOTICE says so and the answer is given
+-- without it.
 CREATE OR REPLACE FUNCTION clip.identify(embedding vector, reference_set text, k int DEFAULT 1,
                               min_score real DEFAULT NULL, min_margin real DEFAULT NULL)
-RETURNS TABLE (rank int, reference_id bigint, label text, variant text, score real, margin real)
+RETURNS TABLE (rank int, reference_id bigint, label text, variant text, score real, margin real, head int)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     r clip.reference_set;
     c clip.collection;
+    h clip.projection;
+    q vector := embedding;
     dim int;
     n int := greatest(k, 10);
     exact_limit int := clip._setting('pg_clip.identify_exact_limit')::int;
@@ -119,12 +128,24 @@ BEGIN
         RAISE WARNING 'reference set "%" has queued changes that are not embedded yet (%): they are not matched',
             c.name, CASE WHEN waiting < 1000 THEN waiting::text ELSE 'at least 1000' END USING HINT = format('CALL clip.refresh(%L) embeds them (or the auto-refresh worker will).', c.name);
     END IF;
-    candidates := CASE WHEN exact
+    h := clip._projection_for(c);
+    IF h.id IS NOT NULL THEN
+        q := clip._project(h.id, embedding::real[]);
+    END IF;
+    candidates := CASE
         -- the raw column matches no index expression: a scan of the set and a sort
+        WHEN exact AND h.id IS NULL
         THEN format('SELECT e.image_id, e.embedding <=> $1 AS d FROM clip.embedding e
                      WHERE e.collection = %L AND e.model = %L ORDER BY 2 LIMIT $2', c.name, c.model)
-        ELSE format('SELECT v.image_id, v.embedding <=> $1 AS d FROM clip.%I v ORDER BY 2 LIMIT $2',
-                    clip._derived_name(c.name, 'embeddings')) END;
+        WHEN exact
+        THEN format('SELECT p.image_id, p.embedding <=> $1 AS d FROM clip.projection_embedding p
+                     WHERE p.reference_set = %L ORDER BY 2 LIMIT $2', c.name)
+        WHEN h.id IS NULL
+        THEN format('SELECT v.image_id, v.embedding <=> $1 AS d FROM clip.%I v ORDER BY 2 LIMIT $2',
+                    clip._derived_name(c.name, 'embeddings'))
+        -- (the expression and predicate of the set's head index, clip._index_projection)
+        ELSE format('SELECT p.image_id, p.embedding::vector(%s) <=> $1 AS d FROM clip.projection_embedding p
+                     WHERE p.reference_set = %L ORDER BY 2 LIMIT $2', h.output_dim, c.name) END;
     IF NOT exact THEN
         -- For this call only. The planner must take the index: pgvector 0.8.0's HNSW cost
         -- estimate rises as ef_search falls (at 10,000 references and ef_search 40 it chose a
@@ -146,10 +167,10 @@ BEGIN
                    row_number() OVER (ORDER BY lab.score DESC, lab.image_id)::int AS rank
             FROM lab
         )
-        SELECT x.rank, x.image_id, x.label, x.variant, x.score, x.margin FROM ranked x
+        SELECT x.rank, x.image_id, x.label, x.variant, x.score, x.margin, $6 FROM ranked x
         WHERE x.rank <= $3 AND ($4 IS NULL OR x.score >= $4) AND ($5 IS NULL OR x.margin IS NULL OR x.margin >= $5)
         ORDER BY x.rank $q$, candidates, clip._reference_labels_sql(r, c))
-        USING embedding, n, k, min_score, min_margin;
+        USING q, n, k, min_score, min_margin, h.version;
     IF NOT exact THEN
         PERFORM set_config('hnsw.ef_search', coalesce(saved[1], '40'), true), set_config('enable_seqscan', saved[2], true),
                 set_config('jit', saved[3], true);
@@ -159,7 +180,7 @@ END $$;
 -- As above, from image bytes: one model call (the set's model), then the search.
 CREATE OR REPLACE FUNCTION clip.identify(image bytea, reference_set text, k int DEFAULT 1,
                               min_score real DEFAULT NULL, min_margin real DEFAULT NULL)
-RETURNS TABLE (rank int, reference_id bigint, label text, variant text, score real, margin real)
+RETURNS TABLE (rank int, reference_id bigint, label text, variant text, score real, margin real, head int)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     r clip.reference_set := clip._reference_set(reference_set);
@@ -176,7 +197,7 @@ END $$;
 -- a frame that cannot be decoded is an ERROR naming its position.
 CREATE OR REPLACE FUNCTION clip.identify_many(images bytea[], reference_set text, k int DEFAULT 1,
                                    min_score real DEFAULT NULL, min_margin real DEFAULT NULL)
-RETURNS TABLE (frame int, rank int, reference_id bigint, label text, variant text, score real, margin real)
+RETURNS TABLE (frame int, rank int, reference_id bigint, label text, variant text, score real, margin real, head int)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     r clip.reference_set := clip._reference_set(reference_set);
@@ -199,14 +220,17 @@ END $$;
 -- a margin histogram (bins of 0.1), the most confusable pairs of labels (nearest references with
 -- different labels, and how many copies of one were taken for the other), and a verdict from the
 -- median margin: above 0.3 strong, 0.1 to 0.3 medium, below 0.1 too alike for this model.
+-- With a projection head, as clip.identify answers: in the head's space (`head`: its version).
 CREATE OR REPLACE FUNCTION clip.verify_reference_set(name text)
 RETURNS TABLE (refs bigint, copies bigint, top1_rate real, median_margin real, lowest_margin real,
-               verdict text, margin_histogram jsonb, confusable_pairs jsonb)
+               verdict text, margin_histogram jsonb, confusable_pairs jsonb, head int)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     r clip.reference_set := clip._reference_set(name);
     c clip.collection := clip._collection(name);
+    h clip.projection := clip._projection_for(c);
+    saved text := clip._setting('pg_clip.identify_projection');
     bs int := greatest(clip._setting('pg_clip.batch_size')::int / 4, 1);
     ids bigint[];
     last_id bigint := -9223372036854775808;
@@ -214,15 +238,25 @@ DECLARE
     copy_kinds text[];
     copy_images bytea[];
     copy_vectors vector[];
+    copy_compared vector[];
 BEGIN
+    IF h.id IS NULL THEN
+        -- (no head, or a stale one, said once above: the identify calls below answer without)
+        PERFORM set_config('pg_clip.identify_projection', 'off', true);
+    END IF;
     IF to_regclass('pg_temp.pg_clip_verify_ref') IS NULL THEN
-        CREATE TEMP TABLE pg_temp.pg_clip_verify_ref (reference_id bigint PRIMARY KEY, label text, embedding vector);
+        CREATE TEMP TABLE pg_temp.pg_clip_verify_ref (reference_id bigint PRIMARY KEY, label text, embedding vector,
+                                                      compared vector);
         CREATE TEMP TABLE pg_temp.pg_clip_verify_copy (reference_id bigint, kind text, label text, top1 text, margin real);
     END IF;
     TRUNCATE pg_temp.pg_clip_verify_ref, pg_temp.pg_clip_verify_copy;
-    EXECUTE format('INSERT INTO pg_temp.pg_clip_verify_ref SELECT l.reference_id::bigint, l.label, e.embedding FROM (%s) l
-                    JOIN clip.embedding e ON e.collection = $1 AND e.model = $2 AND e.image_id = l.reference_id',
-                   clip._reference_labels_sql(r, c)) USING c.name, c.model;
+    -- (`compared`: the reference as identify compares it, through the head when there is one)
+    EXECUTE format('INSERT INTO pg_temp.pg_clip_verify_ref
+                    SELECT l.reference_id::bigint, l.label, e.embedding, CASE WHEN $3 IS NULL THEN e.embedding ELSE p.embedding END
+                    FROM (%s) l
+                    JOIN clip.embedding e ON e.collection = $1 AND e.model = $2 AND e.image_id = l.reference_id
+                    LEFT JOIN clip.projection_embedding p ON $3 IS NOT NULL AND p.reference_set = $1 AND p.image_id = e.image_id',
+                   clip._reference_labels_sql(r, c)) USING c.name, c.model, h.id;
     IF NOT EXISTS (SELECT 1 FROM pg_temp.pg_clip_verify_ref) THEN
         RAISE EXCEPTION 'reference set "%" has no embedded references', c.name USING ERRCODE = '55000',
             HINT = format('CALL clip.refresh(%L) first.', c.name);
@@ -245,9 +279,12 @@ BEGIN
                               ELSE format('clip.read_image_file(s.%I)', c.image_column) END)
             INTO copy_ids, copy_kinds, copy_images USING ids;
         copy_vectors := clip.embed_images(copy_images, c.model);
+        copy_compared := CASE WHEN h.id IS NULL THEN copy_vectors
+            ELSE clip._project_rows(h.id, (SELECT array_agg(x::real[] ORDER BY o) FROM unnest(copy_vectors) WITH ORDINALITY u (x, o)),
+                                    h.input_dim) END;
         INSERT INTO pg_temp.pg_clip_verify_copy
         SELECT copy_ids[t.ord], copy_kinds[t.ord], v.label, m.top1,
-               (greatest(1 - (t.v <=> v.embedding), m.own) - coalesce(m.other, m.lowest))::real
+               (greatest(1 - (copy_compared[t.ord] <=> v.compared), m.own) - coalesce(m.other, m.lowest))::real
         FROM unnest(copy_vectors) WITH ORDINALITY t (v, ord)
         JOIN pg_temp.pg_clip_verify_ref v ON v.reference_id = copy_ids[t.ord]
         CROSS JOIN LATERAL (
@@ -287,6 +324,240 @@ BEGIN
            CASE WHEN s.med > 0.3 THEN 'strong'
                 WHEN s.med >= 0.1 THEN 'medium'
                 ELSE 'weak: references too alike for this model' END,
-           hist.h, coalesce(pairs.p, '[]')
+           hist.h, coalesce(pairs.p, '[]'), h.version
     FROM s, hist, pairs;
+    PERFORM set_config('pg_clip.identify_projection', saved, true);
+END $$;
+
+-- Projection heads: a small network trained on a reference set's embeddings and augmented
+-- copies of its references (core/src/learn/projection.rs), through which identify compares
+-- when references look alike. The newest version of a set answers.
+
+-- The head clip.identify answers through for collection `c`: the set's newest, or NULL (none,
+-- pg_clip.identify_projection off, or stale: trained for another model or model stamp, which a
+-- NOTICE says).
+CREATE OR REPLACE FUNCTION clip._projection_for(c clip.collection) RETURNS clip.projection LANGUAGE plpgsql STABLE AS $$
+DECLARE h clip.projection;
+BEGIN
+    IF NOT clip._setting('pg_clip.identify_projection')::boolean THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO h FROM clip.projection p WHERE p.reference_set = c.name ORDER BY p.version DESC LIMIT 1;
+    IF h.id IS NOT NULL AND (h.model <> c.model OR h.stamp IS DISTINCT FROM (SELECT m.stamp FROM clip.model m WHERE m.name = c.model)) THEN
+        RAISE NOTICE 'projection head % of reference set "%" is stale: it was trained for model % as registered then, the set now uses %; answering without it',
+            h.version, c.name, h.model, c.model
+            USING HINT = format('Train it again: SELECT * FROM clip.train_projection(%L); or drop it: SELECT clip.drop_projection(%L).', c.name, c.name);
+        RETURN NULL;
+    END IF;
+    RETURN h;
+END $$;
+
+-- The HNSW index of set `name`'s projected references, for its newest head's output size:
+-- made when missing or of another size, dropped when the set has no head. True when the index
+-- exists afterwards. SECURITY DEFINER, as clip._index_collection (the index is on a table of
+-- the extension's); `name` is a registered reference set's.
+CREATE OR REPLACE FUNCTION clip._index_projection(name text) RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dim int;
+    idx text := clip._derived_name(name, 'head_index');
+    vec name := (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector');
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM clip.reference_set r WHERE r.name = _index_projection.name) THEN
+        RETURN false;
+    END IF;
+    SELECT p.output_dim INTO dim FROM clip.projection p WHERE p.reference_set = _index_projection.name
+    ORDER BY p.version DESC LIMIT 1;
+    IF to_regclass(format('clip.%I', idx)) IS NOT NULL
+       AND (dim IS NULL OR pg_get_indexdef(to_regclass(format('clip.%I', idx))) NOT LIKE format('%%vector(%s)%%', dim)) THEN
+        EXECUTE format('DROP INDEX clip.%I', idx);
+    END IF;
+    IF dim IS NULL THEN
+        RETURN false;
+    END IF;
+    IF to_regclass(format('clip.%I', idx)) IS NULL THEN
+        EXECUTE format('CREATE INDEX %I ON clip.projection_embedding USING hnsw ((embedding::%I.vector(%s)) %I.vector_cosine_ops)
+                        WHERE reference_set = %L', idx, vec, dim, vec, name);
+    END IF;
+    RETURN true;
+END $$;
+
+-- Project references `ids` of set `name` (NULL: all of them) through its newest head, when it
+-- has one that is not stale, into clip.projection_embedding. Refresh calls it for each batch.
+CREATE OR REPLACE FUNCTION clip._project_references(name text, ids bigint[] DEFAULT NULL) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    c clip.collection;
+    h clip.projection;
+    n bigint;
+BEGIN
+    SELECT * INTO h FROM clip.projection p WHERE p.reference_set = _project_references.name ORDER BY p.version DESC LIMIT 1;
+    IF h.id IS NULL THEN
+        RETURN 0;
+    END IF;
+    SELECT * INTO c FROM clip.collection co WHERE co.name = _project_references.name;
+    IF h.model <> c.model OR h.stamp IS DISTINCT FROM (SELECT m.stamp FROM clip.model m WHERE m.name = c.model) THEN
+        RETURN 0;
+    END IF;
+    WITH e AS (
+        SELECT array_agg(x.image_id ORDER BY x.image_id) AS ids, array_agg(x.embedding::real[] ORDER BY x.image_id) AS vs
+        FROM clip.embedding x
+        WHERE x.collection = c.name AND x.model = c.model AND (_project_references.ids IS NULL OR x.image_id = ANY (_project_references.ids))
+    ),
+    put AS (
+        INSERT INTO clip.projection_embedding (reference_set, model, image_id, projection, embedding)
+        SELECT c.name, c.model, e.ids[t.ord], h.id, t.v
+        FROM e, unnest(clip._project_rows(h.id, e.vs, h.input_dim)) WITH ORDINALITY t (v, ord)
+        WHERE e.ids IS NOT NULL
+        ON CONFLICT (reference_set, image_id) DO UPDATE
+            SET model = EXCLUDED.model, projection = EXCLUDED.projection, embedding = EXCLUDED.embedding
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM put;
+    RETURN n;
+END $$;
+
+-- Train a projection head for reference set `reference_set` and keep it as its next version.
+-- Embeds `pool_copies` training copies and `eval_copies` stronger held-out copies of every
+-- reference (random crop, rotation, perspective, colour, blur, greyscale; seeded by content,
+-- so kept in clip.projection_copy and reused by later trainings), trains on the references
+-- and their training copies (each label a class), projects every reference, and returns the
+-- evaluation on the held-out copies, which the head never saw: for each of `held_out_copies`
+-- (copies of every reference) and `held_out_references` (copies of the labels held out of a
+-- first training, as references added after training would be), the top-1 rate and the
+-- median and lowest margins of the embeddings as they are (`clip`), of the whitening baseline
+-- (`whitened`) and through the head (`head`). Options: hidden (512), output (256), temperature
+-- (0.1), epochs (12), learning_rate (5e-4), weight_decay (1e-4), classes_per_batch (16),
+-- copies_per_class (4), seed (0), pool_copies (8), eval_copies (4), held_out_labels (0.2).
+CREATE OR REPLACE FUNCTION clip.train_projection(reference_set text, options jsonb DEFAULT '{}')
+RETURNS TABLE (version int, queries text, method text, copies int, top1_rate real, median_margin real, lowest_margin real)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    r clip.reference_set := clip._reference_set(reference_set);
+    c clip.collection := clip._collection(reference_set);
+    m clip.model;
+    o jsonb;
+    n_refs int;
+    n_labels int;
+    bs int := greatest(clip._setting('pg_clip.batch_size')::int, 1);
+    todo bigint;
+    done bigint := 0;
+    part record;
+    vs vector[];
+    t0 timestamptz := clock_timestamp();
+    t1 timestamptz;
+    fit record;
+    v int;
+    new_id bigint;
+    ev jsonb;
+BEGIN
+    SELECT * INTO m FROM clip.model md WHERE md.name = c.model;
+    -- one training of a set at a time (the version numbers)
+    PERFORM pg_advisory_xact_lock(hashtext('pg_clip.train_projection'), hashtext(c.name));
+    IF to_regclass('pg_temp.pg_clip_train_ref') IS NULL THEN
+        CREATE TEMP TABLE pg_temp.pg_clip_train_ref (ord int PRIMARY KEY, reference_id bigint, label int,
+                                                     content_sha256 bytea, embedding vector);
+    END IF;
+    TRUNCATE pg_temp.pg_clip_train_ref;
+    EXECUTE format('INSERT INTO pg_temp.pg_clip_train_ref
+                    SELECT row_number() OVER (ORDER BY e.image_id), e.image_id, dense_rank() OVER (ORDER BY l.label) - 1,
+                           e.content_sha256, e.embedding
+                    FROM (%s) l JOIN clip.embedding e ON e.collection = $1 AND e.model = $2 AND e.image_id = l.reference_id
+                    WHERE e.stamp = $3 AND l.label IS NOT NULL',
+                   clip._reference_labels_sql(r, c)) USING c.name, c.model, m.stamp;
+    SELECT count(*), count(DISTINCT t.label) INTO n_refs, n_labels FROM pg_temp.pg_clip_train_ref t;
+    IF n_labels < 2 THEN
+        RAISE EXCEPTION 'reference set "%" has % embedded references of % labels; a projection head needs at least 2 labels',
+            c.name, n_refs, n_labels USING ERRCODE = '55000', HINT = format('CALL clip.refresh(%L) embeds its references.', c.name);
+    END IF;
+    o := clip._projection_options(options::text, n_refs);
+    -- copies embedded under an earlier registration of the model are of no use
+    DELETE FROM clip.projection_copy pc WHERE pc.collection = c.name AND pc.model = c.model AND pc.stamp <> m.stamp;
+    -- the copies not embedded yet, by content (two references of one picture share theirs)
+    IF to_regclass('pg_temp.pg_clip_train_todo') IS NULL THEN
+        CREATE TEMP TABLE pg_temp.pg_clip_train_todo (reference_id bigint, content_sha256 bytea, kind text, copy int);
+    END IF;
+    TRUNCATE pg_temp.pg_clip_train_todo;
+    INSERT INTO pg_temp.pg_clip_train_todo
+    SELECT DISTINCT ON (t.content_sha256, k.kind, n.copy) t.reference_id, t.content_sha256, k.kind, n.copy
+    FROM pg_temp.pg_clip_train_ref t
+    CROSS JOIN (VALUES ('train', (o ->> 'pool_copies')::int), ('held_out', (o ->> 'eval_copies')::int)) k (kind, count)
+    CROSS JOIN LATERAL generate_series(0, k.count - 1) n (copy)
+    WHERE NOT EXISTS (SELECT 1 FROM clip.projection_copy pc WHERE pc.collection = c.name AND pc.model = c.model
+                        AND pc.content_sha256 = t.content_sha256 AND pc.kind = k.kind AND pc.copy = n.copy)
+    ORDER BY t.content_sha256, k.kind, n.copy, t.reference_id;
+    SELECT count(*) INTO todo FROM pg_temp.pg_clip_train_todo;
+    RAISE NOTICE 'reference set "%": % references of % labels; % augmented copies to embed (the rest are kept from earlier trainings)',
+        c.name, n_refs, n_labels, todo;
+    FOR part IN
+        EXECUTE format($q$
+            SELECT x.kind, array_agg(x.img ORDER BY x.i) AS imgs, array_agg(x.content_sha256 ORDER BY x.i) AS hashes,
+                   array_agg(x.copy ORDER BY x.i) AS copies
+            FROM (SELECT d.*, row_number() OVER (PARTITION BY d.kind ORDER BY d.content_sha256, d.copy) - 1 AS i, %3$s AS img
+                  FROM pg_temp.pg_clip_train_todo d JOIN %2$s s ON s.%1$I = d.reference_id) x
+            GROUP BY x.kind, x.i / $1 ORDER BY x.kind, min(x.i) $q$,
+            c.id_column, c.source,
+            CASE c.image_kind WHEN 'bytea' THEN format('s.%I', c.image_column)
+                              ELSE format('clip.read_image_file(s.%I)', c.image_column) END)
+        USING bs
+    LOOP
+        vs := clip._embed_copies(part.imgs, part.hashes, part.copies, part.kind, c.model);
+        INSERT INTO clip.projection_copy (collection, model, stamp, content_sha256, kind, copy, embedding)
+        SELECT c.name, c.model, m.stamp, part.hashes[u.ord], part.kind, part.copies[u.ord], u.v
+        FROM unnest(vs) WITH ORDINALITY u (v, ord)
+        ON CONFLICT DO NOTHING;
+        done := done + cardinality(vs);
+        RAISE NOTICE 'embedded % of % augmented copies', done, todo;
+    END LOOP;
+    t1 := clock_timestamp();
+    WITH pool AS (
+        SELECT t.ord, pc.embedding, pc.kind = 'held_out' AS held_out, pc.copy
+        FROM pg_temp.pg_clip_train_ref t
+        JOIN clip.projection_copy pc ON pc.collection = c.name AND pc.model = c.model AND pc.content_sha256 = t.content_sha256
+        WHERE pc.copy < CASE pc.kind WHEN 'train' THEN (o ->> 'pool_copies')::int ELSE (o ->> 'eval_copies')::int END
+    )
+    SELECT f.* INTO fit FROM clip._fit_projection(
+        (SELECT array_agg(t.embedding::real[] ORDER BY t.ord) FROM pg_temp.pg_clip_train_ref t),
+        (SELECT array_agg(t.label ORDER BY t.ord) FROM pg_temp.pg_clip_train_ref t),
+        (SELECT array_agg(p.embedding::real[] ORDER BY p.ord, p.held_out, p.copy) FROM pool p),
+        (SELECT array_agg(p.ord - 1 ORDER BY p.ord, p.held_out, p.copy) FROM pool p),
+        (SELECT array_agg(p.held_out ORDER BY p.ord, p.held_out, p.copy) FROM pool p),
+        m.embed_dim, o::text) f;
+    SELECT coalesce(max(p.version), 0) + 1 INTO v FROM clip.projection p WHERE p.reference_set = c.name;
+    INSERT INTO clip.projection (reference_set, version, model, stamp, input_dim, hidden_dim, output_dim, weights, options,
+                                 losses, evaluation, refs, labels, copies, embed_seconds, train_seconds)
+    VALUES (c.name, v, c.model, m.stamp, fit.input_dim, fit.hidden_dim, fit.output_dim, fit.weights, o, fit.losses,
+            fit.evaluation, n_refs, n_labels,
+            n_refs * ((o ->> 'pool_copies')::int + (o ->> 'eval_copies')::int),
+            extract(epoch FROM t1 - t0), extract(epoch FROM clock_timestamp() - t1))
+    RETURNING id INTO new_id;
+    -- (the index first: one of another output size would refuse the new head's rows)
+    DELETE FROM clip.projection_embedding p WHERE p.reference_set = c.name;
+    PERFORM clip._index_projection(c.name);
+    PERFORM clip._project_references(c.name);
+    ev := fit.evaluation;
+    IF (SELECT (h.e ->> 'median_margin')::real <= (b.e ->> 'median_margin')::real OR (h.e ->> 'top1_rate')::real < (b.e ->> 'top1_rate')::real
+        FROM jsonb_array_elements(ev) h (e), jsonb_array_elements(ev) b (e)
+        WHERE h.e ->> 'queries' = 'held_out_copies' AND b.e ->> 'queries' = 'held_out_copies'
+          AND h.e ->> 'method' = 'head' AND b.e ->> 'method' = 'clip') THEN
+        RAISE NOTICE 'projection head % of reference set "%" does not help on held-out copies: its median margin or top-1 rate is no better than without it',
+            v, c.name USING HINT = format('Compare with SET pg_clip.identify_projection = off, or drop it: SELECT clip.drop_projection(%L).', c.name);
+    END IF;
+    RETURN QUERY
+    SELECT v, x.e ->> 'queries', x.e ->> 'method', (x.e ->> 'copies')::int, (x.e ->> 'top1_rate')::real,
+           (x.e ->> 'median_margin')::real, (x.e ->> 'lowest_margin')::real
+    FROM jsonb_array_elements(ev) WITH ORDINALITY x (e, i) ORDER BY x.i;
+END $$;
+
+-- Drop every projection head of a reference set (identify answers without one again); the
+-- number of versions dropped. The embedded augmented copies are kept for a later training.
+CREATE OR REPLACE FUNCTION clip.drop_projection(reference_set text) RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    r clip.reference_set := clip._reference_set(reference_set);
+    c clip.collection := clip._collection(reference_set);
+    n int;
+BEGIN
+    WITH d AS (DELETE FROM clip.projection p WHERE p.reference_set = c.name RETURNING 1) SELECT count(*) INTO n FROM d;
+    PERFORM clip._index_projection(c.name);
+    RETURN n;
 END $$;

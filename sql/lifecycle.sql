@@ -85,6 +85,8 @@ BEGIN
         CASE c.image_kind WHEN 'bytea' THEN '' ELSE '::text' END,
         CASE c.image_kind WHEN 'bytea' THEN '_try_embed_images' ELSE '_try_embed_files' END)
         INTO embedded, failed USING c.name, target, cur_stamp, ids;
+    -- a reference set's projection head projects its new and changed references
+    PERFORM clip._project_references(c.name, ids);
 END $$;
 
 -- Embed up to `max_rows` queued rows of a collection (inserted or changed since they were last

@@ -67,6 +67,8 @@ static MAX_IMAGE_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(1024);
 static IDENTIFY_EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(100);
 /// Reference sets with fewer references than this are searched exactly, without the index.
 static IDENTIFY_EXACT_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(200);
+/// Whether clip.identify answers through a reference set's projection head when it has one.
+static IDENTIFY_PROJECTION: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// Trailing file-name suffixes that clip.label_from_filename splits off into the variant.
 static IDENTIFY_VARIANTS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"pscr,scr,ur,sr,op,utr,cr,ea,gmr"));
@@ -277,6 +279,14 @@ pub fn init() {
         &IDENTIFY_EXACT_LIMIT,
         0,
         i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_clip.identify_projection",
+        c"clip.identify, identify_many and verify_reference_set answer through the set's projection head when it has one.",
+        c"off: without it, to compare (the result's head column is NULL).",
+        &IDENTIFY_PROJECTION,
         GucContext::Userset,
         GucFlags::default(),
     );

@@ -1,5 +1,6 @@
-//! Reference sets: labels read from file names, and the augmented copies that
-//! `clip.verify_reference_set` identifies against the set to see how well it separates.
+//! Reference sets: labels read from file names, the augmented copies that
+//! `clip.verify_reference_set` identifies against the set to see how well it separates, and the
+//! seeded random copies a projection head is trained and evaluated on.
 
 use std::io::Cursor;
 use std::sync::LazyLock;
@@ -86,13 +87,7 @@ pub fn augmented_copies(
     bytes: &[u8],
     limits: &preprocess::ImageLimits,
 ) -> Result<Vec<(&'static str, Vec<u8>)>> {
-    let decoded = preprocess::decode(bytes, limits)?;
-    let mut img = decoded.image.to_rgb8();
-    let short = img.width().min(img.height());
-    if short > 512 {
-        let (w, h) = (img.width() as u64 * 512 / short as u64, img.height() as u64 * 512 / short as u64);
-        img = imageops::resize(&img, w.max(1) as u32, h.max(1) as u32, FilterType::CatmullRom);
-    }
+    let img = working_copy(bytes, limits)?;
     AUGMENTATIONS
         .iter()
         .map(|&kind| {
@@ -104,6 +99,19 @@ pub fn augmented_copies(
             Ok((kind, png))
         })
         .collect()
+}
+
+/// The image decoded and brought down to at most 512 pixels on its short side, what every
+/// augmentation starts from.
+fn working_copy(bytes: &[u8], limits: &preprocess::ImageLimits) -> Result<RgbImage> {
+    let decoded = preprocess::decode(bytes, limits)?;
+    let img = decoded.image.to_rgb8();
+    let short = img.width().min(img.height());
+    if short <= 512 {
+        return Ok(img);
+    }
+    let (w, h) = (img.width() as u64 * 512 / short as u64, img.height() as u64 * 512 / short as u64);
+    Ok(imageops::resize(&img, w.max(1) as u32, h.max(1) as u32, FilterType::CatmullRom))
 }
 
 /// One deterministic augmentation (a verification should give the same answer twice).
@@ -192,29 +200,33 @@ fn homography(from: [(f64, f64); 4], to: [(f64, f64); 4]) -> Option<[f64; 9]> {
     Some(hm)
 }
 
-/// One random training copy of an image, the same for the same seed: a random resized crop
-/// (60-100% of the area, aspect 3:4 to 4:3), a rotation up to 20 degrees either way, a
+/// One random copy of an image, the same for the same seed. At `strength` 1: a random resized
+/// crop (60-100% of the area, aspect 3:4 to 4:3), a rotation up to 20 degrees either way, a
 /// perspective warp (each corner moved up to 8% of the side), brightness, contrast and hue
 /// jitter, a Gaussian blur three times in ten and greyscale one time in ten: the copies a
-/// projection head is trained and evaluated on.
-pub fn random_augmentation(img: &RgbImage, seed: u64) -> RgbImage {
+/// projection head is trained on. Ranges and chances grow with `strength` (the crop keeps at
+/// least 20% of the area): held-out copies are made at [`CopyKind::HeldOut`]'s.
+pub fn random_augmentation(img: &RgbImage, seed: u64, strength: f32) -> RgbImage {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
     let mut rng = StdRng::seed_from_u64(seed);
+    let s = strength.clamp(0.0, 2.0);
     let (w, h) = img.dimensions();
-    let area = f64::from(w) * f64::from(h) * rng.random_range(0.6..=1.0);
+    let area = f64::from(w) * f64::from(h) * rng.random_range((1.0 - 0.4 * f64::from(s)).max(0.2)..=1.0);
     let aspect = rng.random_range((0.75f64).ln()..=(4.0f64 / 3.0).ln()).exp();
     let cw = ((area * aspect).sqrt().round() as u32).clamp(1, w);
     let ch = ((area / aspect).sqrt().round() as u32).clamp(1, h);
     let (x0, y0) = (rng.random_range(0..=w - cw), rng.random_range(0..=h - ch));
     let mut out = imageops::crop_imm(img, x0, y0, cw, ch).to_image();
-    out = rotate(&out, rng.random_range(-20f32..=20f32).to_radians());
+    let turn = 20.0 * s;
+    out = rotate(&out, rng.random_range(-turn..=turn).to_radians());
     let (fw, fh) = (f64::from(cw - 1), f64::from(ch - 1));
     let corners = [(0.0, 0.0), (fw, 0.0), (fw, fh), (0.0, fh)];
     let mut moved = corners;
     for c in moved.iter_mut() {
-        c.0 += rng.random_range(-0.08..=0.08) * fw;
-        c.1 += rng.random_range(-0.08..=0.08) * fh;
+        let (dx, dy): (f64, f64) = (rng.random_range(-1.0..=1.0), rng.random_range(-1.0..=1.0));
+        c.0 += dx * 0.08 * f64::from(s) * fw;
+        c.1 += dy * 0.08 * f64::from(s) * fh;
     }
     // (the map from each output pixel back to the source: the moved corners to the original)
     if let Some(m) = homography(moved, corners) {
@@ -224,16 +236,82 @@ pub fn random_augmentation(img: &RgbImage, seed: u64) -> RgbImage {
             (((m[0] * x + m[1] * y + m[2]) / d) as f32, ((m[3] * x + m[4] * y + m[5]) / d) as f32)
         });
     }
-    out = imageops::colorops::brighten(&out, rng.random_range(-25..=25));
-    out = imageops::colorops::contrast(&out, rng.random_range(-20f32..=20f32));
-    out = imageops::colorops::huerotate(&out, rng.random_range(-15..=15));
-    if rng.random_bool(0.3) {
+    let jitter = |rng: &mut StdRng, most: f32| rng.random_range(-most * s..=most * s);
+    out = imageops::colorops::brighten(&out, jitter(&mut rng, 25.0).round() as i32);
+    out = imageops::colorops::contrast(&out, jitter(&mut rng, 20.0));
+    out = imageops::colorops::huerotate(&out, jitter(&mut rng, 15.0).round() as i32);
+    if rng.random_bool(f64::from(0.3 * s).min(1.0)) {
         out = imageops::blur(&out, (cw.min(ch) as f32 / 100.0 * rng.random_range(0.5f32..=1.5)).max(0.5));
     }
-    if rng.random_bool(0.1) {
+    if rng.random_bool(f64::from(0.1 * s).min(1.0)) {
         out = DynamicImage::ImageLuma8(imageops::grayscale(&out)).to_rgb8();
     }
     out
+}
+
+/// Which copies of a reference: those a projection head trains on, or the stronger ones, from
+/// other seeds, that it is evaluated on and never sees in training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyKind {
+    Train,
+    HeldOut,
+}
+
+impl CopyKind {
+    pub fn parse(s: &str) -> Option<CopyKind> {
+        match s {
+            "train" => Some(CopyKind::Train),
+            "held_out" => Some(CopyKind::HeldOut),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyKind::Train => "train",
+            CopyKind::HeldOut => "held_out",
+        }
+    }
+
+    fn strength(self) -> f32 {
+        match self {
+            CopyKind::Train => 1.0,
+            CopyKind::HeldOut => 1.5,
+        }
+    }
+
+    /// The seed of copy `n` of the image with this content hash: from the hash, so that the
+    /// n-th copies of two references are not cropped alike, and disjoint between the kinds.
+    fn seed(self, content_sha256: &[u8], n: u32) -> u64 {
+        let mut h = [0u8; 8];
+        for (d, s) in h.iter_mut().zip(content_sha256) {
+            *d = *s;
+        }
+        let base = u64::from_le_bytes(h);
+        let kind = match self {
+            CopyKind::Train => 0,
+            CopyKind::HeldOut => 1u64 << 63,
+        };
+        base ^ kind ^ u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+/// Copy `n` of kind `kind` of an image (whose content hash is `content_sha256`), as BMP bytes:
+/// uncompressed, so that encoding it for the model's own decoder costs next to nothing.
+pub fn random_copy(
+    bytes: &[u8],
+    limits: &preprocess::ImageLimits,
+    content_sha256: &[u8],
+    kind: CopyKind,
+    n: u32,
+) -> Result<Vec<u8>> {
+    let img = working_copy(bytes, limits)?;
+    let out = random_augmentation(&img, kind.seed(content_sha256, n), kind.strength());
+    let mut bmp = Vec::new();
+    DynamicImage::ImageRgb8(out)
+        .write_to(&mut Cursor::new(&mut bmp), ImageFormat::Bmp)
+        .map_err(|e| ClipError::decode("BMP", e).context(format!("{} copy {n}", kind.as_str())))?;
+    Ok(bmp)
 }
 
 #[cfg(test)]
@@ -254,15 +332,37 @@ mod tests {
 
         let img = RgbImage::from_fn(64, 48, |x, y| Rgb([(x * 4) as u8, (y * 5) as u8, 90]));
         assert_eq!(rotate(&img, 0.0), img, "no rotation, no change");
-        let a = random_augmentation(&img, 7);
-        assert_eq!(a, random_augmentation(&img, 7));
-        assert_ne!(a, random_augmentation(&img, 8));
+        let a = random_augmentation(&img, 7, 1.0);
+        assert_eq!(a, random_augmentation(&img, 7, 1.0));
+        assert_ne!(a, random_augmentation(&img, 8, 1.0));
         let grey = (0..100u64).filter(|s| {
-            let c = random_augmentation(&img, *s);
+            let c = random_augmentation(&img, *s, 1.0);
             c.pixels().all(|p| p[0] == p[1] && p[1] == p[2])
         });
         let n = grey.count();
         assert!((3..=25).contains(&n), "greyscale one time in ten: {n} of 100");
+    }
+
+    #[test]
+    fn random_copies_repeat_for_their_number_and_differ_between_kinds() {
+        let img = RgbImage::from_fn(80, 60, |x, y| Rgb([(x * 3) as u8, (y * 4) as u8, ((x ^ y) * 2) as u8]));
+        let mut png = Vec::new();
+        DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut png), ImageFormat::Png).unwrap();
+        let limits = preprocess::ImageLimits::TRUSTED;
+        let copy = |kind, n| random_copy(&png, &limits, &[1, 2, 3], kind, n).unwrap();
+        let a = copy(CopyKind::Train, 0);
+        assert_eq!(a, copy(CopyKind::Train, 0));
+        assert_ne!(a, copy(CopyKind::Train, 1));
+        assert_ne!(a, copy(CopyKind::HeldOut, 0));
+        assert_ne!(
+            a,
+            random_copy(&png, &limits, &[9, 2, 3], CopyKind::Train, 0).unwrap(),
+            "seeded by content"
+        );
+        assert!(image::load_from_memory_with_format(&a, ImageFormat::Bmp).is_ok());
+        assert_eq!(CopyKind::parse("held_out"), Some(CopyKind::HeldOut));
+        assert_eq!(CopyKind::parse(CopyKind::Train.as_str()), Some(CopyKind::Train));
+        assert!(random_copy(b"nope", &limits, &[], CopyKind::Train, 0).is_err());
     }
 
     /// pg_clip.identify_variants' default: trading-card scans are named

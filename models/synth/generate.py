@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write images of pg_clip's synthetic world and their labels:
 
-    generate.py --seed S --count N --out DIR [--kind mixed|scenes|frames|cards]
+    generate.py --seed S --count N --out DIR [--kind mixed|scenes|frames|cards|lookalikes]
 
 DIR gets the images (JPEG and PNG, several sizes and aspect ratios) and DIR/labels.csv with
 columns file, caption, shape, colour, count, background, style, packaged, card. Image i of seed S
@@ -9,7 +9,9 @@ is the same whatever N is (its generator is seeded with (S, i)).
 
 Kinds: `mixed` (default) scenes with some cards among them, as training sees them; `scenes`
 shapes only; `frames` camera frames of cards; `cards` the clean card catalogue (N ignored:
-one file per card, card-KK.png, the reference set of identification).
+one file per card, card-KK.png, the reference set of identification); `lookalikes` N variants
+of card S that differ only in their small shapes and title (lookalike-VV.png), the hard case of
+identification.
 """
 import argparse
 import csv
@@ -51,7 +53,7 @@ def main():
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--kind", choices=["mixed", "scenes", "frames", "cards"], default="mixed")
+    ap.add_argument("--kind", choices=["mixed", "scenes", "frames", "cards", "lookalikes"], default="mixed")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     rows = []
@@ -61,6 +63,11 @@ def main():
             world.card_image(k).save(os.path.join(a.out, name))
             rows.append(dict(world.card_attrs(k, False), file=name,
                              caption=world.card_caption(np.random.default_rng(k), k, False)))
+    elif a.kind == "lookalikes":
+        for v in range(a.count):
+            name = f"lookalike-{v:02d}.png"
+            world.card_image(a.seed, design=world.lookalike_design(a.seed, v)).save(os.path.join(a.out, name))
+            rows.append(dict(world.card_attrs(a.seed, False), file=name, caption=f"variant {v} of card {a.seed}"))
     else:
         for i in range(a.count):
             rng, (img, attrs, caption) = draw(a.kind, a.seed, i)

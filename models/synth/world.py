@@ -382,9 +382,20 @@ def card_design(k):
     )
 
 
-def card_image(k, height=352):
-    """The clean render of card k (what a reference set holds)."""
+def lookalike_design(k, v):
+    """Variant v of card k: the same frame, art and layout, the small shapes in other colours and
+    another title, as near-identical printings of one card (look-alike references)."""
     c = card_design(k)
+    rng = np.random.default_rng([2_000_003 + k, v])
+    colours = list(COLOURS)
+    c["others"] = [(SHAPES[rng.integers(len(SHAPES))], colours[rng.integers(len(colours))]) for _ in range(2)]
+    c["title_seed"] = int(rng.integers(1 << 30))
+    return c
+
+
+def card_image(k, height=352, design=None):
+    """The clean render of card k (what a reference set holds), or of another `design`."""
+    c = design or card_design(k)
     rng = np.random.default_rng(c["art_seed"])
     h = height
     w = int(round(h / CARD_ASPECT))

@@ -30,7 +30,10 @@ BEGIN
                              'clip.try_embed_files(text[], text)', 'clip.file_sha256(text)',
                              'clip.in_transaction_block()', 'clip.read_vocabulary_file(text)',
                              -- (these two gained arguments: the labeller's name; a mode and an exclude list)
-                             'clip.label(text, bigint, text, text)', 'clip.next_to_label(text, text, integer)'] LOOP
+                             'clip.label(text, bigint, text, text)', 'clip.next_to_label(text, text, integer)',
+                             -- (these say which projection head answered: a column more)
+                             'clip.identify(vector, text, integer, real, real)', 'clip.identify(bytea, text, integer, real, real)',
+                             'clip.identify_many(bytea[], text, integer, real, real)', 'clip.verify_reference_set(text)'] LOOP
         IF pg_catalog.to_regprocedure(f) IS NOT NULL THEN
             EXECUTE format('DROP FUNCTION %s', f);
         END IF;
@@ -90,3 +93,68 @@ CREATE TABLE clip.thumbnail (
 );
 COMMENT ON TABLE clip.thumbnail IS 'JPEG thumbnails by content, made by refresh when pg_clip.thumbnail_size > 0';
 SELECT pg_catalog.pg_extension_config_dump('clip.thumbnail', '');
+
+-- Projection heads (clip.train_projection): a small network trained on a reference set's
+-- embeddings and augmented copies of its references, through which clip.identify compares.
+-- Each training is a new version; the newest answers. `stamp`: the model stamp it was trained
+-- for (another model, or the model registered again, makes it stale). `weights`: f32,
+-- little-endian, w1 (hidden x input), b1, w2 (output x hidden), b2; stored uncompressed, read
+-- once per session.
+CREATE TABLE clip.projection (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    reference_set text NOT NULL REFERENCES clip.reference_set (name) ON DELETE CASCADE,
+    version       integer NOT NULL CHECK (version > 0),
+    model         text NOT NULL,
+    stamp         text NOT NULL,
+    input_dim     integer NOT NULL CHECK (input_dim > 0),
+    hidden_dim    integer NOT NULL CHECK (hidden_dim > 0),
+    output_dim    integer NOT NULL CHECK (output_dim BETWEEN 1 AND 16000),
+    weights       bytea NOT NULL,
+    options       jsonb NOT NULL,
+    losses        double precision[] NOT NULL,
+    evaluation    jsonb NOT NULL,
+    refs          integer NOT NULL,
+    labels        integer NOT NULL,
+    copies        integer NOT NULL,
+    embed_seconds real NOT NULL,
+    train_seconds real NOT NULL,
+    trained_at    timestamptz NOT NULL DEFAULT now(),
+    trained_by    text NOT NULL DEFAULT current_user,
+    UNIQUE (reference_set, version)
+);
+ALTER TABLE clip.projection ALTER COLUMN weights SET STORAGE EXTERNAL;
+COMMENT ON TABLE clip.projection IS 'projection heads of reference sets, a version per clip.train_projection';
+
+-- The references through the set's newest head, searched by clip.identify (an HNSW index per
+-- set, made at run time like a collection's). Gone with the reference's embedding.
+CREATE TABLE clip.projection_embedding (
+    reference_set text NOT NULL,
+    model         text NOT NULL,
+    image_id      bigint NOT NULL,
+    projection    bigint NOT NULL REFERENCES clip.projection (id) ON DELETE CASCADE,
+    embedding     vector NOT NULL,
+    PRIMARY KEY (reference_set, image_id),
+    FOREIGN KEY (reference_set, model, image_id) REFERENCES clip.embedding (collection, model, image_id) ON DELETE CASCADE
+);
+CREATE INDEX projection_embedding_projection ON clip.projection_embedding (projection);
+COMMENT ON TABLE clip.projection_embedding IS 'references of a reference set through its newest projection head';
+
+-- Embedded augmented copies of references, by content: a retraining, or a training after new
+-- references came, embeds only the copies it has not embedded before. (A release that changes
+-- how copies are made must empty this table in its schema file.)
+CREATE TABLE clip.projection_copy (
+    collection     text NOT NULL REFERENCES clip.collection (name) ON DELETE CASCADE,
+    model          text NOT NULL,
+    stamp          text NOT NULL,
+    content_sha256 bytea NOT NULL,
+    kind           text NOT NULL CHECK (kind IN ('train', 'held_out')),
+    copy           integer NOT NULL CHECK (copy >= 0),
+    embedding      vector NOT NULL,
+    PRIMARY KEY (collection, model, content_sha256, kind, copy)
+);
+COMMENT ON TABLE clip.projection_copy IS 'embedded augmented copies of references, made by clip.train_projection';
+
+SELECT pg_catalog.pg_extension_config_dump('clip.projection', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.projection_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.projection_embedding', '');
+SELECT pg_catalog.pg_extension_config_dump('clip.projection_copy', '');

@@ -13,12 +13,12 @@ use serde_json::{json, Value};
 use crate::errors;
 use crate::vector::Vector;
 
-fn bad(message: String, hint: Option<&str>) -> ! {
+pub(crate) fn bad(message: String, hint: Option<&str>) -> ! {
     errors::report(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, None, hint.map(String::from))
 }
 
 /// n x dim matrix from a flat array of n * dim values.
-fn matrix(values: Array<f32>, dim: i32) -> Array2<f32> {
+pub(crate) fn matrix(values: Array<f32>, dim: i32) -> Array2<f32> {
     let v: Vec<f32> = values.iter().map(|x| x.unwrap_or(f32::NAN)).collect();
     if v.len() > MAX_VALUES {
         bad(format!("{} values are more than a fit takes at once ({MAX_VALUES})", v.len()), None);
@@ -43,7 +43,7 @@ fn option_f64(o: &Value, key: &str, default: f64) -> f64 {
 }
 
 /// A numeric option, finite and within [lo, hi] (ERROR naming it otherwise).
-fn option_in(o: &Value, key: &str, default: f64, lo: f64, hi: f64) -> f64 {
+pub(crate) fn option_in(o: &Value, key: &str, default: f64, lo: f64, hi: f64) -> f64 {
     let v = option_f64(o, key, default);
     if !(v.is_finite() && (lo..=hi).contains(&v)) {
         bad(format!("option \"{key}\" must be between {lo} and {hi}, not {v}"), None);
@@ -52,7 +52,7 @@ fn option_in(o: &Value, key: &str, default: f64, lo: f64, hi: f64) -> f64 {
 }
 
 /// An integral option within [lo, hi].
-fn option_int(o: &Value, key: &str, default: u64, lo: u64, hi: u64) -> u64 {
+pub(crate) fn option_int(o: &Value, key: &str, default: u64, lo: u64, hi: u64) -> u64 {
     let v = option_in(o, key, default as f64, lo as f64, hi as f64);
     if v.fract() != 0.0 {
         bad(format!("option \"{key}\" must be a whole number, not {v}"), None);
@@ -69,7 +69,7 @@ const MAX_N_INIT: u64 = 100;
 
 /// A fit's or a clustering's result, or its error raised: a cancel as the cancel, any other
 /// as 22023 with `hint`.
-fn or_raise_learn<T>(r: Result<T, String>, hint: Option<&str>) -> T {
+pub(crate) fn or_raise_learn<T>(r: Result<T, String>, hint: Option<&str>) -> T {
     r.unwrap_or_else(|e| {
         if e == CANCELLED {
             errors::raise_core(pg_clip_core::ClipError::cancelled())
@@ -80,11 +80,11 @@ fn or_raise_learn<T>(r: Result<T, String>, hint: Option<&str>) -> T {
 
 /// The options as JSON text (jsonb::text), parsed here: jsonb takes numbers that serde_json
 /// refuses (1e400), and pgrx's own conversion would report that as an internal error.
-fn parse_options(text: &str) -> Value {
+pub(crate) fn parse_options(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| bad(format!("options are not usable JSON: {e}"), None))
 }
 
-fn check_keys(o: &Value, allowed: &[&str]) {
+pub(crate) fn check_keys(o: &Value, allowed: &[&str]) {
     let Some(map) = o.as_object() else { bad(format!("options must be a JSON object, not {o}"), None) };
     if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
         bad(format!("unknown option \"{k}\""), Some(&format!("Options are {}.", allowed.join(", "))));

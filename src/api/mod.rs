@@ -5,4 +5,5 @@ pub mod embed;
 pub mod identify;
 pub mod learn;
 pub mod model;
+pub mod projection;
 pub mod vocab;

@@ -131,6 +131,35 @@ impl Head {
         ]
     }
 
+    pub fn hidden(&self) -> usize {
+        self.w1.nrows()
+    }
+
+    /// The weights as little-endian f32, `w1`, `b1`, `w2`, `b2` in turn: how they are stored.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.tensors().iter().flat_map(|t| t.iter()).flat_map(|&v| (v as f32).to_le_bytes()).collect()
+    }
+
+    /// The head of these sizes from [`Head::to_bytes`]'s bytes; None when they do not fit.
+    pub fn from_bytes(input: usize, hidden: usize, output: usize, bytes: &[u8]) -> Option<Head> {
+        let n = hidden
+            .checked_mul(input)?
+            .checked_add(hidden)?
+            .checked_add(output.checked_mul(hidden)?)?
+            .checked_add(output)?;
+        if input == 0 || hidden == 0 || output == 0 || bytes.len() != n.checked_mul(4)? {
+            return None;
+        }
+        let mut values =
+            bytes.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        let mut take = |k: usize| -> Vec<f64> { values.by_ref().take(k).collect() };
+        let w1 = Array2::from_shape_vec((hidden, input), take(hidden * input)).ok()?;
+        let b1 = Array1::from(take(hidden));
+        let w2 = Array2::from_shape_vec((output, hidden), take(output * hidden)).ok()?;
+        let b2 = Array1::from(take(output));
+        Some(Head { w1, b1, w2, b2 })
+    }
+
     pub fn parameters(&self) -> usize {
         self.w1.len() + self.b1.len() + self.w2.len() + self.b2.len()
     }
@@ -263,6 +292,16 @@ pub struct Trained {
 /// class needs at least two rows). Deterministic for a seed. A bad option or class is the
 /// message of the error; a cancel is `Interrupt::check`'s.
 pub fn train(features: ArrayView2<f32>, labels: &[usize], opts: &Options) -> Result<Trained, String> {
+    train_with_progress(features, labels, opts, &mut |_, _| {})
+}
+
+/// [`train`], calling `progress(epoch, mean loss)` after each epoch (1-based).
+pub fn train_with_progress(
+    features: ArrayView2<f32>,
+    labels: &[usize],
+    opts: &Options,
+    progress: &mut dyn FnMut(usize, f64),
+) -> Result<Trained, String> {
     if features.nrows() != labels.len() || features.nrows() == 0 {
         return Err(format!("{} feature rows but {} labels", features.nrows(), labels.len()));
     }
@@ -321,8 +360,253 @@ pub fn train(features: ArrayView2<f32>, labels: &[usize], opts: &Options) -> Res
             step += 1;
         }
         losses.push(sum / per_epoch as f64);
+        progress(losses.len(), sum / per_epoch as f64);
     }
     Ok(Trained { head, losses })
+}
+
+/// How well queries find their references, by exact cosine search: the share whose nearest
+/// reference has their label, and the margins, each query's best similarity to a reference of
+/// its own label minus its best to a reference of another (negative: misidentified), as
+/// `clip.verify_reference_set` measures them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    pub queries: usize,
+    pub top1_rate: f64,
+    pub median_margin: f64,
+    pub lowest_margin: f64,
+}
+
+/// [`Evaluation`] of unit-row `queries` of labels `query_labels` against unit-row `refs` of
+/// labels `ref_labels` (at least two labels among the references).
+pub fn evaluate(
+    refs: ArrayView2<f64>,
+    ref_labels: &[usize],
+    queries: ArrayView2<f64>,
+    query_labels: &[usize],
+) -> Evaluation {
+    let sims = queries.dot(&refs.t());
+    let mut margins: Vec<f64> = Vec::with_capacity(queries.nrows());
+    let mut hits = 0usize;
+    for (row, &label) in sims.rows().into_iter().zip(query_labels) {
+        let (mut own, mut other) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+        for (&v, &l) in row.iter().zip(ref_labels) {
+            if l == label {
+                own = own.max(v);
+            } else {
+                other = other.max(v);
+            }
+        }
+        hits += usize::from(own > other);
+        margins.push(own - other);
+    }
+    margins.sort_by(f64::total_cmp);
+    let n = margins.len();
+    let median = match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => margins[n / 2],
+        _ => (margins[n / 2 - 1] + margins[n / 2]) / 2.0,
+    };
+    Evaluation {
+        queries: n,
+        top1_rate: if n == 0 { f64::NAN } else { hits as f64 / n as f64 },
+        median_margin: median,
+        lowest_margin: margins.first().copied().unwrap_or(f64::NAN),
+    }
+}
+
+/// The baseline a head must beat: centre the reference embeddings and whiten them with their
+/// covariance, shrunk towards its mean variance (`(1 - a) C + a tr(C)/d I`, a = 0.1: with fewer
+/// references than dimensions C alone is singular). Cosine after whitening is the same for
+/// every whitening matrix W with W^T W = C^-1 (ZCA, PCA, Cholesky), so the Cholesky factor is
+/// used: no eigendecomposition, which ndarray lacks.
+pub struct Whitening {
+    mean: Array1<f64>,
+    /// lower-triangular L with L L^T = the shrunk covariance
+    l: Array2<f64>,
+}
+
+const WHITENING_SHRINKAGE: f64 = 0.1;
+
+impl Whitening {
+    pub fn fit(refs: ArrayView2<f64>) -> Whitening {
+        let (n, d) = refs.dim();
+        let mean = refs.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(d));
+        let centred = &refs - &mean;
+        let mut c = centred.t().dot(&centred) / (n.max(1) as f64);
+        let mean_var = (c.diag().sum() / d as f64).max(1e-12);
+        c *= 1.0 - WHITENING_SHRINKAGE;
+        for i in 0..d {
+            c[[i, i]] += WHITENING_SHRINKAGE * mean_var;
+        }
+        // Cholesky-Banachiewicz; positive definite by the shrinkage
+        let mut l = Array2::<f64>::zeros((d, d));
+        for i in 0..d {
+            for j in 0..=i {
+                let dot: f64 = (0..j).map(|k| l[[i, k]] * l[[j, k]]).sum();
+                if i == j {
+                    l[[i, i]] = (c[[i, i]] - dot).max(1e-12).sqrt();
+                } else {
+                    l[[i, j]] = (c[[i, j]] - dot) / l[[j, j]];
+                }
+            }
+        }
+        Whitening { mean, l }
+    }
+
+    /// Rows centred, whitened (L^-1 x, by forward substitution) and scaled to unit length.
+    pub fn apply(&self, x: ArrayView2<f64>) -> Array2<f64> {
+        let d = self.mean.len();
+        let mut out = &x - &self.mean;
+        for mut r in out.rows_mut() {
+            for i in 0..d {
+                let dot: f64 = (0..i).map(|k| self.l[[i, k]] * r[k]).sum();
+                r[i] = (r[i] - dot) / self.l[[i, i]];
+            }
+        }
+        normalise_rows(&out).0
+    }
+}
+
+/// A reference set's training pool: each reference's embedding and label, and augmented copies
+/// of the references, each naming its reference and whether it is held out of training.
+pub struct Pool<'a> {
+    pub refs: ArrayView2<'a, f32>,
+    pub ref_labels: &'a [usize],
+    pub copies: ArrayView2<'a, f32>,
+    pub copy_ref: &'a [usize],
+    pub copy_held_out: &'a [bool],
+}
+
+/// The fraction of a set's labels [`fit`] holds out of a first training, to measure whether a
+/// head serves references added after it was trained.
+#[derive(Debug, Clone, Copy)]
+pub struct Split {
+    pub held_out_labels: f64,
+}
+
+/// One line of a fit's evaluation: which queries (`held_out_copies` of every reference, or
+/// `held_out_references`, copies of references whose labels the evaluated head never saw),
+/// searched how (`clip`: the embeddings as they are; `whitened`: [`Whitening`]; `head`).
+#[derive(Debug, Clone)]
+pub struct EvaluationRow {
+    pub queries: &'static str,
+    pub method: &'static str,
+    pub evaluation: Evaluation,
+}
+
+pub struct Fitted {
+    pub head: Head,
+    pub losses: Vec<f64>,
+    pub evaluations: Vec<EvaluationRow>,
+}
+
+/// Train the head of a reference set on the training copies and the references themselves
+/// (each label a class), and evaluate it on the held-out copies against the plain embeddings
+/// and the whitening baseline. When at least 5 labels allow it, a first head is trained
+/// without `split.held_out_labels` of the labels (at least one, chosen by the seed) and
+/// evaluated on their copies with every reference projected, as references added after
+/// training would be; the head kept is then trained on every label.
+pub fn fit(
+    pool: &Pool,
+    split: Split,
+    opts: &Options,
+    progress: &mut dyn FnMut(&str, usize, f64),
+) -> Result<Fitted, String> {
+    let d = pool.refs.ncols();
+    let labels = pool.ref_labels.iter().max().map_or(0, |m| m + 1);
+    if labels < 2 {
+        return Err(format!("a projection head needs references of at least 2 labels, not {labels}"));
+    }
+    if pool.copies.ncols() != d
+        || pool.copies.nrows() != pool.copy_ref.len()
+        || pool.copy_ref.len() != pool.copy_held_out.len()
+    {
+        return Err("copies and their references do not match".into());
+    }
+    if let Some(&r) = pool.copy_ref.iter().find(|&&r| r >= pool.refs.nrows()) {
+        return Err(format!("a copy names reference {r} of {}", pool.refs.nrows()));
+    }
+    let refs64 = normalise_rows(&pool.refs.mapv(f64::from)).0;
+    let copies64 = normalise_rows(&pool.copies.mapv(f64::from)).0;
+    let copy_label: Vec<usize> = pool.copy_ref.iter().map(|&r| pool.ref_labels[r]).collect();
+    let whitening = Whitening::fit(refs64.view());
+    let whitened_refs = whitening.apply(refs64.view());
+
+    // the training rows of the labels in `keep`: references, then their training copies
+    let rows_for = |keep: &dyn Fn(usize) -> bool| -> (Array2<f32>, Vec<usize>) {
+        let refs = (0..pool.refs.nrows()).filter(|&r| keep(pool.ref_labels[r]));
+        let copies = (0..pool.copy_ref.len()).filter(|&c| !pool.copy_held_out[c] && keep(copy_label[c]));
+        let mut rows: Vec<f32> = Vec::new();
+        let mut lab = Vec::new();
+        for r in refs {
+            rows.extend(pool.refs.row(r).iter());
+            lab.push(pool.ref_labels[r]);
+        }
+        for c in copies {
+            rows.extend(pool.copies.row(c).iter());
+            lab.push(copy_label[c]);
+        }
+        // classes renumbered densely, as train wants them
+        let mut dense = vec![usize::MAX; labels];
+        let mut next = 0;
+        let lab = lab
+            .into_iter()
+            .map(|l| {
+                if dense[l] == usize::MAX {
+                    dense[l] = next;
+                    next += 1;
+                }
+                dense[l]
+            })
+            .collect::<Vec<_>>();
+        (Array2::from_shape_vec((lab.len(), d), rows).expect("rows of d"), lab)
+    };
+    let held: Vec<usize> = (0..copies64.nrows()).filter(|&c| pool.copy_held_out[c]).collect();
+    let mut evaluations = Vec::new();
+    let mut measure = |queries: &'static str, of: &[usize], head: &Head| {
+        if of.is_empty() {
+            return;
+        }
+        let q = copies64.select(Axis(0), of);
+        let ql: Vec<usize> = of.iter().map(|&c| copy_label[c]).collect();
+        let projected_refs = head.project(refs64.view());
+        for (method, r, qq) in [
+            ("clip", refs64.clone(), q.clone()),
+            ("whitened", whitened_refs.clone(), whitening.apply(q.view())),
+            ("head", projected_refs, head.project(q.view())),
+        ] {
+            evaluations.push(EvaluationRow {
+                queries,
+                method,
+                evaluation: evaluate(r.view(), pool.ref_labels, qq.view(), &ql),
+            });
+        }
+    };
+
+    let mut without = None;
+    if labels >= 5 && split.held_out_labels > 0.0 {
+        let mut order: Vec<usize> = (0..labels).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(opts.seed ^ 0x5eed));
+        let n_out = ((labels as f64 * split.held_out_labels).round() as usize).clamp(1, labels - 2);
+        let mut out = vec![false; labels];
+        for &l in &order[..n_out] {
+            out[l] = true;
+        }
+        let (x, l) = rows_for(&|label| !out[label]);
+        let first = train_with_progress(x.view(), &l, opts, &mut |e, loss| {
+            progress("without held-out labels", e, loss)
+        })?;
+        let of: Vec<usize> = held.iter().copied().filter(|&c| out[copy_label[c]]).collect();
+        without = Some((first.head, of));
+    }
+    let (x, l) = rows_for(&|_| true);
+    let trained = train_with_progress(x.view(), &l, opts, &mut |e, loss| progress("every label", e, loss))?;
+    measure("held_out_copies", &held, &trained.head);
+    if let Some((head, of)) = without {
+        measure("held_out_references", &of, &head);
+    }
+    Ok(Fitted { head: trained.head, losses: trained.losses, evaluations })
 }
 
 #[cfg(test)]
@@ -416,6 +700,114 @@ mod tests {
         let y = t.head.project(x.mapv(f64::from).view());
         let (loss, _) = supcon(y.view(), &labels, 0.1);
         assert!(loss < 1e-3, "final loss {loss}, curve ends {:?}", &t.losses[t.losses.len() - 3..]);
+    }
+
+    #[test]
+    fn weights_survive_their_bytes() {
+        let (head, x, _) = small(4);
+        let back = Head::from_bytes(6, 5, 4, &head.to_bytes()).unwrap();
+        let (a, b) = (head.project(x.view()), back.project(x.view()));
+        assert!(a.iter().zip(b.iter()).all(|(p, q)| (p - q).abs() < 1e-6));
+        assert_eq!(back.parameters(), head.parameters());
+        assert!(Head::from_bytes(6, 5, 3, &head.to_bytes()).is_none());
+        assert!(Head::from_bytes(usize::MAX, 5, 4, &head.to_bytes()).is_none());
+    }
+
+    #[test]
+    fn evaluation_counts_hits_and_margins() {
+        // references: label 0 at x, label 1 at y; queries near x, near y, and a miss
+        let refs = Array2::from_shape_vec((2, 2), vec![1.0, 0.0, 0.0, 1.0]).unwrap();
+        let q =
+            normalise_rows(&Array2::from_shape_vec((3, 2), vec![1.0, 0.2, 0.1, 1.0, 1.0, 0.5]).unwrap()).0;
+        let e = evaluate(refs.view(), &[0, 1], q.view(), &[0, 1, 1]);
+        assert_eq!(e.queries, 3);
+        assert!((e.top1_rate - 2.0 / 3.0).abs() < 1e-12);
+        let m: Vec<f64> = q.rows().into_iter().map(|r| r[0] - r[1]).collect();
+        assert!((e.lowest_margin + m[2]).abs() < 1e-12, "the miss: own (y) minus other (x)");
+        assert!((e.median_margin - m[0]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn whitening_factors_the_shrunk_covariance() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let x = Array2::from_shape_simple_fn((7, 4), || rng.random_range(-1.0..1.0));
+        let w = Whitening::fit(x.view());
+        let centred = &x - &x.mean_axis(Axis(0)).unwrap();
+        let c = centred.t().dot(&centred) / 7.0;
+        let mean_var = c.diag().sum() / 4.0;
+        let shrunk = &c * 0.9 + &(Array2::<f64>::eye(4) * 0.1 * mean_var);
+        let llt = w.l.dot(&w.l.t());
+        assert!(llt.iter().zip(shrunk.iter()).all(|(a, b)| (a - b).abs() < 1e-12));
+        // whitened rows are unit length, and whitening the mean gives the zero row
+        let y = w.apply(x.view());
+        assert!(y.rows().into_iter().all(|r| (r.dot(&r) - 1.0).abs() < 1e-12));
+        let m = x.mean_axis(Axis(0)).unwrap().insert_axis(Axis(0));
+        assert!(w.apply(m.view()).iter().all(|v| v.abs() < 1e-12));
+    }
+
+    /// Look-alike references: every class shares one large common vector, and differs from the
+    /// others along a few small directions that copies blur with noise along other directions.
+    #[test]
+    fn a_fit_widens_held_out_margins_of_look_alikes_and_reports_each_way() {
+        let (classes, dim) = (12, 24);
+        let mut rng = StdRng::seed_from_u64(11);
+        let common: Vec<f64> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut refs = Array2::<f32>::zeros((classes, dim));
+        for c in 0..classes {
+            for d in 0..dim {
+                let own = if d < 8 { rng.random_range(-0.25..0.25) } else { 0.0 };
+                refs[[c, d]] = (common[d] * 1.5 + own) as f32;
+            }
+        }
+        let per = 20;
+        let mut copies = Array2::<f32>::zeros((classes * per, dim));
+        let (mut copy_ref, mut held) = (Vec::new(), Vec::new());
+        for c in 0..classes {
+            for k in 0..per {
+                let r = c * per + k;
+                for d in 0..dim {
+                    let noise =
+                        if d >= 8 { rng.random_range(-0.6..0.6) } else { rng.random_range(-0.05..0.05) };
+                    copies[[r, d]] = refs[[c, d]] + noise as f32;
+                }
+                copy_ref.push(c);
+                held.push(k >= 16);
+            }
+        }
+        let labels: Vec<usize> = (0..classes).collect();
+        let pool = Pool {
+            refs: refs.view(),
+            ref_labels: &labels,
+            copies: copies.view(),
+            copy_ref: &copy_ref,
+            copy_held_out: &held,
+        };
+        let opts = Options {
+            hidden: 64,
+            output: 16,
+            epochs: 150,
+            learning_rate: 5e-3,
+            classes_per_batch: 6,
+            copies_per_class: 6,
+            ..Options::default()
+        };
+        let mut epochs = 0;
+        let f = fit(&pool, Split { held_out_labels: 0.25 }, &opts, &mut |_, _, _| epochs += 1).unwrap();
+        assert_eq!(epochs, 300, "two trainings reported");
+        let get = |q: &str, m: &str| {
+            f.evaluations.iter().find(|e| e.queries == q && e.method == m).unwrap().evaluation
+        };
+        assert_eq!(f.evaluations.len(), 6);
+        let (before, after) = (get("held_out_copies", "clip"), get("held_out_copies", "head"));
+        assert_eq!(before.queries, classes * 4);
+        assert!(after.median_margin > before.median_margin + 0.05, "{before:?} -> {after:?}");
+        assert!(after.top1_rate >= before.top1_rate, "{before:?} -> {after:?}");
+        assert_eq!(get("held_out_references", "head").queries, 3 * 4, "3 of 12 labels held out");
+        let again = fit(&pool, Split { held_out_labels: 0.25 }, &opts, &mut |_, _, _| {}).unwrap();
+        assert_eq!(again.head, f.head);
+        let one = [0usize; 12];
+        let lonely = Pool { ref_labels: &one, ..pool };
+        assert!(fit(&lonely, Split { held_out_labels: 0.0 }, &opts, &mut |_, _, _| {}).is_err());
     }
 
     #[test]

@@ -16,17 +16,19 @@
 #       call, concurrent clip.identify callers, refresh (bench/service.sh)
 #   (11) pg_clip web: a label action, the labelling queue, an identify request and a thumbnail
 #       through HTTP against the same SQL call alone (bench/web.sh)
+#   (12) projection heads: training on 150 look-alike references under three models, identify
+#       with and without a head at 10,000 references (bench/projection.sh)
 # Environment: BENCH_IMAGES (default 200), BENCH_THREADS (default: all cores), BENCH_BATCH (32),
-# BENCH_PARTS (default "images batch1 vocab identify learn security curve service web": (1)-(4) are
-# "images", (2b) "batch1", (5) "vocab", (6) "identify", (7) "learn", (8) "security", (9) "curve",
-# (10) "service", (11) "web").
+# BENCH_PARTS (default "images batch1 vocab identify learn security curve service web projection":
+# (1)-(4) are "images", (2b) "batch1", (5) "vocab", (6) "identify", (7) "learn", (8) "security",
+# (9) "curve", (10) "service", (11) "web", (12) "projection").
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 N="${BENCH_IMAGES:-200}"
 THREADS="${BENCH_THREADS:-$(nproc)}"
 BATCH="${BENCH_BATCH:-32}"
-PARTS="${BENCH_PARTS:-images batch1 vocab identify learn security curve service web}"
+PARTS="${BENCH_PARTS:-images batch1 vocab identify learn security curve service web projection}"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 ORT_LIB="$ROOT/.deps/onnxruntime/libonnxruntime.so.1.32.0"
 OUT="$ROOT/.run/bench"; mkdir -p "$OUT"; : > "$OUT/results.txt"
@@ -190,6 +192,11 @@ if has web; then
     ./bench/web.sh "$OUT/results.txt" > "$OUT/web.md"
 fi
 
+if has projection; then
+    say "(12) projection heads: training on 150 look-alikes, identify at 10,000 references"
+    ./bench/projection.sh "$OUT/results.txt"
+fi
+
 python3 - "$OUT/results.txt" "$N" "${MP:-0}" "$THREADS" "$BATCH" <<'PY'
 import re, sys
 rows = {}
@@ -349,4 +356,20 @@ fi
 if has web; then
     printf '\n(11) pg_clip web: one keep-alive client, the demo model (raw lines in %s)\n' "$OUT/results.txt"
     sed -n '/^| request/,$p' "$OUT/web.md"
+fi
+if has projection; then
+    printf '\n(12) projection heads (raw lines in %s)\n' "$OUT/results.txt"
+    .venv/bin/python - "$OUT/results.txt" <<'PY'
+import sys
+rows = [(l.split()[1], dict(kv.split("=", 1) for kv in l.split()[2:])) for l in open(sys.argv[1]) if l.startswith("projection ")]
+print("| model | references | copies | run | embedding the copies (s) | training (s) |\n|---|---:|---:|---:|---:|---:|")
+for r in (r for k, r in rows if k == "train"):
+    print(f"| {r['model']} | {r['refs']} | {r['copies']} | {r['run']} | {r['embed_s']} | {r['train_s']} |")
+print("\n| model | held-out queries | method | copies | top-1 | median margin | lowest margin |\n|---|---|---|---:|---:|---:|---:|")
+for r in (r for k, r in rows if k == "evaluation"):
+    print(f"| {r['model']} | {r['queries']} | {r['method']} | {r['copies']} | {r['top1']} | {r['median_margin']} | {r['lowest_margin']} |")
+print("\n| clip.identify by vector, 10,000 references | p50 ms | p99 ms | recall@1 against exact |\n|---|---:|---:|---:|")
+for r in (r for k, r in rows if k == "identify"):
+    print(f"| {r['what']} | {r['p50_ms']} | {r['p99_ms']} | {r['recall1_vs_exact']} |")
+PY
 fi

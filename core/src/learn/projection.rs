@@ -7,7 +7,9 @@
 //! Everything is f64 (a finite-difference check needs it; the sizes are small).
 //!
 //! GELU is the tanh form (`0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))`, PyTorch's
-//! `approximate="tanh"`): std has no erf, and the two differ by under 1e-3.
+//! `approximate="tanh"`): std has no erf, and the two differ by under 1e-3. The forward pass,
+//! the loss, its gradient and an AdamW step are checked against PyTorch's
+//! (tests/golden/projection/, tests/reference/make_projection_golden.py).
 
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rand::rngs::StdRng;
@@ -700,6 +702,58 @@ mod tests {
         let y = t.head.project(x.mapv(f64::from).view());
         let (loss, _) = supcon(y.view(), &labels, 0.1);
         assert!(loss < 1e-3, "final loss {loss}, curve ends {:?}", &t.losses[t.losses.len() - 3..]);
+    }
+
+    /// The forward pass, the loss, its gradient and one AdamW step against PyTorch's on the
+    /// same weights (tests/golden/projection/head.json, tests/reference/make_projection_golden.py).
+    #[test]
+    fn the_head_matches_pytorch() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/golden/projection/head.json");
+        let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let floats = |v: &serde_json::Value| -> Vec<f64> {
+            v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+        };
+        let rows = |v: &serde_json::Value| -> Array2<f64> {
+            let r: Vec<Vec<f64>> = v.as_array().unwrap().iter().map(floats).collect();
+            Array2::from_shape_vec((r.len(), r[0].len()), r.concat()).unwrap()
+        };
+        let sizes: Vec<usize> =
+            j["sizes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let (i, h, o) = (sizes[0], sizes[1], sizes[2]);
+        let tensors = |v: &serde_json::Value| -> Head {
+            let t: Vec<Vec<f64>> = v.as_array().unwrap().iter().map(floats).collect();
+            Head {
+                w1: Array2::from_shape_vec((h, i), t[0].clone()).unwrap(),
+                b1: Array1::from(t[1].clone()),
+                w2: Array2::from_shape_vec((o, h), t[2].clone()).unwrap(),
+                b2: Array1::from(t[3].clone()),
+            }
+        };
+        let close = |a: &[f64], b: &[f64], tol: f64, what: &str| {
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}: {x} vs {y}");
+            }
+        };
+        let mut head = tensors(&j["weights"]);
+        let x = rows(&j["features"]);
+        let labels: Vec<usize> =
+            j["labels"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let t = j["temperature"].as_f64().unwrap();
+        let y = head.project(x.view());
+        close(y.as_slice().unwrap(), rows(&j["projected"]).as_slice().unwrap(), 1e-9, "projected");
+        let (loss, grad) = loss_and_gradient(&head, x.view(), &labels, t);
+        close(&[loss], &[j["loss"].as_f64().unwrap()], 1e-9, "loss");
+        let want = tensors(&j["gradients"]);
+        for (k, (a, b)) in grad.tensors().iter().zip(want.tensors()).enumerate() {
+            close(a, b, 1e-8, &format!("gradient of tensor {k}"));
+        }
+        let mut adam = AdamW::new(&head);
+        adam.update(&mut head, &grad, j["lr"].as_f64().unwrap(), j["weight_decay"].as_f64().unwrap());
+        let want = tensors(&j["after_adamw"]);
+        for (k, (a, b)) in head.tensors().iter().zip(want.tensors()).enumerate() {
+            close(a, b, 1e-9, &format!("tensor {k} after AdamW"));
+        }
     }
 
     #[test]

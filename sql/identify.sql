@@ -151,10 +151,12 @@ BEGIN
         -- estimate rises as ef_search falls (at 10,000 references and ef_search 40 it chose a
         -- 25 ms scan over a 1 ms index search), and a sequential scan's cost leaves out the
         -- detoasting of every vector. With sequential scans off, JIT would be triggered by their
-        -- penalty cost, so it goes off too.
-        saved := ARRAY[current_setting('hnsw.ef_search', true), current_setting('enable_seqscan'), current_setting('jit')];
+        -- penalty cost, so it goes off too; and bitmap scans, which a small set's primary key
+        -- offers the planner instead (a scan of the set and a sort).
+        saved := ARRAY[current_setting('hnsw.ef_search', true), current_setting('enable_seqscan'), current_setting('jit'),
+                       current_setting('enable_bitmapscan')];
         PERFORM set_config('hnsw.ef_search', ef::text, true), set_config('enable_seqscan', 'off', true),
-                set_config('jit', 'off', true);
+                set_config('jit', 'off', true), set_config('enable_bitmapscan', 'off', true);
     END IF;
     RETURN QUERY EXECUTE format($q$
         WITH cand AS (%1$s),
@@ -173,7 +175,7 @@ BEGIN
         USING q, n, k, min_score, min_margin, h.version;
     IF NOT exact THEN
         PERFORM set_config('hnsw.ef_search', coalesce(saved[1], '40'), true), set_config('enable_seqscan', saved[2], true),
-                set_config('jit', saved[3], true);
+                set_config('jit', saved[3], true), set_config('enable_bitmapscan', saved[4], true);
     END IF;
 END $$;
 

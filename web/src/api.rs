@@ -62,6 +62,9 @@ pub struct Identified {
     pub stamp: String,
     /// Whether any reference matched within the thresholds
     pub recognised: bool,
+    /// The version of the reference set's projection head that compared the frame (null: the
+    /// set has none, it is off, or nothing matched)
+    pub head: Option<i32>,
     pub matches: Vec<Match>,
 }
 
@@ -156,7 +159,7 @@ async fn identify_frames(s: &AppState, p: &IdentifyParams, images: Vec<Bytes>) -
     let (model, stamp) = set_model(&c, &p.set).await?;
     let frames: Vec<&[u8]> = images.iter().map(|b| b.as_ref()).collect();
     let sql = format!(
-        "SELECT i.frame, i.rank, i.reference_id, i.label, i.variant, i.score, i.margin, {}
+        "SELECT i.frame, i.rank, i.reference_id, i.label, i.variant, i.score, i.margin, {}, i.head
          FROM clip.identify_many($1::bytea[], $2, $3, $4::real, $5::real) i ORDER BY i.frame, i.rank",
         content_hash_sql("$2", "i.reference_id")
     );
@@ -170,6 +173,7 @@ async fn identify_frames(s: &AppState, p: &IdentifyParams, images: Vec<Bytes>) -
             model: model.clone(),
             stamp: stamp.clone(),
             recognised: false,
+            head: None,
             matches: Vec::new(),
         })
         .collect();
@@ -179,6 +183,7 @@ async fn identify_frames(s: &AppState, p: &IdentifyParams, images: Vec<Bytes>) -
         let (image_url, thumbnail_url) = image_url("refs", &p.set, id, r.get::<_, Option<&str>>(7));
         if let Some(f) = out.get_mut((frame - 1) as usize) {
             f.recognised = true;
+            f.head = r.get(8);
             f.matches.push(Match {
                 rank: r.get(1),
                 reference_id: id,

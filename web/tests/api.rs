@@ -147,6 +147,7 @@ async fn a_frame_is_identified_raw_multipart_and_in_a_batch() {
     assert_eq!(raw["matches"].as_array().unwrap().len(), 3);
     assert_eq!(raw["matches"][0]["label"], card.as_str());
     assert_eq!(raw["matches"][0]["rank"], 1);
+    assert_eq!(raw.get("head"), Some(&Value::Null), "present, and null: the set has no projection head");
     let (ct, body) = multipart(&[&image]);
     let form = post(&r, "/api/v1/identify?set=demo_cards&k=3", &ct, body).await.json();
     assert_eq!(form["matches"], raw["matches"], "the same answer as a form field");

@@ -66,6 +66,11 @@ SET LOCAL enable_bitmapscan = off;
 EXPLAIN (COSTS OFF) SELECT p.image_id FROM clip.projection_embedding p WHERE p.reference_set = 'look'
 ORDER BY p.embedding::vector(256) <=> (SELECT embedding FROM clip.projection_embedding LIMIT 1) LIMIT 3;
 COMMIT;
+-- a long training stops at statement_timeout (between batches of copies or of the training)
+SET statement_timeout = '500ms';
+SELECT try($$SELECT * FROM clip.train_projection('look', '{"epochs": 1000, "pool_copies": 16}')$$) AS cancelled;
+RESET statement_timeout;
+SELECT count(*) AS heads_still FROM clip.projection;
 -- without the head, to compare: raw CLIP similarities, head NULL
 SET pg_clip.identify_projection = off;
 SELECT i.head IS NULL AS no_head, abs(i.score - (1 - (clip.embed_image(l.img) <=> e.embedding))) < 1e-5 AS raw_score

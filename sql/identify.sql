@@ -335,9 +335,15 @@ END $$;
 -- copies of its references (core/src/learn/projection.rs), through which identify compares
 -- when references look alike. The newest version of a set answers.
 
+-- Is head `h` stale for collection `c`: trained for another model than the set's, or for the
+-- model as it was registered before (another stamp)?
+CREATE OR REPLACE FUNCTION clip._projection_stale(h clip.projection, c clip.collection) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT h.model <> c.model OR h.stamp IS DISTINCT FROM (SELECT m.stamp FROM clip.model m WHERE m.name = c.model)
+$$;
+
 -- The head clip.identify answers through for collection `c`: the set's newest, or NULL (none,
--- pg_clip.identify_projection off, or stale: trained for another model or model stamp, which a
--- NOTICE says).
+-- pg_clip.identify_projection off, or stale, which a NOTICE says).
 CREATE OR REPLACE FUNCTION clip._projection_for(c clip.collection) RETURNS clip.projection LANGUAGE plpgsql STABLE AS $$
 DECLARE h clip.projection;
 BEGIN
@@ -345,7 +351,7 @@ BEGIN
         RETURN NULL;
     END IF;
     SELECT * INTO h FROM clip.projection p WHERE p.reference_set = c.name ORDER BY p.version DESC LIMIT 1;
-    IF h.id IS NOT NULL AND (h.model <> c.model OR h.stamp IS DISTINCT FROM (SELECT m.stamp FROM clip.model m WHERE m.name = c.model)) THEN
+    IF h.id IS NOT NULL AND clip._projection_stale(h, c) THEN
         RAISE NOTICE 'projection head % of reference set "%" is stale: it was trained for model % as registered then, the set now uses %; answering without it',
             h.version, c.name, h.model, c.model
             USING HINT = format('Train it again: SELECT * FROM clip.train_projection(%L); or drop it: SELECT clip.drop_projection(%L).', c.name, c.name);
@@ -397,7 +403,7 @@ BEGIN
         RETURN 0;
     END IF;
     SELECT * INTO c FROM clip.collection co WHERE co.name = _project_references.name;
-    IF h.model <> c.model OR h.stamp IS DISTINCT FROM (SELECT m.stamp FROM clip.model m WHERE m.name = c.model) THEN
+    IF clip._projection_stale(h, c) THEN
         RETURN 0;
     END IF;
     WITH e AS (
@@ -450,7 +456,6 @@ DECLARE
     t1 timestamptz;
     fit record;
     v int;
-    new_id bigint;
     ev jsonb;
 BEGIN
     SELECT * INTO m FROM clip.model md WHERE md.name = c.model;
@@ -531,8 +536,7 @@ BEGIN
     VALUES (c.name, v, c.model, m.stamp, fit.input_dim, fit.hidden_dim, fit.output_dim, fit.weights, o, fit.losses,
             fit.evaluation, n_refs, n_labels,
             n_refs * ((o ->> 'pool_copies')::int + (o ->> 'eval_copies')::int),
-            extract(epoch FROM t1 - t0), extract(epoch FROM clock_timestamp() - t1))
-    RETURNING id INTO new_id;
+            extract(epoch FROM t1 - t0), extract(epoch FROM clock_timestamp() - t1));
     -- (the index first: one of another output size would refuse the new head's rows)
     DELETE FROM clip.projection_embedding p WHERE p.reference_set = c.name;
     PERFORM clip._index_projection(c.name);

@@ -81,7 +81,7 @@ pub fn parse_variants(list: &str) -> Vec<String> {
 pub const AUGMENTATIONS: [&str; 4] = ["crop", "rotate", "color", "blur"];
 
 /// Augmented copies of an image, as PNG bytes, in the order of [`AUGMENTATIONS`]. The image is
-/// first brought down to at most 512 pixels on its short side: the model sees 224 or so, and
+/// first brought down to at most 512 pixels on its short side (and 2,048 on its long side): the model sees 224 or so, and
 /// blurring or encoding a 12-megapixel scan would cost seconds for nothing.
 pub fn augmented_copies(
     bytes: &[u8],
@@ -101,17 +101,19 @@ pub fn augmented_copies(
         .collect()
 }
 
-/// The image decoded and brought down to at most 512 pixels on its short side, what every
+/// The image decoded and brought down to at most 512 pixels on its short side and 2,048 on its
+/// long side (a panorama's copies stay small: a batch of them is encoded at once), what every
 /// augmentation starts from.
 fn working_copy(bytes: &[u8], limits: &preprocess::ImageLimits) -> Result<RgbImage> {
     let decoded = preprocess::decode(bytes, limits)?;
     let img = decoded.image.to_rgb8();
-    let short = img.width().min(img.height());
-    if short <= 512 {
+    let (w, h) = (f64::from(img.width()), f64::from(img.height()));
+    let scale = (512.0 / w.min(h)).min(2048.0 / w.max(h));
+    if scale >= 1.0 {
         return Ok(img);
     }
-    let (w, h) = (img.width() as u64 * 512 / short as u64, img.height() as u64 * 512 / short as u64);
-    Ok(imageops::resize(&img, w.max(1) as u32, h.max(1) as u32, FilterType::CatmullRom))
+    let (w, h) = (((w * scale) as u32).max(1), ((h * scale) as u32).max(1));
+    Ok(imageops::resize(&img, w, h, FilterType::CatmullRom))
 }
 
 /// One deterministic augmentation (a verification should give the same answer twice).
@@ -363,6 +365,13 @@ mod tests {
         assert_eq!(CopyKind::parse("held_out"), Some(CopyKind::HeldOut));
         assert_eq!(CopyKind::parse(CopyKind::Train.as_str()), Some(CopyKind::Train));
         assert!(random_copy(b"nope", &limits, &[], CopyKind::Train, 0).is_err());
+        // a panorama's copy is brought down to 2,048 pixels on its long side
+        let wide = RgbImage::from_fn(6000, 600, |x, _| Rgb([(x % 256) as u8, 90, 30]));
+        let mut png = Vec::new();
+        DynamicImage::ImageRgb8(wide).write_to(&mut Cursor::new(&mut png), ImageFormat::Png).unwrap();
+        let copy =
+            image::load_from_memory(&random_copy(&png, &limits, &[4], CopyKind::Train, 0).unwrap()).unwrap();
+        assert!(copy.width() <= 2048 && copy.height() <= 205, "{}x{}", copy.width(), copy.height());
     }
 
     /// pg_clip.identify_variants' default: trading-card scans are named

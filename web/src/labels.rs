@@ -8,6 +8,16 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api::{content_hash_sql, image_url, Shared};
 use crate::problem::{Doing, Path, Problem, ProblemResponses, Query, Result};
 
+/// A collection's classifier, as the paths below name them: the classifier name's pattern is
+/// clip._is_name's rule, written once for the OpenAPI description.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ClassifierPath {
+    pub collection: String,
+    #[param(pattern = r"^[a-z][a-z0-9_]{0,39}$")]
+    pub classifier: String,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CollectionInfo {
     pub name: String,
@@ -70,11 +80,11 @@ pub struct ClassifierInfo {
 
 /// A classifier's classes, version and label stats (for a labelling screen's header).
 #[utoipa::path(get, path = "/api/v1/collections/{collection}/classifiers/{classifier}",
-    params(("collection" = String, Path), ("classifier" = String, Path, pattern = r"^[a-z][a-z0-9_]{0,39}$")),
+    params(ClassifierPath),
     responses((status = 200, body = ClassifierInfo), ProblemResponses))]
 pub async fn classifier(
     State(s): Shared,
-    Path((collection, classifier)): Path<(String, String)>,
+    Path(ClassifierPath { collection, classifier }): Path<ClassifierPath>,
 ) -> Result<Json<ClassifierInfo>> {
     let c = s.conn().await?;
     let head = c
@@ -148,11 +158,11 @@ pub struct ZeroShot {
 
 /// The next images to label (clip.next_to_label).
 #[utoipa::path(get, path = "/api/v1/collections/{collection}/classifiers/{classifier}/next",
-    params(("collection" = String, Path), ("classifier" = String, Path, pattern = r"^[a-z][a-z0-9_]{0,39}$"), NextParams),
+    params(ClassifierPath, NextParams),
     responses((status = 200, body = Vec<ToLabel>), ProblemResponses))]
 pub async fn next(
     State(s): Shared,
-    Path((collection, classifier)): Path<(String, String)>,
+    Path(ClassifierPath { collection, classifier }): Path<ClassifierPath>,
     Query(p): Query<NextParams>,
 ) -> Result<Json<Vec<ToLabel>>> {
     let n = p.n.unwrap_or(20).clamp(1, 200);
@@ -230,11 +240,11 @@ pub struct Labelled {
 
 /// Label one or many images (clip.label_many); refits when pg_clip.refit_every labels were given.
 #[utoipa::path(post, path = "/api/v1/collections/{collection}/classifiers/{classifier}/labels",
-    params(("collection" = String, Path), ("classifier" = String, Path, pattern = r"^[a-z][a-z0-9_]{0,39}$")), request_body = LabelRequest,
+    params(ClassifierPath), request_body = LabelRequest,
     responses((status = 200, body = Labelled), ProblemResponses))]
 pub async fn label(
     State(s): Shared,
-    Path((collection, classifier)): Path<(String, String)>,
+    Path(ClassifierPath { collection, classifier }): Path<ClassifierPath>,
     crate::problem::Json(r): crate::problem::Json<LabelRequest>,
 ) -> Result<Json<Labelled>> {
     let c = s.conn().await?;
@@ -270,11 +280,11 @@ pub struct Undone {
 /// Undo the labeller's last changes not undone yet (clip.undo_label, `steps` times, in one
 /// transaction): what was undone, newest first; empty when there was nothing.
 #[utoipa::path(post, path = "/api/v1/collections/{collection}/classifiers/{classifier}/undo",
-    params(("collection" = String, Path), ("classifier" = String, Path, pattern = r"^[a-z][a-z0-9_]{0,39}$")), request_body = UndoRequest,
+    params(ClassifierPath), request_body = UndoRequest,
     responses((status = 200, body = Vec<Undone>), ProblemResponses))]
 pub async fn undo(
     State(s): Shared,
-    Path((collection, classifier)): Path<(String, String)>,
+    Path(ClassifierPath { collection, classifier }): Path<ClassifierPath>,
     crate::problem::Json(r): crate::problem::Json<UndoRequest>,
 ) -> Result<Json<Vec<Undone>>> {
     let steps = r.steps.unwrap_or(1);
@@ -325,11 +335,11 @@ pub struct Change {
 
 /// The latest label changes (clip.label_history), newest first.
 #[utoipa::path(get, path = "/api/v1/collections/{collection}/classifiers/{classifier}/history",
-    params(("collection" = String, Path), ("classifier" = String, Path, pattern = r"^[a-z][a-z0-9_]{0,39}$"), HistoryParams),
+    params(ClassifierPath, HistoryParams),
     responses((status = 200, body = Vec<Change>), ProblemResponses))]
 pub async fn history(
     State(s): Shared,
-    Path((collection, classifier)): Path<(String, String)>,
+    Path(ClassifierPath { collection, classifier }): Path<ClassifierPath>,
     Query(p): Query<HistoryParams>,
 ) -> Result<Json<Vec<Change>>> {
     let n = p.n.unwrap_or(10).clamp(1, 500);

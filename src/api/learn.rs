@@ -60,6 +60,19 @@ pub(crate) fn option_int(o: &Value, key: &str, default: u64, lo: u64, hi: u64) -
     v as u64
 }
 
+/// Each of `values` as an index below `below` (ERROR naming `what` for a NULL, a negative or a
+/// larger one).
+pub(crate) fn indices(values: Array<i32>, what: &str, below: usize) -> Vec<usize> {
+    values
+        .iter()
+        .map(|v| {
+            v.and_then(|v| usize::try_from(v).ok())
+                .filter(|&v| v < below)
+                .unwrap_or_else(|| bad(format!("{what} must be 0..{below}"), None))
+        })
+        .collect()
+}
+
 /// Most values (rows x dimensions) a fit or a clustering takes at once: 64 M, 512 MB as f64.
 const MAX_VALUES: usize = 64 << 20;
 /// Most centres of a clustering, and iterations and restarts of a fit or a clustering.
@@ -126,14 +139,7 @@ fn _fit_logreg(embeddings: Array<f32>, dim: i32, y: Array<i32>, classes: i32, op
         usize::try_from(classes).ok().filter(|&c| (2..=y.len()).contains(&c)).unwrap_or_else(|| {
             bad(format!("classes must be between 2 and the rows ({}), not {classes}", y.len()), None)
         });
-    let y: Vec<usize> = y
-        .iter()
-        .map(|v| {
-            v.and_then(|v| usize::try_from(v).ok())
-                .filter(|&v| v < classes)
-                .unwrap_or_else(|| bad("labels must be 0..classes".into(), None))
-        })
-        .collect();
+    let y = indices(y, "labels", classes);
     let mut present = vec![false; classes];
     y.iter().for_each(|&c| present[c] = true);
     if let Some(c) = present.iter().position(|p| !p) {

@@ -14,7 +14,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
-use super::learn::{bad, check_keys, matrix, option_in, option_int, or_raise_learn, parse_options};
+use super::learn::{bad, check_keys, indices, matrix, option_in, option_int, or_raise_learn, parse_options};
 use crate::errors;
 use crate::gucs;
 use crate::models;
@@ -141,17 +141,6 @@ fn _embed_copies(
         .collect()
 }
 
-fn labels_of(values: Array<i32>, what: &str, below: usize) -> Vec<usize> {
-    values
-        .iter()
-        .map(|v| {
-            v.and_then(|v| usize::try_from(v).ok())
-                .filter(|&v| v < below)
-                .unwrap_or_else(|| bad(format!("{what} must be 0..{below}"), None))
-        })
-        .collect()
-}
-
 /// Train a head on a reference set's pool and evaluate it (core `projection::fit`):
 /// `refs` (flat, `dim` per row) with 0-based labels `ref_labels`; `copies` with the 0-based
 /// reference each copies and whether it is held out. `options` as `_projection_options`
@@ -179,11 +168,11 @@ fn _fit_projection(
 > {
     let t = options_of(options);
     let (refs, copies) = (matrix(refs, dim), matrix(copies, dim));
-    let ref_labels = labels_of(ref_labels, "reference labels", refs.nrows());
+    let ref_labels = indices(ref_labels, "reference labels", refs.nrows());
     if ref_labels.len() != refs.nrows() {
         bad(format!("{} labels for {} references", ref_labels.len(), refs.nrows()), None);
     }
-    let copy_refs = labels_of(copy_refs, "copy references", refs.nrows());
+    let copy_refs = indices(copy_refs, "copy references", refs.nrows());
     let held: Vec<bool> = copy_held_out.iter().map(|b| b.unwrap_or(false)).collect();
     let pool = Pool {
         refs: refs.view(),

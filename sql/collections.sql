@@ -471,23 +471,21 @@ BEGIN
         USING threshold, neighbours, c.name, c.model;
 END $$;
 
+-- SQL for the image bytes of collection `c`'s source row `s`: its bytea column, or the file
+-- its text column names, read under pg_clip.image_root with clip.read_image_file's checks.
+CREATE OR REPLACE FUNCTION clip._image_sql(c clip.collection) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE c.image_kind WHEN 'bytea' THEN format('s.%I', c.image_column)
+                             ELSE format('clip.read_image_file(s.%I::text)', c.image_column) END
+$$;
+
 -- The source image of one row, read with the caller's rights (a role that may not read the
--- source table gets its ERROR); a collection of paths reads the file under pg_clip.image_root
--- with clip.read_image_file's checks. No such row: ERROR P0002.
+-- source table gets its ERROR). No such row: ERROR P0002.
 CREATE OR REPLACE FUNCTION clip.image(collection text, image_id bigint) RETURNS bytea LANGUAGE plpgsql STABLE AS $$
 DECLARE
     c clip.collection := clip._collection(collection);
-    v text;
     b bytea;
 BEGIN
-    IF c.image_kind = 'bytea' THEN
-        EXECUTE format('SELECT %I FROM %s WHERE %I = $1', c.image_column, c.source, c.id_column) INTO b USING image_id;
-    ELSE
-        EXECUTE format('SELECT %I::text FROM %s WHERE %I = $1', c.image_column, c.source, c.id_column) INTO v USING image_id;
-        IF v IS NOT NULL THEN
-            b := clip.read_image_file(v);
-        END IF;
-    END IF;
+    EXECUTE format('SELECT %s FROM %s s WHERE s.%I = $1', clip._image_sql(c), c.source, c.id_column) INTO b USING image_id;
     IF b IS NULL THEN
         RAISE EXCEPTION 'collection "%" has no image %', c.name, image_id USING ERRCODE = 'P0002';
     END IF;

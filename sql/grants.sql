@@ -88,7 +88,8 @@ BEGIN
                                 '_class_code', '_label_code', '_check_name', '_is_name', '_derived_name',
                                 '_sigmoid', '_softmax_term', '_calibration', '_clip_calibration', '_setting', '_in_transaction_block',
                                 '_read_vocabulary_file', '_vocabulary', '_group_classes', '_blend', '_set_labels',
-                                '_projection_for', '_projection_stale', '_project', '_project_rows')
+                                '_projection_for', '_projection_stale', '_newest_projection', '_image_sql', '_project',
+                                '_project_rows')
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;

@@ -276,9 +276,7 @@ BEGIN
                    array_agg(a.image ORDER BY src.id, a.kind)
             FROM (SELECT s.%1$I::bigint AS id, %3$s AS img FROM %2$s s WHERE s.%1$I = ANY ($1)) src
             CROSS JOIN LATERAL clip.augmented_copies(src.img) a $q$,
-            c.id_column, c.source,
-            CASE c.image_kind WHEN 'bytea' THEN format('s.%I', c.image_column)
-                              ELSE format('clip.read_image_file(s.%I)', c.image_column) END)
+            c.id_column, c.source, clip._image_sql(c))
             INTO copy_ids, copy_kinds, copy_images USING ids;
         copy_vectors := clip.embed_images(copy_images, c.model);
         copy_compared := CASE WHEN h.id IS NULL THEN copy_vectors
@@ -335,6 +333,11 @@ END $$;
 -- copies of its references (core/src/learn/projection.rs), through which identify compares
 -- when references look alike. The newest version of a set answers.
 
+-- The newest projection head of reference set `name` (NULL: none).
+CREATE OR REPLACE FUNCTION clip._newest_projection(name text) RETURNS clip.projection LANGUAGE sql STABLE AS $$
+    SELECT p FROM clip.projection p WHERE p.reference_set = _newest_projection.name ORDER BY p.version DESC LIMIT 1
+$$;
+
 -- Is head `h` stale for collection `c`: trained for another model than the set's, or for the
 -- model as it was registered before (another stamp)?
 CREATE OR REPLACE FUNCTION clip._projection_stale(h clip.projection, c clip.collection) RETURNS boolean
@@ -350,7 +353,7 @@ BEGIN
     IF NOT clip._setting('pg_clip.identify_projection')::boolean THEN
         RETURN NULL;
     END IF;
-    SELECT * INTO h FROM clip.projection p WHERE p.reference_set = c.name ORDER BY p.version DESC LIMIT 1;
+    h := clip._newest_projection(c.name);
     IF h.id IS NOT NULL AND clip._projection_stale(h, c) THEN
         RAISE NOTICE 'projection head % of reference set "%" is stale: it was trained for model % as registered then, the set now uses %; answering without it',
             h.version, c.name, h.model, c.model
@@ -374,8 +377,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM clip.reference_set r WHERE r.name = _index_projection.name) THEN
         RETURN false;
     END IF;
-    SELECT p.output_dim INTO dim FROM clip.projection p WHERE p.reference_set = _index_projection.name
-    ORDER BY p.version DESC LIMIT 1;
+    dim := (clip._newest_projection(name)).output_dim;
     IF to_regclass(format('clip.%I', idx)) IS NOT NULL
        AND (dim IS NULL OR pg_get_indexdef(to_regclass(format('clip.%I', idx))) NOT LIKE format('%%vector(%s)%%', dim)) THEN
         EXECUTE format('DROP INDEX clip.%I', idx);
@@ -398,7 +400,7 @@ DECLARE
     h clip.projection;
     n bigint;
 BEGIN
-    SELECT * INTO h FROM clip.projection p WHERE p.reference_set = _project_references.name ORDER BY p.version DESC LIMIT 1;
+    h := clip._newest_projection(name);
     IF h.id IS NULL THEN
         RETURN 0;
     END IF;
@@ -451,9 +453,15 @@ DECLARE
     todo bigint;
     done bigint := 0;
     part record;
+    imgs bytea[];
     vs vector[];
     t0 timestamptz := clock_timestamp();
     t1 timestamptz;
+    ref_vs real[];
+    ref_labels int[];
+    copy_vs real[];
+    copy_refs int[];
+    copy_held_out boolean[];
     fit record;
     v int;
     ev jsonb;
@@ -496,19 +504,18 @@ BEGIN
     SELECT count(*) INTO todo FROM pg_temp.pg_clip_train_todo;
     RAISE NOTICE 'reference set "%": % references of % labels; % augmented copies to embed (the rest are kept from earlier trainings)',
         c.name, n_refs, n_labels, todo;
+    -- (in batches of pg_clip.batch_size copies; each batch's images are read for it alone)
     FOR part IN
-        EXECUTE format($q$
-            SELECT x.kind, array_agg(x.img ORDER BY x.i) AS imgs, array_agg(x.content_sha256 ORDER BY x.i) AS hashes,
-                   array_agg(x.copy ORDER BY x.i) AS copies
-            FROM (SELECT d.*, row_number() OVER (PARTITION BY d.kind ORDER BY d.content_sha256, d.copy) - 1 AS i, %3$s AS img
-                  FROM pg_temp.pg_clip_train_todo d JOIN %2$s s ON s.%1$I = d.reference_id) x
-            GROUP BY x.kind, x.i / $1 ORDER BY x.kind, min(x.i) $q$,
-            c.id_column, c.source,
-            CASE c.image_kind WHEN 'bytea' THEN format('s.%I', c.image_column)
-                              ELSE format('clip.read_image_file(s.%I)', c.image_column) END)
-        USING bs
+        SELECT x.kind, array_agg(x.reference_id ORDER BY x.i) AS ids, array_agg(x.content_sha256 ORDER BY x.i) AS hashes,
+               array_agg(x.copy ORDER BY x.i) AS copies
+        FROM (SELECT d.*, row_number() OVER (PARTITION BY d.kind ORDER BY d.content_sha256, d.copy) - 1 AS i
+              FROM pg_temp.pg_clip_train_todo d) x
+        GROUP BY x.kind, x.i / bs ORDER BY x.kind, min(x.i)
     LOOP
-        vs := clip._embed_copies(part.imgs, part.hashes, part.copies, part.kind, c.model);
+        EXECUTE format('SELECT array_agg(%3$s ORDER BY u.o) FROM unnest($1) WITH ORDINALITY u (id, o)
+                        LEFT JOIN %2$s s ON s.%1$I = u.id', c.id_column, c.source, clip._image_sql(c))
+            INTO imgs USING part.ids;
+        vs := clip._embed_copies(imgs, part.hashes, part.copies, part.kind, c.model);
         INSERT INTO clip.projection_copy (collection, model, stamp, content_sha256, kind, copy, embedding)
         SELECT c.name, c.model, m.stamp, part.hashes[u.ord], part.kind, part.copies[u.ord], u.v
         FROM unnest(vs) WITH ORDINALITY u (v, ord)
@@ -517,19 +524,16 @@ BEGIN
         RAISE NOTICE 'embedded % of % augmented copies', done, todo;
     END LOOP;
     t1 := clock_timestamp();
-    WITH pool AS (
-        SELECT t.ord, pc.embedding, pc.kind = 'held_out' AS held_out, pc.copy
-        FROM pg_temp.pg_clip_train_ref t
-        JOIN clip.projection_copy pc ON pc.collection = c.name AND pc.model = c.model AND pc.content_sha256 = t.content_sha256
-        WHERE pc.copy < CASE pc.kind WHEN 'train' THEN (o ->> 'pool_copies')::int ELSE (o ->> 'eval_copies')::int END
-    )
-    SELECT f.* INTO fit FROM clip._fit_projection(
-        (SELECT array_agg(t.embedding::real[] ORDER BY t.ord) FROM pg_temp.pg_clip_train_ref t),
-        (SELECT array_agg(t.label ORDER BY t.ord) FROM pg_temp.pg_clip_train_ref t),
-        (SELECT array_agg(p.embedding::real[] ORDER BY p.ord, p.held_out, p.copy) FROM pool p),
-        (SELECT array_agg(p.ord - 1 ORDER BY p.ord, p.held_out, p.copy) FROM pool p),
-        (SELECT array_agg(p.held_out ORDER BY p.ord, p.held_out, p.copy) FROM pool p),
-        m.embed_dim, o::text) f;
+    SELECT array_agg(t.embedding::real[] ORDER BY t.ord), array_agg(t.label ORDER BY t.ord) INTO ref_vs, ref_labels
+    FROM pg_temp.pg_clip_train_ref t;
+    SELECT array_agg(p.embedding::real[] ORDER BY p.ord, p.held_out, p.copy), array_agg(p.ord - 1 ORDER BY p.ord, p.held_out, p.copy),
+           array_agg(p.held_out ORDER BY p.ord, p.held_out, p.copy)
+    INTO copy_vs, copy_refs, copy_held_out
+    FROM (SELECT t.ord, pc.embedding, pc.kind = 'held_out' AS held_out, pc.copy
+          FROM pg_temp.pg_clip_train_ref t
+          JOIN clip.projection_copy pc ON pc.collection = c.name AND pc.model = c.model AND pc.content_sha256 = t.content_sha256
+          WHERE pc.copy < CASE pc.kind WHEN 'train' THEN (o ->> 'pool_copies')::int ELSE (o ->> 'eval_copies')::int END) p;
+    SELECT f.* INTO fit FROM clip._fit_projection(ref_vs, ref_labels, copy_vs, copy_refs, copy_held_out, m.embed_dim, o::text) f;
     SELECT coalesce(max(p.version), 0) + 1 INTO v FROM clip.projection p WHERE p.reference_set = c.name;
     INSERT INTO clip.projection (reference_set, version, model, stamp, input_dim, hidden_dim, output_dim, weights, options,
                                  losses, evaluation, refs, labels, copies, embed_seconds, train_seconds)
